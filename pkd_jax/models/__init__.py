@@ -1,0 +1,19 @@
+"""Flax modules of pkd_jax: trunks, recurrent layers, fusion and the Teacher / Student networks."""
+
+from pkd_jax.models.fusion import ConcatFusionHead, JointCrossAttention, MLPHead
+from pkd_jax.models.pkd import Student, Teacher
+from pkd_jax.models.resnet import ResNet18
+from pkd_jax.models.temporal import GRU, LSTM
+from pkd_jax.models.vgg import VGG19BN
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "VGG19BN",
+    "ConcatFusionHead",
+    "JointCrossAttention",
+    "MLPHead",
+    "ResNet18",
+    "Student",
+    "Teacher",
+]

@@ -1,0 +1,47 @@
+"""Small helpers shared by the model modules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Activation = Callable[[jax.Array], jax.Array]
+
+_ACTIVATIONS: dict[str, Activation] = {
+    "none": lambda x: x,
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "tanh": jnp.tanh,
+}
+
+
+def get_activation(name: str) -> Activation:
+    """Returns the activation called `name` ("none" is the identity, as in the released code)."""
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}") from None
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count under a width multiplier (never below 1), so tiny models share the code."""
+    return max(1, round(channels * width))
+
+
+def batch_norm(train: bool, name: str, dtype: jnp.dtype) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5)."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name)
+
+
+def merge_time(x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
+    """[B, T, ...] -> [B*T, ...], so per-frame trunks run as one big batch."""
+    b, t = x.shape[:2]
+    return x.reshape((b * t, *x.shape[2:])), (b, t)
+
+
+def split_time(x: jax.Array, bt: tuple[int, int]) -> jax.Array:
+    """Inverse of `merge_time`."""
+    return x.reshape((*bt, *x.shape[1:]))

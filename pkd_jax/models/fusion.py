@@ -1,0 +1,120 @@
+"""Heads and audio-visual fusion.
+
+`MLPHead` is the student's head; `ConcatFusionHead` is the weak-setting teacher's concat-MLP fusion;
+`JointCrossAttention` is the strong setting's fusion (Praveen et al., see REFERENCE section 3).
+
+Activations: the released code has none between its linear layers, the paper's text speaks of
+"non-linear transformations". `activation="none"` reproduces the code, `"relu"` the text. With an
+activation, it follows every hidden layer, the embedding layer included, so the distilled embedding
+is the layer's post-activation output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from pkd_jax.models.common import get_activation
+
+
+class MLPHead(nn.Module):
+    """Linear stack with the distilled embedding tapped at layer `embed_index`.
+
+    Returns (predictions [..., num_targets], embedding [..., features[embed_index]]).
+    Student sizes (released code): features (512, 256, 128, 64), embed_index 2.
+    """
+
+    features: Sequence[int] = (512, 256, 128, 64)
+    embed_index: int = 2
+    num_targets: int = 2
+    activation: str = "none"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = get_activation(self.activation)
+        embedding = None
+        for i, width in enumerate(self.features):
+            x = act(nn.Dense(width, dtype=self.dtype, name=f"dense_{i}")(x))
+            if i == self.embed_index:
+                embedding = x
+        if embedding is None:
+            raise ValueError(f"embed_index {self.embed_index} is outside {len(self.features)} layers")
+        out = nn.Dense(self.num_targets, dtype=self.dtype, name="out")(x)
+        return out, embedding
+
+
+class ConcatFusionHead(nn.Module):
+    """Teacher head of the weak setting: visual [..., 1024] -> linear 1024, concat audio [..., 512],
+    then 1536 -> 256 -> 128 (the distilled embedding) -> targets (released-code sizes)."""
+
+    visual_features: int = 1024
+    fused_features: Sequence[int] = (256, 128)
+    num_targets: int = 2
+    activation: str = "none"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, visual: jax.Array, audio: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = get_activation(self.activation)
+        x = act(nn.Dense(self.visual_features, dtype=self.dtype, name="visual_proj")(visual))
+        x = jnp.concatenate([x, audio.astype(x.dtype)], axis=-1)
+        for i, width in enumerate(self.fused_features):
+            x = act(nn.Dense(width, dtype=self.dtype, name=f"fused_{i}")(x))
+        out = nn.Dense(self.num_targets, dtype=self.dtype, name="out")(x)
+        return out, x
+
+
+class JointCrossAttention(nn.Module):
+    """Joint cross-attention fusion over a window of L time steps (REFERENCE section 3).
+
+    Audio and visual features [B, L, d] are first projected to d' = `dim`; with J = [Xa, Xv] (L x 2d'):
+      Ca = tanh(Xa^T W_ja J / sqrt(2d')),  Ha = ReLU(Ca W_ca + Xa^T W_a),  Xatt_a = (Ha W_ha)^T + Xa
+    (likewise for the visual side), then a regressor on [Xatt_a, Xatt_v]: 2d' -> 128 -> dropout -> targets.
+    W_ja, W_jv mix time (L x L), W_a, W_v: L -> k, W_ha, W_hv: k -> L, W_ca, W_cv: 2d' -> k.
+
+    Returns (predictions [B, L, targets], embedding [B, L, hidden]) where the embedding is the
+    regressor's hidden layer.
+    """
+
+    length: int
+    dim: int = 128
+    k: int = 32
+    hidden: int = 128
+    dropout: float = 0.6
+    num_targets: int = 2
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, audio: jax.Array, visual: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
+        if audio.shape[1] != self.length or visual.shape[1] != self.length:
+            raise ValueError(
+                f"joint cross-attention was built for {self.length} steps, got audio "
+                f"{audio.shape[1]} and visual {visual.shape[1]}"
+            )
+        xa = nn.Dense(self.dim, dtype=self.dtype, name="audio_proj")(audio)
+        xv = nn.Dense(self.dim, dtype=self.dtype, name="visual_proj")(visual)
+        joint = jnp.concatenate([xa, xv], axis=-1)  # [B, L, 2d']
+        scale = (2 * self.dim) ** -0.5
+        init = nn.initializers.lecun_normal()
+
+        def attend(x: jax.Array, side: str) -> jax.Array:
+            w_j = self.param(f"w_j{side}", init, (self.length, self.length))
+            w_x = self.param(f"w_{side}", init, (self.length, self.k))
+            w_h = self.param(f"w_h{side}", init, (self.k, self.length))
+            # Correlation of each feature channel with the joint representation: [B, d', 2d'].
+            corr = jnp.tanh(jnp.einsum("bld,lm,bme->bde", x, w_j, joint) * scale)
+            h = nn.relu(
+                nn.Dense(self.k, use_bias=False, dtype=self.dtype, name=f"w_c{side}")(corr)
+                + jnp.einsum("bld,lk->bdk", x, w_x)
+            )  # [B, d', k]
+            return jnp.einsum("bdk,kl->bld", h, w_h) + x
+
+        fused = jnp.concatenate([attend(xa, "a"), attend(xv, "v")], axis=-1)
+        hidden = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="regressor_hidden")(fused))
+        dropped = nn.Dropout(self.dropout, deterministic=not train)(hidden)
+        out = nn.Dense(self.num_targets, dtype=self.dtype, name="regressor_out")(dropped)
+        return out, hidden
