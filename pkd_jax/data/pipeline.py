@@ -1,0 +1,250 @@
+"""Input pipeline: clips and evaluation chunks from the feature cache, as numpy batch dicts.
+
+Training (`train_dataset`): a grain dataset of clips of `clip_frames` consecutive frames. Clip k of the
+stream draws its position uniformly over every valid clip start of every training video, from a
+random generator seeded by (seed, k) (augmentation too), so the stream is deterministic for a seed,
+shards by process with a slice, and its iterator state (`get_state` / `set_state`) checkpoints with the model.
+
+Evaluation (`eval_batches`): every frame of every video exactly once, in order, in chunks of
+`chunk_frames`; up to `videos_per_batch` videos run side by side as lanes, the ragged ends padded and
+masked by `frame_mask`. `first_chunk` tells the evaluator to reset the recurrent carry.
+
+Batch keys (B clips or lanes, T frames):
+    frames       uint8 [B, T, S, S, 3]  face crops, missing-face policy applied
+    audio        float32 [B, T, n_mels, W, 1]  z-scored log-mel window per frame (when `with_audio`)
+    labels       float32 [B, T, 2]  (valence, arousal)
+    label_mask   float32 [B, T]  1 where the label is valid
+    frame_mask   float32 [B, T]  1 for a real frame, 0 for padding
+    face_found   float32 [B, T]
+    frame_index  int32 [B, T]
+    video_id     str [B]
+plus one key per `extra_arrays` entry, sliced per frame like the labels (cached teacher outputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grain
+import numpy as np
+
+from pkd_jax.data.cache import Cache, CachedVideo
+
+MISSING_FACE_POLICIES = ("retain", "black")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """What a batch looks like; the training config fills it."""
+
+    clip_frames: int = 5
+    batch_size: int = 8  # per process
+    missing_face: str = "retain"  # "retain": repeat the last detected face (Table 5); "black"
+    with_audio: bool = True
+    audio_window_s: float = 1.0  # audio context per frame, centred on the frame
+    augment: bool = False  # random horizontal flip and brightness/contrast jitter per clip
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.missing_face not in MISSING_FACE_POLICIES:
+            raise ValueError(
+                f"missing_face={self.missing_face!r}; choose one of {list(MISSING_FACE_POLICIES)}"
+            )
+        if self.clip_frames < 1 or self.batch_size < 1:
+            raise ValueError("clip_frames and batch_size must be positive")
+
+
+class FrameReader:
+    """Slices frames, audio windows and labels of cached videos, applying the missing-face policy."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        config: PipelineConfig,
+        extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    ):
+        self.cache = cache
+        self.config = config
+        self.extra_arrays = dict(extra_arrays or {})
+        self._last_found: dict[str, np.ndarray] = {}
+        if config.with_audio:
+            self.audio_mean, self.audio_std = cache.audio_stats()
+            audio_cfg = cache.config.get("audio", cache.config)
+            hop, sr, fps = audio_cfg["hop"], audio_cfg["sample_rate"], audio_cfg.get("fps", 25)
+            self.mel_per_frame = round(sr / (fps * hop))
+            self.window = max(1, round(config.audio_window_s * sr / hop))
+
+    def last_found(self, video: CachedVideo) -> np.ndarray:
+        """Index of the most recent frame with a face, at or before each frame (-1 before the first)."""
+        if video.video_id not in self._last_found:
+            found = np.asarray(video.face_found, bool)
+            idx = np.where(found, np.arange(len(found)), -1)
+            self._last_found[video.video_id] = np.maximum.accumulate(idx)
+        return self._last_found[video.video_id]
+
+    def frames(self, video: CachedVideo, index: np.ndarray) -> np.ndarray:
+        """uint8 [len(index), S, S, 3] under the missing-face policy."""
+        if self.config.missing_face == "retain":
+            source = self.last_found(video)[index]
+        else:
+            source = np.where(np.asarray(video.face_found)[index], index, -1)
+        out = video.frames[np.maximum(source, 0)]
+        out[source < 0] = 0  # no face to show: black
+        return out
+
+    def audio(self, video: CachedVideo, index: np.ndarray) -> np.ndarray:
+        """float32 [len(index), n_mels, W, 1]: the z-scored log-mel window centred on each frame."""
+        centre = index * self.mel_per_frame + self.mel_per_frame // 2
+        cols = centre[:, None] - self.window // 2 + np.arange(self.window)[None, :]  # [L, W]
+        inside = (cols >= 0) & (cols < video.logmel.shape[0])
+        mel = np.asarray(video.logmel[np.clip(cols, 0, video.logmel.shape[0] - 1)], np.float32)
+        mel = (mel - self.audio_mean) / self.audio_std  # [L, W, n_mels]
+        mel[~inside] = 0.0  # outside the recording: the training mean
+        return np.transpose(mel, (0, 2, 1))[..., None]
+
+    def read(self, video_id: str, index: np.ndarray, *, rng: np.random.Generator | None = None) -> dict:
+        """One clip or chunk of frames `index` of `video_id` (no batch axis)."""
+        video = self.cache.video(video_id)
+        frames = self.frames(video, index)
+        if rng is not None and self.config.augment:
+            frames = augment_clip(frames, rng)
+        example = {
+            "frames": frames,
+            "labels": np.asarray(video.labels[index], np.float32),
+            "label_mask": np.asarray(video.label_mask[index], np.float32),
+            "frame_mask": np.ones(len(index), np.float32),
+            "face_found": np.asarray(video.face_found[index], np.float32),
+            "frame_index": index.astype(np.int32),
+            "video_id": np.asarray(video_id),
+        }
+        if self.config.with_audio:
+            example["audio"] = self.audio(video, index)
+        for name, per_video in self.extra_arrays.items():
+            example[name] = np.asarray(per_video[video_id][index])
+        return example
+
+
+def augment_clip(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same random flip and brightness/contrast change on every frame of a clip (uint8 in and out)."""
+    if rng.random() < 0.5:
+        frames = frames[:, :, ::-1]
+    gain, offset = rng.uniform(0.8, 1.2), rng.uniform(-20, 20)
+    lut = np.clip(np.arange(256) * gain + offset, 0, 255).astype(np.uint8)
+    return lut[frames]
+
+
+class _SampleClip(grain.transforms.Map):
+    """Clip k -> a uniformly drawn (video, start) of the training split, read from the cache.
+
+    The generator is seeded by (seed, k) itself rather than by the element's position, so clip k is the
+    same whichever process shard draws it.
+    """
+
+    def __init__(self, reader: FrameReader, video_ids: list[str], seed: int):
+        self.reader = reader
+        self.seed = seed
+        self.video_ids = video_ids
+        clip = reader.config.clip_frames
+        lengths = np.array([reader.cache.video(v).num_frames for v in video_ids])
+        short = [v for v, n in zip(video_ids, lengths, strict=True) if n < clip]
+        if short:
+            raise ValueError(f"videos shorter than clip_frames={clip}: {short}")
+        self.starts_cum = np.cumsum(lengths - clip + 1)
+
+    def map(self, element: int) -> dict:
+        rng = np.random.default_rng([self.seed, element])
+        position = int(rng.integers(self.starts_cum[-1]))
+        video = int(np.searchsorted(self.starts_cum, position, side="right"))
+        start = position - (self.starts_cum[video - 1] if video else 0)
+        index = np.arange(start, start + self.reader.config.clip_frames)
+        return self.reader.read(self.video_ids[video], index, rng=rng)
+
+
+def train_dataset(
+    cache: Cache,
+    config: PipelineConfig,
+    *,
+    split: str = "train",
+    shard_index: int = 0,
+    shard_count: int = 1,
+    extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+) -> grain.MapDataset:
+    """An endless, seeded stream of training batches for this process's shard.
+
+    Each process takes every `shard_count`-th clip of the global stream, so processes never repeat
+    each other's clips and the union over processes is the single-process stream.
+    """
+    video_ids = cache.ids(split)
+    if not video_ids:
+        raise ValueError(f"{cache.root}: no usable {split} videos (failures: {cache.failures()})")
+    reader = FrameReader(cache, config, extra_arrays)
+    ds = grain.MapDataset.range(np.iinfo(np.int64).max // 2)
+    ds = ds[shard_index::shard_count]
+    ds = ds.map(_SampleClip(reader, video_ids, config.seed))
+    return ds.batch(config.batch_size, drop_remainder=True)
+
+
+def eval_batches(
+    cache: Cache,
+    split: str,
+    *,
+    chunk_frames: int,
+    videos_per_batch: int = 1,
+    with_audio: bool = True,
+    missing_face: str = "retain",
+    audio_window_s: float = 1.0,
+    video_ids: list[str] | None = None,
+    extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Every frame of every video of `split` once, in order, as lanes of chunks.
+
+    Yields batches with the keys of the module docstring plus `first_chunk` (bool: reset the carry).
+    Empty lanes (fewer videos than `videos_per_batch` left) have `video_id` "" and a zero frame mask.
+    """
+    config = PipelineConfig(
+        clip_frames=chunk_frames, batch_size=videos_per_batch, missing_face=missing_face,
+        with_audio=with_audio, audio_window_s=audio_window_s,
+    )  # fmt: skip
+    reader = FrameReader(cache, config, extra_arrays)
+    ids = cache.ids(split) if video_ids is None else list(video_ids)
+    for group_start in range(0, len(ids), videos_per_batch):
+        group = ids[group_start : group_start + videos_per_batch]
+        lengths = [cache.video(v).num_frames for v in group]
+        n_chunks = -(-max(lengths) // chunk_frames)
+        template = reader.read(group[0], np.arange(1))
+        for c in range(n_chunks):
+            lanes = []
+            for lane in range(videos_per_batch):
+                if lane < len(group):
+                    index = np.arange(c * chunk_frames, min((c + 1) * chunk_frames, lengths[lane]))
+                    lanes.append(
+                        _pad(reader.read(group[lane], index), chunk_frames)
+                        if len(index)
+                        else _empty(template, chunk_frames, group[lane])
+                    )
+                else:
+                    lanes.append(_empty(template, chunk_frames, ""))
+            batch = {k: np.stack([lane[k] for lane in lanes]) for k in lanes[0]}
+            batch["first_chunk"] = np.asarray(c == 0)
+            yield batch
+
+
+def _pad(example: dict, length: int) -> dict:
+    """Pads every per-frame array to `length` frames with zeros (frame_mask marks the padding)."""
+    out = {}
+    for key, value in example.items():
+        if value.ndim == 0:
+            out[key] = value
+            continue
+        pad = [(0, length - value.shape[0])] + [(0, 0)] * (value.ndim - 1)
+        out[key] = np.pad(value, pad)
+    return out
+
+
+def _empty(template: dict, length: int, video_id: str) -> dict:
+    """An all-padding lane shaped like `template`."""
+    out = {k: np.zeros((length, *v.shape[1:]), v.dtype) for k, v in template.items() if v.ndim}
+    out["video_id"] = np.asarray(video_id)
+    return out
