@@ -18,7 +18,8 @@ Batch keys (B clips or lanes, T frames):
     face_found   float32 [B, T]
     frame_index  int32 [B, T]
     video_id     str [B]
-plus one key per `extra_arrays` entry, sliced per frame like the labels (cached teacher outputs).
+plus one key per `extra_arrays` entry: per-video arrays indexed by clip start, [T - L + 1, L, ...], such
+as the cached teacher outputs (see `pkd_jax.train.teacher_cache`).
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ class FrameReader:
         }
         if self.config.with_audio:
             example["audio"] = self.audio(video, index)
-        for name, per_video in self.extra_arrays.items():
-            example[name] = np.asarray(per_video[video_id][index])
+        for name, per_clip_start in self.extra_arrays.items():
+            example[name] = np.asarray(per_clip_start[video_id][index[0]])
         return example
 
 

@@ -110,20 +110,34 @@ class Teacher(_VisualTemporal):
             dtype=self.dtype,
         )
 
-    def stream(
-        self, frames: jax.Array, audio: jax.Array, carry: Carry = None, *, train: bool = False
-    ) -> tuple[jax.Array, jax.Array, Carry]:
-        """Predictions, embedding and the carry after the last frame, starting from `carry`."""
+    def frame_features(
+        self, frames: jax.Array, audio: jax.Array, *, train: bool = False
+    ) -> tuple[jax.Array, jax.Array]:
+        """Per-frame trunk features (visual [B, T, Dv], audio [B, T, Da]); no temporal context."""
         if audio.shape[:2] != frames.shape[:2]:
             raise ValueError(
                 f"audio windows {audio.shape[:2]} do not match video frames {frames.shape[:2]} "
                 "in [batch, time]"
             )
-        hidden, carry = self.encode_visual(frames, carry, train)
+        flat, bt = merge_time(frames)
+        visual = split_time(self.visual_cnn(flat, train=train), bt)
         flat, bt = merge_time(audio)
-        audio_feats = split_time(self.audio_cnn(flat, train=train), bt)
-        pred, emb = self.head(hidden, audio_feats)
+        return visual, split_time(self.audio_cnn(flat, train=train), bt)
+
+    def from_features(
+        self, visual: jax.Array, audio: jax.Array, carry: Carry = None
+    ) -> tuple[jax.Array, jax.Array, Carry]:
+        """The recurrent layer and fusion head on trunk features; the cheap part of the teacher."""
+        hidden, carry = self.temporal(visual, carry)
+        pred, emb = self.head(hidden, audio)
         return pred.astype(jnp.float32), emb.astype(jnp.float32), carry
+
+    def stream(
+        self, frames: jax.Array, audio: jax.Array, carry: Carry = None, *, train: bool = False
+    ) -> tuple[jax.Array, jax.Array, Carry]:
+        """Predictions, embedding and the carry after the last frame, starting from `carry`."""
+        visual, audio_feats = self.frame_features(frames, audio, train=train)
+        return self.from_features(visual, audio_feats, carry)
 
     def __call__(
         self, frames: jax.Array, audio: jax.Array, *, train: bool = False

@@ -1,0 +1,139 @@
+"""Shared defaults of every pkd_jax experiment; the per-experiment files override a few fields.
+
+`get_config(stage, dataset)` returns an unlocked ConfigDict; experiment files lock it. Every field has a
+one-line comment. Defaults follow the paper's text; the released code's choices are one config argument
+away (`:released_code`, see `apply_released_code`).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+STAGES = ("teacher", "visual", "student")
+
+
+def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict:
+    """Defaults of one training stage ("teacher", "visual" or "student") on `dataset`."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+    c = ml_collections.ConfigDict()
+    c.stage = stage  # what to train: "teacher" (audio+visual), "visual" (baseline) or "student" (PKD)
+    c.seed = 0  # seeds parameter init, dropout and the clip stream
+    c.targets = ("valence", "arousal")  # predicted dimensions; one name trains one model per dimension
+
+    c.data = d = ml_collections.ConfigDict()
+    d.dataset = dataset  # corpus layout: "recola", "synthetic" (RECOLA layout) or "affwild2"
+    d.root = ""  # raw corpus directory (required; no silent fallback to synthetic data)
+    d.cache = ""  # feature cache directory; empty: <root>/pkd_jax_cache, preprocessed on first use
+    d.preprocess_workers = 2  # processes for preprocessing when the cache is built
+    d.face_size = 112  # face crop side in pixels
+    d.clip_frames = 5  # frames per training clip (the paper's text gives none; the released code uses 5)
+    d.batch_size = 8  # clips per step, over all devices and processes
+    d.missing_face = "retain"  # frames without a face: "retain" the last face (Table 5) or "black"
+    d.audio_window_s = 1.0  # audio context per frame, centred on it (paper: 1-second windows)
+    d.augment = False  # random flip and brightness/contrast jitter per clip
+    d.eval_chunk_frames = 250  # evaluation chunk length; the recurrent state carries across chunks
+    d.eval_videos_per_batch = 4  # videos evaluated side by side
+
+    c.model = m = ml_collections.ConfigDict()
+    m.vgg_width = 1.0  # VGG19-BN channel multiplier (1.0 = the paper's network)
+    m.visual_features = 512  # VGG trunk output (linear 4608 -> 512)
+    m.cnn_dropout = 0.2  # dropout before and after the trunk's linear layer
+    m.rnn = "gru"  # temporal layer: "gru" (weak setting) or "lstm"
+    m.rnn_hidden = 1024  # recurrent state size
+    m.head_features = (512, 256, 128, 64)  # student head widths (released code)
+    m.embed_index = 2  # which student head layer is the distilled embedding (128-d)
+    m.audio_width = 1.0  # ResNet-18 channel multiplier
+    m.fusion_visual_features = 1024  # teacher: linear on the recurrent output before concatenation
+    m.fused_features = (256, 128)  # teacher: layers after concatenation; the last is the embedding
+    m.activation = "relu"  # between head layers: "relu" (paper text) or "none" (released code)
+    m.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
+
+    c.optim = o = ml_collections.ConfigDict()
+    o.lr_visual_cnn = 1e-6  # VGG19-BN trunk (paper text; released code 1e-5)
+    o.lr_temporal = 1e-4  # GRU / LSTM
+    o.lr_head = 1e-4  # heads and fusion
+    o.lr_audio_cnn = 1e-5  # ResNet-18 audio trunk (paper text; released code 1e-4)
+    o.b1 = 0.9  # Adam beta1
+    o.b2 = 0.999  # Adam beta2
+    o.weight_decay = 0.0  # decoupled weight decay (AdamW) when > 0
+    o.grad_clip = 0.0  # global gradient-norm clipping when > 0
+
+    c.loss = lo = ml_collections.ConfigDict()
+    lo.ccc = "flattened"  # CCC reduction: "flattened" over the batch or "per_sequence"
+    lo.distill = "per_frame"  # cosine distillation: "per_frame" or "flattened" (released code)
+    lo.gate = "paper"  # negative-transfer gate: "paper", "none" or "released_code"
+    lo.alpha = 0.2  # weight of L_cos (eq. 4-7)
+    lo.theta = 0.2  # gate threshold on gamma = 1 - CCC_teacher
+
+    c.teacher = t = ml_collections.ConfigDict()
+    t.workdir = ""  # student only: the teacher's workdir (its best checkpoint is used)
+    t.checkpoint = ""  # student only: or an explicit checkpoint directory
+    t.mode = "cached"  # "cached": teacher outputs computed once per frame; "online": run in the step
+
+    c.train = tr = ml_collections.ConfigDict()
+    tr.num_steps = 20_000  # optimizer steps
+    tr.log_every = 50  # steps between metric logs
+    tr.eval_every = 1_000  # steps between dev evaluations (and best-checkpoint updates)
+    tr.checkpoint_every = 1_000  # steps between "latest" checkpoints
+    tr.keep_latest = 1  # latest checkpoints kept
+    tr.keep_best = 1  # best-by-dev-CCC checkpoints kept
+    tr.profile_steps = ()  # (first, last) step range traced with jax.profiler into <workdir>/profile
+
+    c.eval = e = ml_collections.ConfigDict()
+    e.postprocess = False  # also report the released code's post-processed CCC (labelled as such)
+    e.save_predictions = True  # per-video prediction CSVs in <workdir>/predictions/<step>/
+
+    c.pretrained = p = ml_collections.ConfigDict()
+    p.visual_cnn = ""  # optional PyTorch/.npz weights for VGG19-BN (e.g. the FER2013 checkpoint)
+    p.audio_cnn = ""  # optional PyTorch/.npz weights for ResNet-18 (e.g. torchvision ImageNet)
+    return c
+
+
+def apply_released_code(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The released code's choices: its learning rates, linear heads, batch-level gate and cosine."""
+    c.model.activation = "none"
+    c.optim.lr_visual_cnn = 1e-5
+    c.optim.lr_temporal = 1e-4
+    c.optim.lr_head = 1e-4
+    c.optim.lr_audio_cnn = 1e-4
+    c.loss.gate = "released_code"
+    c.loss.distill = "flattened"
+    c.loss.ccc = "flattened"
+    c.data.clip_frames = 5
+    c.data.batch_size = 8
+    return c
+
+
+def parse_args(arg: str | None, known: tuple[str, ...]) -> set[str]:
+    """Config arguments after the colon, comma-separated (`file.py:released_code,tiny`)."""
+    args = {a.strip() for a in (arg or "").split(",") if a.strip()}
+    unknown = args - set(known)
+    if unknown:
+        raise ValueError(f"unknown config argument(s) {sorted(unknown)}; known: {list(known)}")
+    return args
+
+
+def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Tiny widths for tests and CPU demos: the same code, a fraction of the compute."""
+    c.data.face_size = 32
+    c.data.clip_frames = 4
+    c.data.batch_size = 4
+    c.data.eval_chunk_frames = 50
+    c.model.vgg_width = 0.0625
+    c.model.visual_features = 32
+    c.model.rnn_hidden = 32
+    c.model.head_features = (32, 24, 16, 8)
+    c.model.audio_width = 0.0625
+    c.model.fusion_visual_features = 32
+    c.model.fused_features = (24, 16)
+    c.optim.lr_visual_cnn = 1e-3
+    c.optim.lr_temporal = 1e-3
+    c.optim.lr_head = 1e-3
+    c.optim.lr_audio_cnn = 1e-3
+    c.train.num_steps = 20
+    c.train.log_every = 5
+    c.train.eval_every = 10
+    c.train.checkpoint_every = 10
+    c.data.preprocess_workers = 1
+    return c

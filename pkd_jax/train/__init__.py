@@ -1,0 +1,1 @@
+"""Training: state, optimizers, jitted steps, sharding, checkpoints and the loop."""

@@ -1,0 +1,361 @@
+"""`run(config, workdir)`: train one stage (teacher, visual baseline or student) end to end.
+
+Order of a step, following kauldron: run the step, log, evaluate, checkpoint, and only then draw the
+next batch, so a checkpoint's iterator state is exactly where the next step resumes. Metrics stay on
+the device between logging steps; on a logging step they are fetched together, a non-finite loss
+stops training with the step and the clips that caused it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from pkd_jax import losses
+from pkd_jax.data.cache import Cache
+from pkd_jax.data.pipeline import PipelineConfig, train_dataset
+from pkd_jax.evaluate import evaluate
+from pkd_jax.models import Teacher
+from pkd_jax.train import build, sharding
+from pkd_jax.train.checkpoint import Checkpointer, abstract_like
+from pkd_jax.train.metric_writer import MetricWriter
+from pkd_jax.train.state import create_state, make_optimizer
+from pkd_jax.train.steps import make_stream_step, make_train_step
+from pkd_jax.train.teacher_cache import compute_teacher_cache
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the message names the step and the clips."""
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Stops early, with what to set, on configs that cannot run."""
+    if not config.data.root and not config.data.cache:
+        raise ValueError(
+            f"config.data.root is not set: point it at the {config.data.dataset} corpus "
+            "(--config.data.root=/path/to/corpus). Without real data, generate the synthetic corpus "
+            "(python -m pkd_jax.data.synthetic --out=DIR) and train on it with "
+            "--config.data.dataset=synthetic --config.data.root=DIR."
+        )
+    build.target_indices(config)
+    build.compute_dtype(config)
+    if config.stage == "student":
+        if not (config.teacher.workdir or config.teacher.checkpoint):
+            raise ValueError(
+                "a student needs its teacher: set config.teacher.workdir (or teacher.checkpoint)"
+            )
+        if config.teacher.mode not in ("online", "cached"):
+            raise ValueError(f"config.teacher.mode={config.teacher.mode!r}; use 'online' or 'cached'")
+
+
+def cache_dir(config: ml_collections.ConfigDict) -> Path:
+    return Path(config.data.cache or Path(config.data.root) / "pkd_jax_cache")
+
+
+def open_cache(config: ml_collections.ConfigDict) -> Cache:
+    """The feature cache of the configured corpus, preprocessing the corpus first when it has none."""
+    directory = cache_dir(config)
+    if not (directory / "manifest.json").exists():
+        from pkd_jax.data.preprocess import PreprocessConfig, preprocess_corpus
+
+        if not config.data.root or not Path(config.data.root).is_dir():
+            raise FileNotFoundError(f"no feature cache at {directory} and no corpus at {config.data.root!r}")
+        logging.info("No feature cache at %s: preprocessing %s first.", directory, config.data.root)
+        preprocess_corpus(
+            config.data.dataset,
+            config.data.root,
+            directory,
+            config=PreprocessConfig(face_size=config.data.face_size),
+            workers=config.data.preprocess_workers,
+        )
+    return Cache(directory)
+
+
+def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple[Teacher, Any, dict]:
+    """The frozen teacher named by `config.teacher`: its model (from its own config) and variables."""
+    source = Path(config.teacher.checkpoint or config.teacher.workdir)
+    workdir = source if config.teacher.workdir else source.parent.parent
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"teacher not found: {config_path} does not exist (train the teacher first)")
+    teacher_config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    if teacher_config.stage != "teacher":
+        raise ValueError(f"{config_path}: stage {teacher_config.stage!r} is not a teacher")
+    if tuple(teacher_config.targets) != tuple(build.target_names(config)):
+        raise ValueError(
+            f"{config_path}: the teacher predicts {tuple(teacher_config.targets)}, "
+            f"the student {tuple(build.target_names(config))}"
+        )
+    if teacher_config.data.face_size != config.data.face_size:
+        raise ValueError(
+            f"{config_path}: the teacher was trained on {teacher_config.data.face_size}px faces, "
+            f"the student is configured for {config.data.face_size}px"
+        )
+    teacher = build.build_teacher(teacher_config)
+    checkpointer = Checkpointer(workdir / "checkpoints", async_save=False)
+    step = int(source.name) if config.teacher.checkpoint else checkpointer.best_step()
+    if step is None:
+        raise FileNotFoundError(f"teacher not found: no checkpoint in {workdir / 'checkpoints'}")
+    restored = checkpointer.manager.restore(step, args=_raw_state_args())["state"]
+    variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
+    checkpointer.close()
+    expected = jax.eval_shape(
+        lambda: teacher.init(jax.random.key(0), *_dummy_teacher_inputs(teacher_config, variables))
+    )
+    _check_same_tree(expected, variables, f"teacher checkpoint {workdir}/checkpoints/{step}")
+    logging.info("Teacher: %s, step %d.", workdir, step)
+    return teacher, sharding.replicate(variables, mesh), teacher_config.to_dict()
+
+
+def _raw_state_args() -> Any:
+    import orbax.checkpoint as ocp
+
+    return ocp.args.Composite(state=ocp.args.StandardRestore())
+
+
+def _dummy_teacher_inputs(teacher_config: ml_collections.ConfigDict, variables: Any) -> tuple:
+    # The audio input size is not in the config; the trunks only need the channel count to match.
+    channels = variables["params"]["audio_cnn"]["conv1"]["kernel"].shape[2]
+    size = teacher_config.data.face_size
+    return jnp.zeros((1, 1, size, size, 3)), jnp.zeros((1, 1, 64, 100, channels))
+
+
+def _check_same_tree(expected: Any, got: Any, what: str) -> None:
+    want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+    have = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(got)}
+    if want != have:
+        diff = sorted(
+            f"{k}: expected {want.get(k)}, found {have.get(k)}" for k in set(want) | set(have)
+            if want.get(k) != have.get(k)
+        )  # fmt: skip
+        raise ValueError(f"{what} does not match the configured teacher architecture: " + "; ".join(diff[:8]))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Trains `config.stage` in `workdir`, resuming from its latest checkpoint; returns the final eval."""
+    validate_config(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    chief = jax.process_index() == 0
+    if chief:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    mesh = sharding.make_mesh()
+    cache = open_cache(config)
+    targets = build.target_indices(config)
+    dtype = build.compute_dtype(config)
+    distill = config.stage == "student"
+    teacher_mode = config.teacher.mode if distill else None
+
+    teacher = teacher_variables = None
+    extra_arrays = None
+    if distill:
+        teacher, teacher_variables, _ = load_teacher(config, mesh)
+        if teacher_mode == "cached":
+            extra_arrays = compute_teacher_cache(
+                teacher, teacher_variables, cache, clip_frames=config.data.clip_frames,
+                missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s, dtype=dtype,
+            )  # fmt: skip
+
+    pipeline = PipelineConfig(
+        clip_frames=config.data.clip_frames,
+        batch_size=sharding.per_process_batch_size(config.data.batch_size, mesh),
+        missing_face=config.data.missing_face,
+        with_audio=config.stage == "teacher" or teacher_mode == "online",
+        audio_window_s=config.data.audio_window_s,
+        augment=config.data.augment,
+        seed=config.seed,
+    )
+    dataset = train_dataset(
+        cache, pipeline, shard_index=jax.process_index(), shard_count=jax.process_count(),
+        extra_arrays=extra_arrays,
+    )  # fmt: skip
+
+    model = build.build_model(config)
+    init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
+    variables = build.init_variables(model, dataset[0], init_rng)
+    variables = load_pretrained(config, variables)
+    tx = make_optimizer(config.optim, variables["params"])
+    state = sharding.replicate(create_state(variables, tx, state_rng), mesh)
+    loss_fn = losses.compose(
+        ccc=config.loss.ccc,
+        distill=config.loss.distill if distill else None,
+        gate=config.loss.gate,
+        alpha=config.loss.alpha,
+        theta=config.loss.theta,
+    )
+    train_step = jax.jit(
+        make_train_step(
+            model, tx, loss_fn, targets=targets, dtype=dtype, teacher=teacher, teacher_mode=teacher_mode
+        ),
+        donate_argnums=0,
+    )
+    stream_step = jax.jit(make_stream_step(model, dtype))
+
+    iterator = iter(dataset.to_iter_dataset(grain_read_options()))
+    checkpointer = Checkpointer(
+        workdir / "checkpoints", keep_latest=config.train.keep_latest, keep_best=config.train.keep_best
+    )
+    start = checkpointer.latest_step() or 0
+    if start:
+        state = checkpointer.restore(start, abstract_like(state), iterator)
+        logging.info("Resumed from step %d.", start)
+    writer = MetricWriter(workdir)
+    log_summary(config, model, variables, mesh, cache, start)
+
+    stop = _StopFlag()
+    pending: list[dict[str, jax.Array]] = []
+    recent_clips: collections.deque = collections.deque(maxlen=config.train.log_every)
+    last_eval: dict[str, Any] = {}
+    profile = tuple(config.train.profile_steps)
+    bar = tqdm(total=config.train.num_steps, initial=start, desc=config.stage, unit="step", disable=not chief)
+    tick = time.perf_counter()
+    step = start
+    try:
+        while step < config.train.num_steps:
+            if profile and step == profile[0]:
+                jax.profiler.start_trace(str(workdir / "profile"))
+            batch = next(iterator)
+            recent_clips.append((step + 1, clip_names(batch)))
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, metrics = train_step(state, sharding.shard_batch(batch, mesh), teacher_variables)
+            step += 1
+            pending.append(metrics)
+            bar.update(1)
+            if profile and step == profile[1]:
+                jax.block_until_ready(state)
+                jax.profiler.stop_trace()
+            last = step == config.train.num_steps
+            if step % config.train.log_every == 0 or last or stop.requested:
+                elapsed = time.perf_counter() - tick
+                summary = summarize(pending, recent_clips)
+                summary["steps_per_s"] = len(pending) / elapsed
+                writer.write(step, summary)
+                bar.set_postfix(loss=f"{summary['loss']:.4f}")
+                pending, tick = [], time.perf_counter()
+            dev_ccc = None
+            if step % config.train.eval_every == 0 or last:
+                last_eval = evaluate(
+                    model, state.variables, cache, config, targets=targets, dtype=dtype,
+                    stream_step=stream_step,
+                    predictions_dir=workdir / "predictions" / str(step) if config.eval.save_predictions else None,
+                )  # fmt: skip
+                dev_ccc = last_eval["mean_ccc"]
+                writer.write(step, flatten_eval(last_eval), kind="eval")
+            if dev_ccc is not None or step % config.train.checkpoint_every == 0 or last or stop.requested:
+                checkpointer.save(step, state, iterator, dev_ccc=dev_ccc)
+            if stop.requested:
+                logging.warning("Stopping on signal at step %d after saving a checkpoint.", step)
+                break
+    finally:
+        bar.close()
+        checkpointer.close()
+        writer.close()
+        stop.restore()
+    if chief and last_eval:
+        (workdir / "eval.json").write_text(json.dumps(last_eval, indent=2))
+    return last_eval
+
+
+def grain_read_options() -> Any:
+    import grain
+
+    # Clip reading is numpy slicing of memory-mapped arrays: threads overlap it with the step.
+    return grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+
+
+def clip_names(batch: dict[str, Any]) -> list[str]:
+    """`video@start` of every clip of a host batch, for error messages."""
+    return [f"{v}@{int(idx[0])}" for v, idx in zip(batch["video_id"], batch["frame_index"], strict=True)]
+
+
+def summarize(pending: list[dict[str, jax.Array]], recent_clips: collections.deque) -> dict[str, float]:
+    """Means of the device metrics since the last log; raises on the first non-finite step."""
+    fetched = jax.device_get(pending)
+    finite = np.array([bool(m["finite"]) for m in fetched])
+    if not finite.all():
+        first = int(np.argmin(finite))
+        step, clips = list(recent_clips)[-len(fetched) :][first]
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step}; clips (video@first_frame): {', '.join(clips)}"
+        )
+    keys = [k for k in fetched[0] if k != "finite"]
+    return {k: float(np.mean([m[k] for m in fetched])) for k in keys}
+
+
+def flatten_eval(result: dict[str, Any]) -> dict[str, float]:
+    """Scalar view of an evaluation for the metric writers."""
+    out = {"mean_ccc": result["mean_ccc"]}
+    for kind in ("raw", "postprocessed"):
+        if kind in result:
+            for scope in ("mean_over_videos", "concatenated"):
+                for target, value in result[kind][scope].items():
+                    out[f"{kind}/{scope}/{target}"] = value
+    return out
+
+
+def load_pretrained(config: ml_collections.ConfigDict, variables: dict[str, Any]) -> dict[str, Any]:
+    """Replaces trunk weights with the files named in `config.pretrained`, checking every shape."""
+    if not any(config.pretrained.values()):
+        return variables
+    from pkd_jax import weights
+
+    converters = {"visual_cnn": weights.vgg19_bn_from_torch, "audio_cnn": weights.resnet18_from_torch}
+    for group, convert in converters.items():
+        path = config.pretrained.get(group, "")
+        if not path:
+            continue
+        if group not in variables["params"]:
+            raise ValueError(f"config.pretrained.{group} is set but the {config.stage} model has no {group}")
+        imported = convert(weights.load_torch_file(path))
+        variables = weights.merge_into(variables, imported, path=group)
+        logging.info("Loaded %s weights from %s.", group, path)
+    return variables
+
+
+def log_summary(config, model, variables, mesh, cache, start: int) -> None:
+    """The start-up summary: devices, mesh, parameter counts, dataset sizes."""
+    counts = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in variables["params"].items()}
+    lines = [
+        f"stage {config.stage}, targets {tuple(build.target_names(config))}",
+        f"devices {jax.device_count()} x {jax.devices()[0].platform} over {jax.process_count()} process(es), "
+        f"mesh {dict(mesh.shape)}",
+        f"params {sum(counts.values()):,} ({', '.join(f'{k} {v:,}' for k, v in counts.items())})",
+        f"data {cache.root}: {len(cache.ids('train'))} train / {len(cache.ids('dev'))} dev videos, "
+        f"{len(cache.failures())} failed in preprocessing",
+        f"steps {start} -> {config.train.num_steps}, global batch {config.data.batch_size} clips x "
+        f"{config.data.clip_frames} frames",
+    ]
+    for line in lines:
+        logging.info(line)
+        if jax.process_index() == 0:
+            tqdm.write(line)
+
+
+class _StopFlag:
+    """SIGTERM (and SIGINT) ask the loop to save a checkpoint and exit at the end of the current step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: signals stay with the caller
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,112 @@
+"""Pure train and evaluation steps; `jax.jit` compiles each once.
+
+The train step takes the state (donated), a batch sharded over the mesh axis `data`, and, in online
+distillation, the frozen teacher's variables. BatchNorm statistics come from the whole global batch
+(XLA inserts the cross-device reductions), so any number of devices computes what one device would.
+A step whose loss is not finite leaves the state unchanged; the loop sees it in the metrics and stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from pkd_jax import losses
+from pkd_jax.models import Student, Teacher
+from pkd_jax.train.build import model_inputs
+from pkd_jax.train.state import TrainState
+
+Batch = dict[str, Any]
+Metrics = dict[str, jax.Array]
+
+
+def select_targets(batch: Batch, targets: tuple[int, ...]) -> Batch:
+    """The loss's view of a batch: the configured label columns and the masks."""
+    view = {"labels": jnp.asarray(batch["labels"])[..., list(targets)]}
+    for key in ("label_mask", "frame_mask"):
+        if key in batch:
+            view[key] = jnp.asarray(batch[key])
+    return view
+
+
+def teacher_outputs(
+    teacher: Teacher, teacher_variables: Any, batch: Batch, dtype: jnp.dtype
+) -> tuple[jax.Array, jax.Array]:
+    """The frozen teacher in inference mode (running BN statistics, no dropout), without gradients."""
+    pred, emb = teacher.apply(teacher_variables, *model_inputs(teacher, batch, dtype), train=False)
+    return jax.lax.stop_gradient(pred), jax.lax.stop_gradient(emb)
+
+
+def make_train_step(
+    model: Student | Teacher,
+    tx: optax.GradientTransformation,
+    loss_fn: losses.LossFn,
+    *,
+    targets: tuple[int, ...],
+    dtype: jnp.dtype = jnp.float32,
+    teacher: Teacher | None = None,
+    teacher_mode: str | None = None,
+) -> Callable[[TrainState, Batch, Any], tuple[TrainState, Metrics]]:
+    """Builds `train_step(state, batch, teacher_variables) -> (state, metrics)`.
+
+    `teacher_mode` is None (teacher and baseline training), "online" (the teacher runs here on the
+    same frames) or "cached" (the batch carries `teacher_pred` and `teacher_emb`).
+    """
+    if teacher_mode not in (None, "online", "cached"):
+        raise ValueError(f"teacher mode {teacher_mode!r}; use 'online' or 'cached'")
+    if teacher_mode == "online" and teacher is None:
+        raise ValueError("online distillation needs the teacher model")
+
+    def train_step(state: TrainState, batch: Batch, teacher_variables: Any) -> tuple[TrainState, Metrics]:
+        dropout_key = jax.random.fold_in(state.rng, state.step)
+        inputs = model_inputs(model, batch, dtype)
+        loss_batch = select_targets(batch, targets)
+        extra: dict[str, jax.Array] = {}
+        if teacher_mode == "online":
+            extra["teacher_pred"], extra["teacher_emb"] = teacher_outputs(
+                teacher, teacher_variables, batch, dtype
+            )
+        elif teacher_mode == "cached":
+            extra["teacher_pred"] = jnp.asarray(batch["teacher_pred"], jnp.float32)
+            extra["teacher_emb"] = jnp.asarray(batch["teacher_emb"], jnp.float32)
+
+        def objective(params: Any) -> tuple[jax.Array, tuple[Metrics, Any]]:
+            (pred, emb), updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                *inputs,
+                train=True,
+                rngs={"dropout": dropout_key},
+                mutable=["batch_stats"],
+            )
+            loss, metrics = loss_fn({"pred": pred, "emb": emb, **extra}, loss_batch)
+            return loss, (metrics, updates["batch_stats"])
+
+        (loss, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+        )
+        finite = jnp.isfinite(loss)
+        # A non-finite step must not poison the state that the loop may checkpoint before stopping.
+        kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        new_state = kept.replace(step=state.step + 1)
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads), finite=finite)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_stream_step(model: Student | Teacher, dtype: jnp.dtype = jnp.float32) -> Callable:
+    """`stream_step(variables, batch, carry) -> (pred, emb, carry)` for chunked inference."""
+
+    def stream_step(variables: Any, batch: Batch, carry: Any) -> tuple[jax.Array, jax.Array, Any]:
+        return model.apply(variables, *model_inputs(model, batch, dtype), carry, train=False, method="stream")
+
+    return stream_step
