@@ -183,8 +183,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     )  # fmt: skip
 
     model = build.build_model(config)
-    init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
-    variables = build.init_variables(model, dataset[0], init_rng)
+    variables = build.init_variables(model, dataset[0], config.seed)
+    state_rng = jax.random.key(config.seed)  # dropout keys: folded with the step number
     variables = load_pretrained(config, variables)
     tx = make_optimizer(config.optim, variables["params"])
     state = sharding.replicate(create_state(variables, tx, state_rng), mesh)
@@ -311,16 +311,22 @@ def load_pretrained(config: ml_collections.ConfigDict, variables: dict[str, Any]
         return variables
     from pkd_jax import weights
 
-    converters = {"visual_cnn": weights.vgg19_bn_from_torch, "audio_cnn": weights.resnet18_from_torch}
-    for group, convert in converters.items():
+    for group in ("visual_cnn", "audio_cnn"):
         path = config.pretrained.get(group, "")
         if not path:
             continue
         if group not in variables["params"]:
             raise ValueError(f"config.pretrained.{group} is set but the {config.stage} model has no {group}")
-        imported = convert(weights.load_torch_file(path))
-        variables = weights.merge_into(variables, imported, path=group)
-        logging.info("Loaded %s weights from %s.", group, path)
+        state_dict = weights.load_torch_file(path)
+        if group == "visual_cnn":
+            # The FER2013 checkpoint has no 4608 -> 512 fc; that layer then keeps its fresh init.
+            imported = weights.vgg19_bn_from_torch(state_dict)
+            missing = () if "fc" in imported["params"] else ("fc",)
+        else:
+            channels = variables["params"]["audio_cnn"]["conv1"]["kernel"].shape[2]
+            imported, missing = weights.resnet18_from_torch(state_dict, in_channels=channels), ()
+        variables = weights.merge_into(variables, imported, path=group, allow_missing=missing)
+        logging.info("Loaded %s weights from %s%s.", group, path, " (fc kept fresh)" if missing else "")
     return variables
 
 

@@ -1,0 +1,11 @@
+"""Test-wide settings: a persistent XLA compilation cache, so identical programs compile once per run."""
+
+from pathlib import Path
+
+import jax
+
+_CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax_compilation"
+_CACHE.mkdir(parents=True, exist_ok=True)
+jax.config.update("jax_compilation_cache_dir", str(_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
