@@ -1,0 +1,202 @@
+"""Benchmark the train and evaluation steps of a config on random inputs of the configured shapes.
+
+    python -m pkd_jax.bench --config=configs/recola_student.py --what=train --steps=10 [--json]
+
+For each step kind (teacher, visual, student with the teacher online or cached) it reports the compile
+time separately, then the median / min / max time of `--steps` timed steps after `--warmup` steps (each
+ended with `block_until_ready`), frames per second, XLA's FLOP count of the compiled step, the achieved
+FLOP/s, and XLA's memory analysis. `--json` prints one machine-readable line per kind.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from pkd_jax import losses
+from pkd_jax.train import build, sharding
+from pkd_jax.train.state import create_state, make_optimizer
+from pkd_jax.train.steps import make_stream_step, make_train_step
+
+KINDS = ("teacher", "visual", "student_online", "student_cached")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:args]).")
+_WHAT = flags.DEFINE_enum("what", "train", ["train", "eval"], "Which step to time.")
+_KINDS = flags.DEFINE_list("kinds", list(KINDS), f"Step kinds among {KINDS}.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+_N_MELS = flags.DEFINE_integer("n_mels", 64, "Mel bins of the audio input.")
+_AUDIO_FRAMES = flags.DEFINE_integer(
+    "audio_frames", 100, "Spectrogram frames per audio window (1 s at 10 ms)."
+)
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON line per kind instead of a table.")
+
+
+def random_batch(config: ml_collections.ConfigDict, kind: str, *, n_mels: int, audio_frames: int) -> dict:
+    """A batch of the configured shapes with random content (timing does not depend on values)."""
+    rng = np.random.default_rng(0)
+    b, t, s = config.data.batch_size, config.data.clip_frames, config.data.face_size
+    k = len(build.target_indices(config))
+    batch = {
+        "frames": rng.integers(0, 256, (b, t, s, s, 3), dtype=np.uint8),
+        "labels": rng.uniform(-1, 1, (b, t, 2)).astype(np.float32),
+        "label_mask": np.ones((b, t), np.float32),
+        "frame_mask": np.ones((b, t), np.float32),
+    }
+    if kind in ("teacher", "student_online"):
+        batch["audio"] = rng.normal(size=(b, t, n_mels, audio_frames, 1)).astype(np.float32)
+    if kind == "student_cached":
+        batch["teacher_pred"] = rng.uniform(-1, 1, (b, t, k)).astype(np.float32)
+        batch["teacher_emb"] = rng.normal(size=(b, t, config.model.fused_features[-1])).astype(np.float32)
+    return batch
+
+
+def _stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.stage = stage
+    return c
+
+
+def build_train(config: ml_collections.ConfigDict, kind: str, batch: dict, mesh) -> tuple[Any, tuple]:
+    """The jitted train step of `kind` and its arguments, placed on the mesh."""
+    stage = "student" if kind.startswith("student") else kind
+    c = _stage_config(config, stage)
+    model = build.build_model(c)
+    dtype = build.compute_dtype(c)
+    variables = build.init_variables(model, batch, 0)
+    tx = make_optimizer(c.optim, variables["params"])
+    state = sharding.replicate(create_state(variables, tx, jax.random.key(0)), mesh)
+    teacher = teacher_variables = None
+    mode = None
+    if stage == "student":
+        mode = kind.split("_")[1]
+        if mode == "online":
+            teacher = build.build_teacher(_stage_config(config, "teacher"))
+            teacher_variables = sharding.replicate(build.init_variables(teacher, batch, 1), mesh)
+    loss_fn = losses.compose(
+        ccc=c.loss.ccc, distill=c.loss.distill if stage == "student" else None, gate=c.loss.gate,
+        alpha=c.loss.alpha, theta=c.loss.theta,
+    )  # fmt: skip
+    step = make_train_step(
+        model, tx, loss_fn, targets=build.target_indices(c), dtype=dtype, teacher=teacher, teacher_mode=mode
+    )
+    return jax.jit(step, donate_argnums=0), (state, sharding.shard_batch(batch, mesh), teacher_variables)
+
+
+def build_eval(config: ml_collections.ConfigDict, kind: str, batch: dict, mesh) -> tuple[Any, tuple]:
+    """The jitted streaming (evaluation) step of the model `kind` trains."""
+    stage = "teacher" if kind == "teacher" else "student"
+    c = _stage_config(config, stage)
+    model = build.build_model(c)
+    variables = sharding.replicate(build.init_variables(model, batch, 0), mesh)
+    inputs = sharding.shard_batch({k: v for k, v in batch.items() if k in ("frames", "audio")}, mesh)
+    carry = model.zero_carry(batch["frames"].shape[0])
+    return jax.jit(make_stream_step(model, build.compute_dtype(c))), (variables, inputs, carry)
+
+
+def time_step(step: Any, args: tuple, *, steps: int, warmup: int, donated: bool) -> dict[str, Any]:
+    """Compile time, then per-step wall times after warm-up, plus XLA's cost and memory analyses."""
+    start = time.perf_counter()
+    compiled = step.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis() or {}
+    cost = cost[0] if isinstance(cost, list) else cost
+    memory = compiled.memory_analysis()
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        out = compiled(*args)
+        jax.block_until_ready(out)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+        if donated:  # the state was donated: feed the new one back in
+            args = (out[0], *args[1:])
+    flops = float(cost.get("flops", 0.0))
+    median = statistics.median(times)
+    return {
+        "compile_s": compile_s,
+        "step_s_median": median,
+        "step_s_min": min(times),
+        "step_s_max": max(times),
+        "flops_per_step": flops,
+        "achieved_flops_per_s": flops / median if median else 0.0,
+        "memory_bytes": {
+            "argument": getattr(memory, "argument_size_in_bytes", None),
+            "output": getattr(memory, "output_size_in_bytes", None),
+            "temp": getattr(memory, "temp_size_in_bytes", None),
+        },
+    }
+
+
+def benchmark(
+    config: ml_collections.ConfigDict, what: str, kinds: list[str], **kw: Any
+) -> list[dict[str, Any]]:
+    """One result dict per step kind."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown step kinds {sorted(unknown)}; choose among {KINDS}")
+    mesh = sharding.make_mesh()
+    results = []
+    for kind in kinds:
+        batch = random_batch(config, kind, n_mels=kw["n_mels"], audio_frames=kw["audio_frames"])
+        if what == "eval":
+            if kind == "teacher" and "audio" not in batch:
+                batch = random_batch(config, "teacher", n_mels=kw["n_mels"], audio_frames=kw["audio_frames"])
+            step, args = build_eval(config, kind, batch, mesh)
+        else:
+            step, args = build_train(config, kind, batch, mesh)
+        timing = time_step(step, args, steps=kw["steps"], warmup=kw["warmup"], donated=what == "train")
+        frames = config.data.batch_size * config.data.clip_frames
+        results.append(
+            {
+                "what": what,
+                "kind": kind,
+                "batch_clips": config.data.batch_size,
+                "clip_frames": config.data.clip_frames,
+                "face_size": config.data.face_size,
+                "dtype": config.model.dtype,
+                "devices": jax.device_count(),
+                "platform": jax.devices()[0].platform,
+                **timing,
+                "frames_per_s": frames / timing["step_s_median"],
+            }
+        )
+    return results
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    header = f"{'kind':16} {'compile s':>9} {'median s':>9} {'min s':>8} {'max s':>8} {'frames/s':>9} {'GFLOP/step':>11} {'GFLOP/s':>8}"
+    rows = [header]
+    for r in results:
+        rows.append(
+            f"{r['kind']:16} {r['compile_s']:9.1f} {r['step_s_median']:9.3f} {r['step_s_min']:8.3f} "
+            f"{r['step_s_max']:8.3f} {r['frames_per_s']:9.1f} {r['flops_per_step'] / 1e9:11.2f} "
+            f"{r['achieved_flops_per_s'] / 1e9:8.1f}"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    results = benchmark(
+        _CONFIG.value, _WHAT.value, _KINDS.value, steps=_STEPS.value, warmup=_WARMUP.value,
+        n_mels=_N_MELS.value, audio_frames=_AUDIO_FRAMES.value,
+    )  # fmt: skip
+    if _JSON.value:
+        for r in results:
+            print(json.dumps(r))
+    else:
+        print(format_table(results))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
