@@ -224,3 +224,33 @@ def test_missing_teacher_and_missing_data_root_are_clear_errors(tmp_path, cache)
     config = recola_visual.get_config()
     with pytest.raises(ValueError, match=r"data\.root is not set.*synthetic"):
         loop.run(config, tmp_path / "v")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, cache):
+    import signal
+    import time
+
+    workdir = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "pkd_jax.main", f"--config={REPO / 'configs' / 'recola_visual.py'}:tiny",
+        f"--workdir={workdir}", f"--config.data.cache={cache}", "--config.train.num_steps=100000",
+        "--config.train.log_every=2", "--config.train.eval_every=100000", "--config.train.checkpoint_every=100000",
+    ]  # fmt: skip
+    env = dict(
+        os.environ,
+        JAX_COMPILATION_CACHE_DIR=str(REPO / ".pytest_cache" / "jax_compilation"),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+    )
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + 240
+    while not read_metrics(workdir, "train") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert read_metrics(workdir, "train"), "training never logged"
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-3000:]
+    assert "Stopping on signal" in output
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(steps) == 1 and steps[0] >= 2
