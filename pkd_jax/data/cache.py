@@ -7,7 +7,9 @@ Layout of a cache directory:
     videos/<id>/frames.npy         uint8 [T, S, S, 3] face crops (black where no face was found)
     videos/<id>/face_found.npy     bool [T]
     videos/<id>/logmel.npy         float16 [N, n_mels] log-mel spectrogram of the whole recording,
-                                   N = T * audio_frames_per_video_frame (+ the trailing partial hop)
+                                   N = k * T exactly with k = sample_rate / (fps * hop) mel frames per
+                                   video frame; mel frame j covers samples [j*hop, (j+1)*hop), so video
+                                   frame t owns mel frames [k*t, k*t + k)
     videos/<id>/labels.npy         float32 [T, 2] (valence, arousal)
     videos/<id>/label_mask.npy     bool [T], False where a label is invalid
 
@@ -38,10 +40,10 @@ class CacheError(ValueError):
     """A cache that is missing, of another version, or inconsistent; the message names the file."""
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def _write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
     # Write then rename: readers never see half a file.
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys))
     os.replace(tmp, path)
 
 
@@ -125,7 +127,7 @@ class CacheWriter:
             "audio_stats": self._audio_stats(train),
             "videos": videos,
         }
-        _write_json(self.root / "manifest.json", manifest)
+        _write_json(self.root / "manifest.json", manifest, sort_keys=False)  # videos in corpus order
         return manifest
 
     def _audio_stats(self, train_ids: list[str]) -> dict[str, list[float]] | None:

@@ -1,0 +1,233 @@
+"""Face detection and cropping: a `FaceDetector` protocol, a name registry, and the OpenCV Haar default.
+
+A detector maps one RGB frame to the box of the face to keep (`(x, y, w, h)` in frame pixels) or None.
+`FaceCropper` turns that box into a square crop of `face_size` pixels; frames without a face give a black
+crop and `found=False` (the retain-last-face policy is applied at load time, not here).
+
+Detectors are created by name inside each worker process (OpenCV objects do not pickle), so a detector
+must be reachable from a fresh interpreter: either registered under a name by a module that
+`pkd_jax.data.faces` imports, or given as `"package.module:factory"`, which is imported on use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
+_TRACK_MIN_SIDE = 30  # Pixels: the smallest face size searched when tracking.
+
+
+class FaceDetector(Protocol):
+    """Finds the face to crop in one frame."""
+
+    def detect(self, frame_rgb: np.ndarray) -> Box | None:
+        """Returns the box of the chosen face in `frame_rgb` (uint8 [H, W, 3]), or None."""
+        ...
+
+    def reset(self) -> None:
+        """Forgets any state carried between frames (called before each video)."""
+        ...
+
+
+DetectorFactory = Callable[..., FaceDetector]
+_REGISTRY: dict[str, DetectorFactory] = {}
+
+
+def register_detector(name: str) -> Callable[[DetectorFactory], DetectorFactory]:
+    """Class/function decorator registering a detector factory under `name`.
+
+    Factories are called with the keywords `detect_width`, `min_face_fraction` and `redetect_every` (see
+    `HaarFaceDetector`) and should accept and ignore any they do not use (`**kwargs`).
+    """
+
+    def wrap(factory: DetectorFactory) -> DetectorFactory:
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"face detector {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return wrap
+
+
+def detector_names() -> list[str]:
+    """Registered detector names."""
+    return sorted(_REGISTRY)
+
+
+def create_detector(name: str, **options: Any) -> FaceDetector:
+    """A detector by registered name or by `"module:factory"` import path, built with `options`."""
+    if name in _REGISTRY:
+        return _REGISTRY[name](**options)
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"face detector {name!r}: cannot import ({e})") from e
+        return factory(**options)
+    raise ValueError(f"unknown face detector {name!r}; registered: {detector_names()} (or 'module:factory')")
+
+
+@register_detector("haar")
+class HaarFaceDetector:
+    """OpenCV's frontal-face Haar cascade on a downscaled grey frame; keeps the largest face.
+
+    Speed: full-frame detection searches every position and scale, which costs ~10-20 ms per frame. Between
+    full detections (every `redetect_every` frames) the detector only searches around the previous face, at
+    0.7-1.4 times its size, falling back to a full detection in the same frame when that finds nothing; so
+    no face is missed, and a larger face that appears is picked up at the next full detection at the latest.
+    Call `reset()` between videos.
+
+    Args:
+      detect_width: Frames wider than this are shrunk to it before detection; boxes are mapped back.
+      min_face_fraction: Smallest face side accepted, as a fraction of the frame's shorter side.
+      redetect_every: Frames between full detections; 1 runs a full detection on every frame.
+      scale_factor: Image pyramid step of `detectMultiScale`.
+      min_neighbors: Overlapping detections needed to accept a face (higher: fewer false positives).
+      cascade: Cascade file; OpenCV's bundled `haarcascade_frontalface_default.xml` by default.
+    """
+
+    def __init__(
+        self,
+        detect_width: int = 320,
+        min_face_fraction: float = 0.15,
+        redetect_every: int = 10,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        cascade: str | Path | None = None,
+        **unused: Any,
+    ):
+        del unused  # Options meant for other detectors.
+        path = Path(cascade or Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise ValueError(f"{path}: cannot load the Haar cascade")
+        self.detect_width = detect_width
+        self.min_face_fraction = min_face_fraction
+        self.redetect_every = max(1, redetect_every)
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets the tracked face (a new video starts)."""
+        self._previous: Box | None = None  # In detection-image pixels.
+        self._since_full = 0
+
+    def _largest(self, grey: np.ndarray, min_side: int, max_side: int = 0) -> Box | None:
+        faces = self._cascade.detectMultiScale(
+            grey,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(min_side, min_side),
+            maxSize=(max_side, max_side),
+        )
+        if len(faces) == 0:
+            return None
+        x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
+        return int(x), int(y), int(w), int(h)
+
+    def _track(self, grey: np.ndarray, previous: Box) -> Box | None:
+        """The largest face near `previous` and of 0.7-1.4 times its size."""
+        x, y, w, h = previous
+        side = max(w, h)
+        x0, y0 = max(0, x - side // 2), max(0, y - side // 2)
+        x1, y1 = min(grey.shape[1], x + w + side // 2), min(grey.shape[0], y + h + side // 2)
+        roi = grey[y0:y1, x0:x1]
+        # Shrink the search region so the smallest size searched is ~30 px: the cascade's cost grows with
+        # the pixel count, and its 24 px window finds faces of that size reliably.
+        shrink = min(1.0, _TRACK_MIN_SIDE / (0.7 * side))
+        if shrink < 1.0:
+            roi = cv2.resize(
+                roi,
+                (max(1, round(roi.shape[1] * shrink)), max(1, round(roi.shape[0] * shrink))),
+                interpolation=cv2.INTER_AREA,
+            )
+        box = self._largest(roi, max(24, int(0.7 * side * shrink)), int(1.4 * side * shrink) + 1)
+        if box is None:
+            return None
+        bx, by, bw, bh = (round(v / shrink) for v in box)
+        return bx + x0, by + y0, bw, bh
+
+    def detect(self, frame_rgb: np.ndarray) -> Box | None:
+        height, width = frame_rgb.shape[:2]
+        scale = min(1.0, self.detect_width / width)
+        grey = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)
+        if scale < 1.0:
+            grey = cv2.resize(
+                grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
+            )
+        box = None
+        if self._previous is not None and self._since_full < self.redetect_every - 1:
+            box = self._track(grey, self._previous)
+            self._since_full += 1
+        if box is None:
+            box = self._largest(grey, max(1, round(self.min_face_fraction * min(grey.shape))))
+            self._since_full = 0
+        self._previous = box
+        if box is None:
+            return None
+        x, y, w, h = box
+        return (round(x / scale), round(y / scale), round(w / scale), round(h / scale))
+
+
+def square_crop_box(box: Box, margin: float, height: int, width: int) -> Box:
+    """The square around `box`, grown by `margin` x its size per side, shifted and shrunk to fit the frame."""
+    x, y, w, h = box
+    side = min(round(max(w, h) * (1.0 + 2.0 * margin)), height, width)
+    side = max(side, 1)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    # Shift rather than cut: a face at the border keeps its aspect ratio and scale.
+    x0 = int(np.clip(round(cx - side / 2.0), 0, width - side))
+    y0 = int(np.clip(round(cy - side / 2.0), 0, height - side))
+    return (x0, y0, side, side)
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resizes to `size` x `size` (area averaging when shrinking, bilinear when enlarging)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.ascontiguousarray(image)
+    shrink = image.shape[0] > size or image.shape[1] > size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def crop_face(frame_rgb: np.ndarray, box: Box, size: int, margin: float) -> np.ndarray:
+    """uint8 [size, size, 3]: the square crop around `box` (see `square_crop_box`), resized."""
+    x0, y0, side, _ = square_crop_box(box, margin, *frame_rgb.shape[:2])
+    return resize_square(frame_rgb[y0 : y0 + side, x0 : x0 + side], size)
+
+
+class FaceCropper:
+    """Detects and crops the face of each frame, accumulating the time spent detecting.
+
+    Args:
+      detector: The face detector.
+      size: Side of the output crops in pixels.
+      margin: Context kept around the detected box, as a fraction of its size per side.
+    """
+
+    def __init__(self, detector: FaceDetector, size: int, margin: float):
+        self.detector = detector
+        self.size = size
+        self.margin = margin
+        self.detect_seconds = 0.0
+
+    def reset(self) -> None:
+        """Starts a new video (detectors may track faces across frames)."""
+        self.detector.reset()
+
+    def __call__(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(crop uint8 [size, size, 3], found); a black crop when no face is found."""
+        start = time.perf_counter()
+        box = self.detector.detect(frame_rgb)
+        self.detect_seconds += time.perf_counter() - start
+        if box is None:
+            return np.zeros((self.size, self.size, 3), np.uint8), False
+        return crop_face(frame_rgb, box, self.size, self.margin), True

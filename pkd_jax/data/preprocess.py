@@ -1,0 +1,343 @@
+"""Raw corpus -> feature cache: decode, detect and crop faces, log-mel audio, align labels, write.
+
+`preprocess_corpus` runs one job per video, in this process (`workers=1`) or in a pool of spawned worker
+processes (spawn rather than fork: forking a parent that has started JAX or OpenCV threads can deadlock).
+Each worker writes its video's directory itself (`CacheWriter.write_video`, atomic); the parent records
+failures, shows progress, and finally writes the manifest with the training-split audio statistics.
+
+Runs are resumable and idempotent: videos already in the cache (their `meta.json` exists) are skipped, so
+a second run only retries what failed or was interrupted (leftover temporary directories are deleted, so
+run one preprocessing job per cache at a time). A cache holds one configuration: resuming with another
+`PreprocessConfig` is refused.
+
+A bad input (corrupt video, missing audio, short or NaN label file, lengths beyond the tolerance) fails
+only its own video, with a reason naming the file; the summary lists it and the CLI exits non-zero.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+import multiprocessing
+import shutil
+import time
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pkd_jax.data import affwild2, recola
+from pkd_jax.data.audio import log_mel
+from pkd_jax.data.cache import CacheWriter, VideoRecord
+from pkd_jax.data.faces import FaceCropper, create_detector
+
+_LOG = logging.getLogger(__name__)
+
+# Corpus readers: each module has `discover(src) -> jobs`, `extract(job, config, cropper) -> AlignedVideo`
+# and `NEEDS_DETECTOR`. Synthetic corpora are written in the RECOLA layout.
+DATASETS: dict[str, ModuleType] = {"recola": recola, "synthetic": recola, "affwild2": affwild2}
+
+
+def _field(default: Any, text: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that determines the cache's content; stored as the manifest's `config`."""
+
+    fps: int = _field(25, "Frame rate of the cache (videos and Aff-Wild2 rows are resampled to it).")
+    face_size: int = _field(112, "Side of the square face crops in pixels.")
+    detector: str = _field("haar", "Face detector: a registered name or 'module:factory'.")
+    face_margin: float = _field(
+        0.2, "Context around the detected face box, as a fraction of its size per side."
+    )
+    detect_width: int = _field(320, "Frames wider than this are downscaled for face detection.")
+    min_face_fraction: float = _field(
+        0.15, "Smallest face detected, as a fraction of the frame's shorter side."
+    )
+    redetect_every: int = _field(
+        10,
+        "Full-frame face detection every this many frames; the face is tracked in between (1: always full).",
+    )
+    sample_rate: int = _field(16000, "Audio sampling rate in Hz.")
+    n_fft: int = _field(512, "STFT window length in samples (32 ms at 16 kHz).")
+    hop: int = _field(160, "STFT hop in samples (10 ms at 16 kHz).")
+    n_mels: int = _field(64, "Mel bands.")
+    fmin: float = _field(0.0, "Lowest mel band edge in Hz.")
+    fmax: float = _field(8000.0, "Highest mel band edge in Hz (at most sample_rate / 2).")
+    log_floor: float = _field(1e-6, "Added to the mel power before the log.")
+    length_tolerance_fraction: float = _field(
+        0.02, "Stream lengths of a video may differ by this fraction of the longest (or the frames below)."
+    )
+    length_tolerance_frames: int = _field(25, "Stream lengths of a video may differ by this many frames.")
+
+    def __post_init__(self) -> None:
+        if self.sample_rate % self.fps or (self.sample_rate // self.fps) % self.hop:
+            raise ValueError(
+                f"sample_rate={self.sample_rate} must be a multiple of fps * hop = {self.fps * self.hop} so "
+                "that each video frame owns a whole number of mel frames"
+            )
+        if min(self.face_size, self.detect_width, self.redetect_every) < 1 or self.face_margin < 0:
+            raise ValueError("face_size, detect_width and redetect_every must be positive, face_margin >= 0")
+        if not 0 < self.min_face_fraction <= 1:
+            raise ValueError(f"min_face_fraction={self.min_face_fraction} must be in (0, 1]")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(
+                f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}"
+            )
+        if self.n_fft < self.hop:
+            raise ValueError(f"n_fft={self.n_fft} must be at least hop={self.hop}")
+        if self.length_tolerance_fraction < 0 or self.length_tolerance_frames < 0:
+            raise ValueError("length tolerances must be non-negative")
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.sample_rate // self.fps
+
+    @property
+    def mel_per_frame(self) -> int:
+        return self.samples_per_frame // self.hop
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def detector_options(self) -> dict[str, Any]:
+        """Keyword arguments for `faces.create_detector`."""
+        return {
+            "detect_width": self.detect_width,
+            "min_face_fraction": self.min_face_fraction,
+            "redetect_every": self.redetect_every,
+        }
+
+    def digest(self) -> str:
+        """Short hash identifying this configuration in every video's meta.json."""
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass
+class VideoOutcome:
+    """What happened to one video (returned from a worker to the parent)."""
+
+    video_id: str
+    split: str
+    ok: bool
+    reason: str = ""
+    num_frames: int = 0
+    face_found_fraction: float = 0.0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    timing: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+# One detector per process, created on first use (OpenCV objects do not pickle).
+_CROPPERS: dict[PreprocessConfig, FaceCropper] = {}
+
+
+def _cropper(config: PreprocessConfig) -> FaceCropper:
+    if config not in _CROPPERS:
+        detector = create_detector(config.detector, **config.detector_options())
+        _CROPPERS[config] = FaceCropper(detector, config.face_size, config.face_margin)
+    return _CROPPERS[config]
+
+
+def _reason(error: BaseException) -> str:
+    """A failure reason: data errors carry their own message (naming the file); anything else is a bug."""
+    if isinstance(error, (ValueError, OSError)):
+        return str(error)
+    where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+    return f"internal error {type(error).__name__}{at}: {error}"
+
+
+def process_video(dataset: str, job: Any, config: PreprocessConfig, out: str | Path) -> VideoOutcome:
+    """Extracts, aligns and writes one video into the cache at `out`; never raises for bad data."""
+    start = time.perf_counter()
+    reader = DATASETS[dataset]
+    try:
+        cropper = _cropper(config) if reader.NEEDS_DETECTOR else None
+        aligned = reader.extract(job, config, cropper)
+        aligned.check(config.samples_per_frame)
+        logmel = log_mel(
+            aligned.audio,
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            hop=config.hop,
+            n_mels=config.n_mels,
+            fmin=config.fmin,
+            fmax=config.fmax,
+            log_floor=config.log_floor,
+        )
+        if not np.isfinite(logmel).all():
+            raise ValueError(
+                f"{aligned.extra.get('sources', {}).get('audio', job.video_id)}: non-finite log-mel"
+            )
+        record = VideoRecord(
+            job.video_id,
+            job.split,
+            "ok",
+            num_frames=aligned.num_frames,
+            face_found_fraction=float(aligned.face_found.mean()),
+            warnings=list(aligned.warnings),
+        )
+        arrays = {
+            "frames": aligned.frames,
+            "face_found": aligned.face_found,
+            "logmel": logmel,
+            "labels": aligned.labels.astype(np.float32),
+            "label_mask": aligned.label_mask,
+        }
+        timing = dict(aligned.extra.get("timing", {}), seconds=time.perf_counter() - start)
+        extra = dict(aligned.extra, timing=timing, config_digest=config.digest())
+        CacheWriter(out, dataset=dataset, config=config.to_dict()).write_video(record, arrays, extra)
+    except Exception as e:  # One bad video must not stop the corpus; the reason goes into the manifest.
+        return VideoOutcome(job.video_id, job.split, False, reason=_reason(e))
+    return VideoOutcome(
+        job.video_id,
+        job.split,
+        True,
+        num_frames=record.num_frames,
+        face_found_fraction=record.face_found_fraction,
+        warnings=record.warnings,
+        timing=timing,
+    )
+
+
+def _worker_init() -> None:
+    # One video per core: OpenCV's own thread pool would oversubscribe the machine.
+    cv2.setNumThreads(1)
+
+
+def _check_resumable(writer: CacheWriter, dataset: str, config: PreprocessConfig, ids: list[str]) -> None:
+    """Refuses to mix datasets or configurations in one cache."""
+    manifest = writer.root / "manifest.json"
+    if manifest.is_file():
+        old = json.loads(manifest.read_text())
+        if old.get("dataset") != dataset or old.get("config") != config.to_dict():
+            raise ValueError(
+                f"{manifest}: this cache holds dataset {old.get('dataset')!r} preprocessed with another "
+                "configuration; use a new --out directory (or delete this one)"
+            )
+    for video_id in ids:
+        if writer.is_done(video_id):
+            meta = json.loads((writer.video_dir(video_id) / "meta.json").read_text())
+            if meta.get("config_digest") != config.digest():
+                raise ValueError(
+                    f"{writer.video_dir(video_id)}: cached with another configuration; "
+                    "use a new --out directory"
+                )
+
+
+def _remove_partial_writes(writer: CacheWriter) -> int:
+    """Deletes temporary video directories left by an interrupted run (never read, only disk space)."""
+    stale = [p for p in (writer.root / "videos").glob(".*") if p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
+
+
+def preprocess_corpus(
+    dataset: str,
+    src: str | Path,
+    out: str | Path,
+    config: PreprocessConfig = PreprocessConfig(),  # Frozen, so a shared default is safe.
+    workers: int = 1,
+    *,
+    progress: bool = True,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Preprocesses every video of a corpus into the cache at `out` and returns the manifest.
+
+    Args:
+      dataset: "recola", "synthetic" (RECOLA layout) or "affwild2".
+      src: Corpus root.
+      out: Cache directory (created; an existing one is resumed).
+      config: Preprocessing configuration.
+      workers: Processes; 1 runs in this process.
+      progress: Show a progress bar over videos.
+      verbose: Print the summary table.
+
+    Returns:
+      The manifest (see `pkd_jax.data.cache`); failed videos have status "failed" and a reason.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    reader = DATASETS[dataset]
+    jobs = reader.discover(src)
+    writer = CacheWriter(out, dataset=dataset, config=config.to_dict())
+    _check_resumable(writer, dataset, config, [j.video_id for j in jobs])
+    removed = _remove_partial_writes(writer)
+    if removed:
+        _LOG.info("%s: removed %d partial video directories of an interrupted run", writer.root, removed)
+    if reader.NEEDS_DETECTOR:
+        create_detector(config.detector, **config.detector_options())  # Fail early on a bad name.
+    todo = [j for j in jobs if not writer.is_done(j.video_id)]
+    skipped = [j.video_id for j in jobs if writer.is_done(j.video_id)]
+    if skipped:
+        _LOG.info("skipping %d of %d videos already in the cache %s", len(skipped), len(jobs), writer.root)
+
+    outcomes: list[VideoOutcome] = []
+
+    def collect(outcome: VideoOutcome) -> None:
+        outcomes.append(outcome)
+        if not outcome.ok:
+            writer.record_failure(outcome.video_id, outcome.split, outcome.reason)
+            _LOG.warning("failed: %s", outcome.reason)
+        for warning in outcome.warnings:
+            _LOG.warning("%s", warning)
+
+    bar = tqdm(total=len(todo), desc=f"preprocess {dataset}", unit="video", disable=not progress or not todo)
+    with bar:
+        if workers <= 1 or len(todo) <= 1:
+            for job in todo:
+                collect(process_video(dataset, job, config, writer.root))
+                bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(
+                min(workers, len(todo)), mp_context=context, initializer=_worker_init
+            ) as pool:
+                futures = {pool.submit(process_video, dataset, j, config, writer.root): j for j in todo}
+                for future in concurrent.futures.as_completed(futures):
+                    job = futures[future]
+                    try:
+                        collect(future.result())
+                    except Exception as e:  # The worker died (crash, out of memory): only its video fails.
+                        collect(VideoOutcome(job.video_id, job.split, False, reason=f"worker died: {e!r}"))
+                    bar.update()
+    manifest = writer.finalize([(j.video_id, j.split) for j in jobs])
+    if verbose:
+        print(format_summary(manifest, skipped=skipped, processed=[o.video_id for o in outcomes]))
+    return manifest
+
+
+def format_summary(manifest: dict[str, Any], *, skipped: list[str], processed: list[str]) -> str:
+    """The end-of-run table: counts, then every failed video with its reason and every warning."""
+    videos = manifest["videos"]
+    ok = [v for v, m in videos.items() if m["status"] == "ok"]
+    failed = [v for v, m in videos.items() if m["status"] != "ok"]
+    done_now = [v for v in processed if v in ok]
+    lines = [
+        f"preprocess summary ({manifest['dataset']}): {len(videos)} videos",
+        f"  {'ok':<8} {len(ok):>5}   ({len(done_now)} processed now, {len(skipped)} skipped: already cached)",
+        f"  {'failed':<8} {len(failed):>5}",
+    ]
+    if ok:
+        frames = sum(videos[v]["num_frames"] for v in ok)
+        face = sum(videos[v]["face_found_fraction"] * videos[v]["num_frames"] for v in ok) / max(frames, 1)
+        lines.append(f"  {'frames':<8} {frames:>5}   (face found in {100 * face:.1f}%)")
+    if failed:
+        width = max(len(v) for v in failed)
+        lines.append("failed videos:")
+        lines += [f"  {v:<{width}}  {videos[v]['reason']}" for v in failed]
+    warned = [(v, w) for v in ok for w in videos[v].get("warnings", [])]
+    if warned:
+        lines.append("warnings:")
+        lines += [f"  {w}" for _, w in warned]
+    return "\n".join(lines)
