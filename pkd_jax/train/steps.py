@@ -97,7 +97,7 @@ def make_train_step(
         # A non-finite step must not poison the state that the loop may checkpoint before stopping.
         kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
         new_state = kept.replace(step=state.step + 1)
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads), finite=finite)
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads), finite=finite)
         return new_state, metrics
 
     return train_step
