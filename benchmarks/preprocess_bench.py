@@ -1,4 +1,5 @@
-"""Preprocessing throughput on a synthetic corpus: frames per second, whole pipeline and face detection.
+"""Data throughput on a synthetic corpus: preprocessing frames/s (whole and face detection) and the
+training input pipeline's frames/s (student clips without audio, teacher clips with audio).
 
     python benchmarks/preprocess_bench.py [--seconds=20] [--frame_size=256] [--redetect_every=10] [--json]
 
@@ -50,13 +51,33 @@ def corpus(root: Path) -> Path:
     return path
 
 
+def input_pipeline(cache_dir: Path, *, with_audio: bool, batches: int = 40) -> float:
+    """Frames/s of the training input pipeline (batch 8 clips x 5 frames, the loop's read options)."""
+    from pkd_jax.data.cache import Cache
+    from pkd_jax.data.pipeline import PipelineConfig, train_dataset
+    from pkd_jax.train.loop import grain_read_options
+
+    config = PipelineConfig(clip_frames=5, batch_size=8, with_audio=with_audio, seed=0)
+    iterator = iter(train_dataset(Cache(cache_dir), config).to_iter_dataset(grain_read_options()))
+    for _ in range(5):  # warm-up: thread start, first memory-map faults
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * config.batch_size * config.clip_frames / (time.perf_counter() - start)
+
+
 def run(src: Path, config: PreprocessConfig) -> dict[str, float]:
-    """Preprocesses `src` once and returns the measurements."""
+    """Preprocesses `src` once, times the input pipeline on the result, and returns the measurements."""
     out = Path(tempfile.mkdtemp(prefix="pkd_jax_bench_cache_"))
     try:
         wall, cpu = time.perf_counter(), time.process_time()
         manifest = preprocess_corpus("synthetic", src, out, config, workers=1, progress=False, verbose=False)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        pipeline = {
+            "pipeline_student_frames_per_s": input_pipeline(out, with_audio=False),
+            "pipeline_teacher_frames_per_s": input_pipeline(out, with_audio=True),
+        }
     finally:
         shutil.rmtree(out, ignore_errors=True)
     videos = manifest["videos"].values()
@@ -78,6 +99,7 @@ def run(src: Path, config: PreprocessConfig) -> dict[str, float]:
         "face_detection_share": face / per_video,
         "face_detection_frames_per_s": frames / face,
         "face_found_fraction": found,
+        **pipeline,
     }
 
 
@@ -128,6 +150,11 @@ def main(argv: Sequence[str]) -> None:
             f"{100 * result['face_detection_share']:.0f}% of the per-video time",
         ),
         ("faces found", f"{100 * result['face_found_fraction']:.1f}% of frames"),
+        (
+            "input pipeline",
+            f"{result['pipeline_student_frames_per_s']:.0f} frames/s student clips, "
+            f"{result['pipeline_teacher_frames_per_s']:.0f} frames/s teacher clips (with audio)",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
