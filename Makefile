@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint format clean-venv
+.PHONY: test demo lint format clean-venv
+
+DEMO_DIR ?= runs/demo
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +15,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
+
+# The paper's experiments on the bundled synthetic corpus (generated on first use), tiny networks, 3 seeds.
+demo: $(STAMP)
+	$(VENV)/bin/python -m pkd_jax.experiments.paper --config=configs/demo.py --workdir=$(DEMO_DIR)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -238,9 +238,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
                 jax.profiler.stop_trace()
             last = step == config.train.num_steps
             if step % config.train.log_every == 0 or last or stop.requested:
-                elapsed = time.perf_counter() - tick
-                summary = summarize(pending, recent_clips)
-                summary["steps_per_s"] = len(pending) / elapsed
+                summary = summarize(pending, recent_clips)  # waits for the device: time it after
+                summary["steps_per_s"] = len(pending) / (time.perf_counter() - tick)
                 writer.write(step, summary)
                 bar.set_postfix(loss=f"{summary['loss']:.4f}")
                 pending, tick = [], time.perf_counter()

@@ -1,0 +1,1 @@
+"""Experiment runners that train several methods and seeds and tabulate the results."""

@@ -1,0 +1,149 @@
+"""The paper's experiments in one command: methods x seeds, then tables and figures.
+
+    python -m pkd_jax.experiments.paper --config=configs/demo.py --workdir=runs/demo
+
+With a synthetic config (`data.dataset = "synthetic"`) the corpus is generated into `<workdir>/corpus`
+when absent; with RECOLA, `data.root` names the corpus. The corpus is preprocessed into the cache once.
+Then, for every seed, it trains the methods of the paper's tables:
+
+    teacher          audio + visual, missing faces filled with the last detected face (Table 5)
+    teacher_black    the same with black frames where no face was found (Table 5)
+    visual           the visual-only baseline (Tables 1, 3)
+    student          PKD with the paper's gate (Tables 1, 4)
+    student_nogate   PKD without the gate, eq. 4 (Table 4)
+
+Every run lives in `<workdir>/runs/<method>/seed_<k>`; a finished run (one with `eval.json`) is reused
+when the runner is started again, an unfinished one resumes from its checkpoint. Scores are the raw dev
+CCC at the last step (no model selection on the dev set; the student's teacher is the teacher run of
+the same seed at its last step as well). Outputs: `results.json`, `results.md`, `figure4.png`,
+`training_curves.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from pkd_jax.experiments import report
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (e.g. configs/demo.py).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the corpus, cache, runs and reports.")
+
+METHODS: dict[str, dict[str, Any]] = {
+    "teacher": {"stage": "teacher"},
+    "teacher_black": {"stage": "teacher", "data.missing_face": "black"},
+    "visual": {"stage": "visual"},
+    "student": {"stage": "student", "loss.gate": "paper"},
+    "student_nogate": {"stage": "student", "loss.gate": "none"},
+}
+
+
+def method_config(
+    base: ml_collections.ConfigDict, method: str, seed: int, workdir: Path
+) -> ml_collections.ConfigDict:
+    """The training config of one method and seed, derived from the experiment config."""
+    config = ml_collections.ConfigDict(base.to_dict())
+    for key, value in METHODS[method].items():
+        node = config
+        *parents, leaf = key.split(".")
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    config.seed = seed
+    if config.stage == "student":
+        config.teacher.workdir = str(run_dir(workdir, "teacher", seed))
+        config.teacher.checkpoint = ""
+    del config["experiment"]
+    config.lock()
+    return config
+
+
+def run_dir(workdir: Path, method: str, seed: int) -> Path:
+    return workdir / "runs" / method / f"seed_{seed}"
+
+
+def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
+    """Generates (synthetic) and preprocesses the corpus when needed; returns the config pointing at it."""
+    from pkd_jax.data import synthetic
+    from pkd_jax.train.loop import open_cache
+
+    config = ml_collections.ConfigDict(config.to_dict())
+    e = config.experiment
+    if config.data.dataset == "synthetic" and not config.data.root:
+        config.data.root = str(workdir / "corpus")
+        if not (Path(config.data.root) / "synthetic.json").is_file():
+            logging.info("Generating the synthetic corpus in %s.", config.data.root)
+            synthetic.generate_corpus(
+                config.data.root, e.corpus_train, e.corpus_dev, e.corpus_seconds, e.corpus_seed,
+                config=synthetic.SyntheticConfig(frame_width=e.corpus_frame_size, frame_height=e.corpus_frame_size),
+                workers=config.data.preprocess_workers,
+            )  # fmt: skip
+    if not config.data.cache:
+        config.data.cache = str(workdir / "cache")
+    open_cache(config)  # preprocesses on first use
+    return config
+
+
+def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Trains (or reuses) every method for every seed and writes the reports."""
+    from pkd_jax.train.loop import run
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _enable_compilation_cache(workdir)
+    start = time.perf_counter()
+    config = prepare_data(config, workdir)
+    seeds = tuple(config.experiment.seeds)
+    evals: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in METHODS}
+    for seed in seeds:
+        for method in METHODS:
+            out = run_dir(workdir, method, seed)
+            done = out / "eval.json"
+            if done.is_file():
+                logging.info("Reusing %s.", out)
+            else:
+                logging.info("Training %s, seed %d.", method, seed)
+                run(method_config(config, method, seed, workdir), out)
+            evals[method][seed] = json.loads(done.read_text())
+    results = {
+        "config": json.loads(config.to_json_best_effort()),
+        "seeds": list(seeds),
+        "methods": {m: {str(s): e for s, e in runs.items()} for m, runs in evals.items()},
+        "summary": report.summarize(evals, workdir),
+        "complexity": report.complexity_table(config),
+        "runtime_s": time.perf_counter() - start,
+    }
+    (workdir / "results.json").write_text(json.dumps(results, indent=2))
+    (workdir / "results.md").write_text(report.markdown(results))
+    report.figure4(workdir, config, seeds[0], workdir / "figure4.png")
+    report.training_curves(workdir, list(METHODS), seeds[0], workdir / "training_curves.png")
+    print((workdir / "results.md").read_text())
+    return results
+
+
+def _enable_compilation_cache(workdir: Path) -> None:
+    """Methods and seeds share programs: compile each once, even across runner restarts."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:  # the caller already chose one
+        return
+    jax.config.update("jax_compilation_cache_dir", str(workdir / "xla_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    run_all(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,234 @@
+"""Tables and figures of the paper runner: mean +- std over seeds, complexity, Figure 4, curves."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from pkd_jax import complexity
+from pkd_jax.train import build
+from pkd_jax.train.metric_writer import read_metrics
+
+# RECOLA dev, mean CCC (valence, arousal) as the paper reports them (post-processed; see REFERENCE).
+PAPER_RECOLA = {
+    "teacher": (0.472, 0.586),
+    "teacher_black": (0.40, 0.53),
+    "visual": (0.342, 0.457),
+    "student": (0.428, 0.531),
+    "student_nogate": (0.39, 0.50),
+}
+LABELS = {
+    "teacher": "Teacher (audio + visual), frame retention",
+    "teacher_black": "Teacher (audio + visual), black frames",
+    "visual": "Visual-only baseline",
+    "student": "Student (PKD, paper gate)",
+    "student_nogate": "Student (PKD, no gate)",
+}
+
+
+def distilled_fraction(run: Path) -> float | None:
+    """Share of training sequences the gate let distil, averaged over the run (students only)."""
+    values = [r["distilled_fraction"] for r in read_metrics(run, "train") if "distilled_fraction" in r]
+    return float(np.mean(values)) if values else None
+
+
+def summarize(evals: dict[str, dict[int, dict[str, Any]]], workdir: Path | None = None) -> dict[str, Any]:
+    """Per method and target: mean and std over seeds of the raw dev CCC (mean over videos), and for
+    students the mean share of sequences distilled."""
+    summary = {}
+    for method, runs in evals.items():
+        per_target: dict[str, list[float]] = {}
+        for result in runs.values():
+            for target, value in result["raw"]["mean_over_videos"].items():
+                per_target.setdefault(target, []).append(value)
+        summary[method] = {
+            t: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v}
+            for t, v in per_target.items()
+        }
+        if workdir is not None and method.startswith("student"):
+            shares = [distilled_fraction(workdir / "runs" / method / f"seed_{s}") for s in runs]
+            summary[method]["distilled_fraction"] = float(np.mean([x for x in shares if x is not None]))
+    return summary
+
+
+def complexity_table(config: ml_collections.ConfigDict) -> dict[str, dict[str, float]]:
+    """Parameters and per-frame MACs of student and teacher, at this config's sizes and at RECOLA's."""
+    from configs import common
+
+    full = common.get_config("teacher", "recola")
+    rows = {}
+    for label, source in (("this config", config), ("RECOLA sizes", full)):
+        for kind in ("student", "teacher"):
+            c = ml_collections.ConfigDict(source.to_dict())
+            c.stage = kind
+            c.targets = ("arousal",)  # the paper trains one model per dimension
+            model = build.build_model(c)
+            audio = (64, round(c.data.audio_window_s * 100), 1)  # 64 mels, 10 ms hop
+            inputs = complexity.per_frame_inputs(kind, c.data.face_size, audio)
+            variables = jax.eval_shape(lambda m=model, x=inputs: m.init(jax.random.key(0), *x))
+            forward = lambda v, *x, m=model: m.apply(v, *x, train=False)
+            rows[f"{kind} ({label})"] = {
+                "params_M": complexity.param_count(variables) / 1e6,
+                "GMACs_per_frame": complexity.count_macs(forward, variables, *inputs) / 1e9,
+            }
+    return rows
+
+
+def _cell(stats: dict[str, Any] | None) -> str:
+    return "n/a" if stats is None else f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
+def _rows(summary: dict[str, Any], methods: list[str], targets: list[str]) -> list[str]:
+    lines = []
+    for m in methods:
+        if m in summary:
+            cells = " | ".join(_cell(summary[m].get(t)) for t in targets)
+            paper = " / ".join(f"{x:.3f}" for x in PAPER_RECOLA[m])
+            lines.append(f"| {LABELS[m]} | {cells} | {paper} |")
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """`results.md`: one table per paper table, mean ± std over seeds (raw dev CCC, mean over videos)."""
+    summary = results["summary"]
+    names = ("valence", "arousal")
+    targets = sorted({t for m in summary.values() for t in m if t in names}, key=names.index)
+    head = f"| method | {' | '.join(targets)} | paper, RECOLA (valence / arousal) |"
+    rule = "|" + "---|" * (len(targets) + 2)
+    seeds = results["seeds"]
+    out = [
+        "# Results",
+        "",
+        f"Dev CCC (raw, mean over dev videos, last training step), mean ± std over {len(seeds)} seeds "
+        f"{seeds}. Corpus: {results['config']['data']['dataset']}. The paper's RECOLA numbers are for "
+        "orientation only: other data, full-size networks and post-processed predictions.",
+        "",
+        "## Table 1: teacher, visual-only baseline and PKD student",
+        "",
+        head,
+        rule,
+        *_rows(summary, ["teacher", "visual", "student"], targets),
+        "",
+        "## Table 3: complexity (per frame)",
+        "",
+        "| network | parameters (M) | GMACs per frame |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {row['params_M']:.2f} | {row['GMACs_per_frame']:.3f} |"
+            for name, row in results["complexity"].items()
+        ],
+        "",
+        "Paper: teacher 39.7 M / 10.2 GMACs, student 27.8 M / 4.8 GMACs.",
+        "",
+        "## Table 4: the negative-transfer gate",
+        "",
+        head,
+        rule,
+        *_rows(summary, ["student", "student_nogate"], targets),
+        "",
+        "Share of training sequences distilled (the gate's decision, mean over steps and seeds): "
+        + ", ".join(
+            f"{LABELS[m]} {summary[m]['distilled_fraction']:.2f}"
+            for m in ("student", "student_nogate")
+            if "distilled_fraction" in summary.get(m, {})
+        ),
+        "",
+        "## Table 5: missing faces, frame retention vs black frames (teacher)",
+        "",
+        head,
+        rule,
+        *_rows(summary, ["teacher", "teacher_black"], targets),
+        "",
+        f"Runtime of this invocation: {results['runtime_s'] / 60:.1f} min.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _read_predictions(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    time_s = np.array([float(r["time_s"]) for r in rows])
+    preds = {k[5:]: np.array([float(r[k]) for r in rows]) for k in rows[0] if k.startswith("pred_")}
+    gold = {k[5:]: np.array([float(r[k]) for r in rows]) for k in rows[0] if k.startswith("gold_")}
+    return time_s, preds, gold
+
+
+def _last_predictions(run: Path, video: str) -> Path | None:
+    steps = sorted((int(p.name) for p in (run / "predictions").glob("*") if p.name.isdigit()), reverse=True)
+    for step in steps:
+        path = run / "predictions" / str(step) / f"{video}.csv"
+        if path.is_file():
+            return path
+    return None
+
+
+def figure4(workdir: Path, config: ml_collections.ConfigDict, seed: int, out: Path) -> None:
+    """Predictions of teacher, baseline and student against the gold standard on one dev video."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    video = config.experiment.figure_video
+    curves = {}
+    gold = time_s = None
+    for method in ("teacher", "visual", "student", "student_nogate"):
+        path = _last_predictions(workdir / "runs" / method / f"seed_{seed}", video)
+        if path is not None:
+            time_s, curves[method], gold = _read_predictions(path)
+    if not curves:
+        return
+    targets = list(gold)
+    fig, axes = plt.subplots(len(targets), 1, figsize=(11, 3.2 * len(targets)), sharex=True, squeeze=False)
+    styles = {"teacher": ("tab:red", "Teacher (A+V)"), "visual": ("tab:gray", "Visual-only"),
+              "student": ("tab:blue", "Student (PKD, gate)"),
+              "student_nogate": ("tab:green", "Student (PKD, no gate)")}  # fmt: skip
+    for ax, target in zip(axes[:, 0], targets, strict=True):
+        ax.plot(time_s, gold[target], color="black", lw=2.0, label="gold standard")
+        for method, pred in curves.items():
+            color, label = styles[method]
+            ax.plot(time_s, pred[target], color=color, lw=1.0, alpha=0.85, label=label)
+        ax.set_ylabel(target)
+        ax.set_ylim(-1.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="upper right", ncol=5, fontsize=8)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.suptitle(f"{video}: predictions vs gold standard (seed {seed}, raw)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def training_curves(workdir: Path, methods: list[str], seed: int, out: Path) -> None:
+    """Training loss and dev CCC over steps for each method (one seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, ccc_ax) = plt.subplots(1, 2, figsize=(12, 4))
+    for method in methods:
+        run = workdir / "runs" / method / f"seed_{seed}"
+        train = read_metrics(run, "train")
+        evals = read_metrics(run, "eval")
+        if train:
+            loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], label=LABELS[method])
+        if evals:
+            ccc_ax.plot(
+                [r["step"] for r in evals], [r["mean_ccc"] for r in evals], "o-", label=LABELS[method]
+            )
+    loss_ax.set_title("training loss")
+    ccc_ax.set_title("dev CCC (mean of targets)")
+    for ax in (loss_ax, ccc_ax):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
