@@ -21,7 +21,7 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     c.seed = 0  # seeds parameter init, dropout and the clip stream
     c.targets = ("valence", "arousal")  # predicted dimensions; one name trains one model per dimension
 
-    c.data = d = ml_collections.ConfigDict()
+    c.data = d = ml_collections.ConfigDict()  # corpus, cache and batches
     d.dataset = dataset  # corpus layout: "recola", "synthetic" (RECOLA layout) or "affwild2"
     d.root = ""  # raw corpus directory (required; no silent fallback to synthetic data)
     d.cache = ""  # feature cache directory; empty: <root>/pkd_jax_cache, preprocessed on first use
@@ -35,7 +35,7 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     d.eval_chunk_frames = 250  # evaluation chunk length; the recurrent state carries across chunks
     d.eval_videos_per_batch = 4  # videos evaluated side by side
 
-    c.model = m = ml_collections.ConfigDict()
+    c.model = m = ml_collections.ConfigDict()  # network sizes (RECOLA, weak setting)
     m.vgg_width = 1.0  # VGG19-BN channel multiplier (1.0 = the paper's network)
     m.visual_features = 512  # VGG trunk output (linear 4608 -> 512)
     m.cnn_dropout = 0.2  # dropout before and after the trunk's linear layer
@@ -49,7 +49,7 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     m.activation = "relu"  # between head layers: "relu" (paper text) or "none" (released code)
     m.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
 
-    c.optim = o = ml_collections.ConfigDict()
+    c.optim = o = ml_collections.ConfigDict()  # Adam with one learning rate per module group
     o.lr_visual_cnn = 1e-6  # VGG19-BN trunk (paper text; released code 1e-5)
     o.lr_temporal = 1e-4  # GRU / LSTM
     o.lr_head = 1e-4  # heads and fusion
@@ -59,19 +59,19 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     o.weight_decay = 0.0  # decoupled weight decay (AdamW) when > 0
     o.grad_clip = 0.0  # global gradient-norm clipping when > 0
 
-    c.loss = lo = ml_collections.ConfigDict()
+    c.loss = lo = ml_collections.ConfigDict()  # the loss composed by pkd_jax.losses.compose
     lo.ccc = "flattened"  # CCC reduction: "flattened" over the batch or "per_sequence"
     lo.distill = "per_frame"  # cosine distillation: "per_frame" or "flattened" (released code)
     lo.gate = "paper"  # negative-transfer gate: "paper", "none" or "released_code"
     lo.alpha = 0.2  # weight of L_cos (eq. 4-7)
     lo.theta = 0.2  # gate threshold on gamma = 1 - CCC_teacher
 
-    c.teacher = t = ml_collections.ConfigDict()
+    c.teacher = t = ml_collections.ConfigDict()  # the frozen teacher of a student
     t.workdir = ""  # student only: the teacher's workdir (its best checkpoint is used)
     t.checkpoint = ""  # student only: or an explicit checkpoint directory
     t.mode = "cached"  # "cached": teacher outputs computed once per frame; "online": run in the step
 
-    c.train = tr = ml_collections.ConfigDict()
+    c.train = tr = ml_collections.ConfigDict()  # loop length, logging, checkpoints
     tr.num_steps = 20_000  # optimizer steps
     tr.log_every = 50  # steps between metric logs
     tr.eval_every = 1_000  # steps between dev evaluations (and best-checkpoint updates)
@@ -80,11 +80,11 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     tr.keep_best = 1  # best-by-dev-CCC checkpoints kept
     tr.profile_steps = ()  # (first, last) step range traced with jax.profiler into <workdir>/profile
 
-    c.eval = e = ml_collections.ConfigDict()
+    c.eval = e = ml_collections.ConfigDict()  # dev evaluation
     e.postprocess = False  # also report the released code's post-processed CCC (labelled as such)
     e.save_predictions = True  # per-video prediction CSVs in <workdir>/predictions/<step>/
 
-    c.pretrained = p = ml_collections.ConfigDict()
+    c.pretrained = p = ml_collections.ConfigDict()  # optional trunk weights, loaded from files you name
     p.visual_cnn = ""  # optional PyTorch/.npz weights for VGG19-BN (e.g. the FER2013 checkpoint)
     p.audio_cnn = ""  # optional PyTorch/.npz weights for ResNet-18 (e.g. torchvision ImageNet)
     return c
@@ -136,4 +136,16 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.eval_every = 10
     c.train.checkpoint_every = 10
     c.data.preprocess_workers = 1
+    return c
+
+
+def stage_config(stage: str, dataset: str, arg: str | None) -> ml_collections.ConfigDict:
+    """A locked experiment config with the standard arguments: `released_code` and `tiny`."""
+    args = parse_args(arg, ("released_code", "tiny"))
+    c = get_config(stage, dataset)
+    if "released_code" in args:
+        apply_released_code(c)
+    if "tiny" in args:
+        tiny(c)
+    c.lock()
     return c

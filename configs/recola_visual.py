@@ -1,18 +1,12 @@
 """RECOLA, weak setting: the visual stage. Arguments: `released_code` (the released code's choices),
 `tiny` (tiny widths for tests and CPU runs). Example:
 
-    python -m pkd_jax.main --config=configs/recola_visual.py --workdir=runs/visual --config.data.root=/data/RECOLA
+    python -m pkd_jax.main --config=configs/recola_visual.py --workdir=runs/visual \
+        --config.data.root=/data/RECOLA
 """
 
 from configs import common
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_args(arg, ("released_code", "tiny"))
-    c = common.get_config("visual", "recola")
-    if "released_code" in args:
-        common.apply_released_code(c)
-    if "tiny" in args:
-        common.tiny(c)
-    c.lock()
-    return c
+    return common.stage_config("visual", "recola", arg)
