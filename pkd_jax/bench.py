@@ -6,6 +6,11 @@ For each step kind (teacher, visual, student with the teacher online or cached) 
 time separately, then the median / min / max time of `--steps` timed steps after `--warmup` steps (each
 ended with `block_until_ready`), frames per second, XLA's FLOP count of the compiled step, the achieved
 FLOP/s, and XLA's memory analysis. `--json` prints one machine-readable line per kind.
+
+    --profile_dir=DIR   a jax.profiler trace of the timed steps (TensorBoard / XProf), one annotated
+                        step each
+    --dump_hlo=DIR      the optimized HLO of every compiled step, one file per kind
+    --complexity        parameters and per-frame MACs of student and teacher (paper Table 3) instead
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,6 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from pkd_jax import losses
+from pkd_jax.experiments.report import complexity_table
 from pkd_jax.train import build, sharding
 from pkd_jax.train.state import create_state, make_optimizer
 from pkd_jax.train.steps import make_stream_step, make_train_step
@@ -38,6 +45,9 @@ _AUDIO_FRAMES = flags.DEFINE_integer(
     "audio_frames", 100, "Spectrogram frames per audio window (1 s at 10 ms)."
 )
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON line per kind instead of a table.")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "Write a jax.profiler trace of the timed steps here.")
+_DUMP_HLO = flags.DEFINE_string("dump_hlo", None, "Write the optimized HLO of each step here.")
+_COMPLEXITY = flags.DEFINE_bool("complexity", False, "Report parameters and MACs (Table 3) instead.")
 
 
 def random_batch(config: ml_collections.ConfigDict, kind: str, *, n_mels: int, audio_frames: int) -> dict:
@@ -102,23 +112,41 @@ def build_eval(config: ml_collections.ConfigDict, kind: str, batch: dict, mesh) 
     return jax.jit(make_stream_step(model, build.compute_dtype(c))), (variables, inputs, carry)
 
 
-def time_step(step: Any, args: tuple, *, steps: int, warmup: int, donated: bool) -> dict[str, Any]:
+def time_step(
+    step: Any,
+    args: tuple,
+    *,
+    steps: int,
+    warmup: int,
+    donated: bool,
+    name: str = "step",
+    profile_dir: str | None = None,
+    dump_hlo: str | None = None,
+) -> dict[str, Any]:
     """Compile time, then per-step wall times after warm-up, plus XLA's cost and memory analyses."""
     start = time.perf_counter()
     compiled = step.lower(*args).compile()
     compile_s = time.perf_counter() - start
+    if dump_hlo:
+        Path(dump_hlo).mkdir(parents=True, exist_ok=True)
+        (Path(dump_hlo) / f"{name}.hlo.txt").write_text(compiled.as_text())
     cost = compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, list) else cost
     memory = compiled.memory_analysis()
     times = []
     for i in range(warmup + steps):
+        if profile_dir and i == warmup:
+            jax.profiler.start_trace(str(Path(profile_dir) / name))
         start = time.perf_counter()
-        out = compiled(*args)
-        jax.block_until_ready(out)
+        with jax.profiler.StepTraceAnnotation(name, step_num=i):
+            out = compiled(*args)
+            jax.block_until_ready(out)
         if i >= warmup:
             times.append(time.perf_counter() - start)
         if donated:  # the state was donated: feed the new one back in
             args = (out[0], *args[1:])
+    if profile_dir:
+        jax.profiler.stop_trace()
     flops = float(cost.get("flops", 0.0))
     median = statistics.median(times)
     return {
@@ -153,7 +181,10 @@ def benchmark(
             step, args = build_eval(config, kind, batch, mesh)
         else:
             step, args = build_train(config, kind, batch, mesh)
-        timing = time_step(step, args, steps=kw["steps"], warmup=kw["warmup"], donated=what == "train")
+        timing = time_step(
+            step, args, steps=kw["steps"], warmup=kw["warmup"], donated=what == "train",
+            name=f"{what}_{kind}", profile_dir=kw.get("profile_dir"), dump_hlo=kw.get("dump_hlo"),
+        )  # fmt: skip
         frames = config.data.batch_size * config.data.clip_frames
         results.append(
             {
@@ -186,9 +217,18 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
+    if _COMPLEXITY.value:
+        rows = complexity_table(_CONFIG.value)
+        if _JSON.value:
+            print(json.dumps({"what": "complexity", **rows}))
+        else:
+            for name, row in rows.items():
+                print(f"{name:28} {row['params_M']:8.2f} M params {row['GMACs_per_frame']:8.3f} GMACs/frame")
+        return
     results = benchmark(
         _CONFIG.value, _WHAT.value, _KINDS.value, steps=_STEPS.value, warmup=_WARMUP.value,
-        n_mels=_N_MELS.value, audio_frames=_AUDIO_FRAMES.value,
+        n_mels=_N_MELS.value, audio_frames=_AUDIO_FRAMES.value, profile_dir=_PROFILE_DIR.value,
+        dump_hlo=_DUMP_HLO.value,
     )  # fmt: skip
     if _JSON.value:
         for r in results:
