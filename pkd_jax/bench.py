@@ -4,8 +4,9 @@
 
 For each step kind (teacher, visual, student with the teacher online or cached) it reports the compile
 time separately, then the median / min / max time of `--steps` timed steps after `--warmup` steps (each
-ended with `block_until_ready`), frames per second, XLA's FLOP count of the compiled step, the achieved
-FLOP/s, and XLA's memory analysis. `--json` prints one machine-readable line per kind.
+ended with `block_until_ready`), frames per second, XLA's FLOP count of the compiled step cross-checked
+against an analytic count (2 x the MACs of every convolution and matrix product in the step's jaxpr),
+the achieved FLOP/s, and XLA's memory analysis. `--json` prints one machine-readable line per kind.
 
     --profile_dir=DIR   a jax.profiler trace of the timed steps (TensorBoard / XProf), one annotated
                         step each
@@ -27,7 +28,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from pkd_jax import losses
+from pkd_jax import complexity, losses
 from pkd_jax.experiments.report import complexity_table
 from pkd_jax.train import build, sharding
 from pkd_jax.train.state import create_state, make_optimizer
@@ -148,6 +149,7 @@ def time_step(
     if profile_dir:
         jax.profiler.stop_trace()
     flops = float(cost.get("flops", 0.0))
+    analytic = 2.0 * complexity.count_macs(step, *args)  # convolutions and matmuls, forward and backward
     median = statistics.median(times)
     return {
         "compile_s": compile_s,
@@ -155,6 +157,8 @@ def time_step(
         "step_s_min": min(times),
         "step_s_max": max(times),
         "flops_per_step": flops,
+        "analytic_flops_per_step": analytic,
+        "xla_over_analytic_flops": flops / analytic if analytic else None,
         "achieved_flops_per_s": flops / median if median else 0.0,
         "memory_bytes": {
             "argument": getattr(memory, "argument_size_in_bytes", None),
