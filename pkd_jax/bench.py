@@ -36,20 +36,6 @@ from pkd_jax.train.steps import make_stream_step, make_train_step
 
 KINDS = ("teacher", "visual", "student_online", "student_cached")
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:args]).")
-_WHAT = flags.DEFINE_enum("what", "train", ["train", "eval"], "Which step to time.")
-_KINDS = flags.DEFINE_list("kinds", list(KINDS), f"Step kinds among {KINDS}.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-_N_MELS = flags.DEFINE_integer("n_mels", 64, "Mel bins of the audio input.")
-_AUDIO_FRAMES = flags.DEFINE_integer(
-    "audio_frames", 100, "Spectrogram frames per audio window (1 s at 10 ms)."
-)
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON line per kind instead of a table.")
-_PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "Write a jax.profiler trace of the timed steps here.")
-_DUMP_HLO = flags.DEFINE_string("dump_hlo", None, "Write the optimized HLO of each step here.")
-_COMPLEXITY = flags.DEFINE_bool("complexity", False, "Report parameters and MACs (Table 3) instead.")
-
 
 def random_batch(config: ml_collections.ConfigDict, kind: str, *, n_mels: int, audio_frames: int) -> dict:
     """A batch of the configured shapes with random content (timing does not depend on values)."""
@@ -219,22 +205,37 @@ def format_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def define_flags() -> None:
+    """The command-line flags; defined only when run as a program, so imports never clash."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:args]).")
+    flags.DEFINE_enum("what", "train", ["train", "eval"], "Which step to time.")
+    flags.DEFINE_list("kinds", list(KINDS), f"Step kinds among {KINDS}.")
+    flags.DEFINE_integer("steps", 10, "Timed steps.")
+    flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+    flags.DEFINE_integer("n_mels", 64, "Mel bins of the audio input.")
+    flags.DEFINE_integer("audio_frames", 100, "Spectrogram frames per audio window (1 s at 10 ms).")
+    flags.DEFINE_bool("json", False, "Print one JSON line per kind instead of a table.")
+    flags.DEFINE_string("profile_dir", None, "Write a jax.profiler trace of the timed steps here.")
+    flags.DEFINE_string("dump_hlo", None, "Write the optimized HLO of each step here.")
+    flags.DEFINE_bool("complexity", False, "Report parameters and MACs (Table 3) instead.")
+
+
 def main(argv: list[str]) -> None:
     del argv
-    if _COMPLEXITY.value:
-        rows = complexity_table(_CONFIG.value)
-        if _JSON.value:
+    if flags.FLAGS.complexity:
+        rows = complexity_table(flags.FLAGS.config)
+        if flags.FLAGS.json:
             print(json.dumps({"what": "complexity", **rows}))
         else:
             for name, row in rows.items():
                 print(f"{name:28} {row['params_M']:8.2f} M params {row['GMACs_per_frame']:8.3f} GMACs/frame")
         return
     results = benchmark(
-        _CONFIG.value, _WHAT.value, _KINDS.value, steps=_STEPS.value, warmup=_WARMUP.value,
-        n_mels=_N_MELS.value, audio_frames=_AUDIO_FRAMES.value, profile_dir=_PROFILE_DIR.value,
-        dump_hlo=_DUMP_HLO.value,
+        flags.FLAGS.config, flags.FLAGS.what, flags.FLAGS.kinds, steps=flags.FLAGS.steps, warmup=flags.FLAGS.warmup,
+        n_mels=flags.FLAGS.n_mels, audio_frames=flags.FLAGS.audio_frames, profile_dir=flags.FLAGS.profile_dir,
+        dump_hlo=flags.FLAGS.dump_hlo,
     )  # fmt: skip
-    if _JSON.value:
+    if flags.FLAGS.json:
         for r in results:
             print(json.dumps(r))
     else:
@@ -242,5 +243,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["config"])
     app.run(main)

@@ -32,9 +32,6 @@ from ml_collections import config_flags
 
 from pkd_jax.experiments import report
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (e.g. configs/demo.py).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the corpus, cache, runs and reports.")
-
 METHODS: dict[str, dict[str, Any]] = {
     "teacher": {"stage": "teacher"},
     "teacher_black": {"stage": "teacher", "data.missing_face": "black"},
@@ -141,9 +138,13 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.INFO)
-    run_all(_CONFIG.value, _WORKDIR.value)
+    run_all(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so importing this module next to another entry
+    # point (tests, notebooks) defines no clashing flags.
+    config_flags.DEFINE_config_file("config", None, "Experiment config (e.g. configs/demo.py).")
+    flags.DEFINE_string("workdir", None, "Directory for the corpus, cache, runs and reports.")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)
