@@ -149,3 +149,16 @@ def stage_config(stage: str, dataset: str, arg: str | None) -> ml_collections.Co
         tiny(c)
     c.lock()
     return c
+
+
+def experiment_fields() -> ml_collections.ConfigDict:
+    """The paper runner's own fields (`pkd_jax.experiments.paper`)."""
+    e = ml_collections.ConfigDict()
+    e.seeds = (0, 1, 2)  # every method is trained once per seed; tables show mean +- std
+    e.corpus_train = 6  # synthetic corpus only: training recordings
+    e.corpus_dev = 3  # synthetic corpus only: development recordings
+    e.corpus_seconds = 60.0  # synthetic corpus only: length of each recording
+    e.corpus_frame_size = 128  # synthetic corpus only: video frame side in pixels
+    e.corpus_seed = 0  # synthetic corpus only: its seed (fixed across method seeds)
+    e.figure_video = "dev_1"  # the dev recording drawn in the Figure-4 plot
+    return e

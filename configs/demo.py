@@ -27,14 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 300  # steps between checkpoints
     c.eval.save_predictions = True  # needed for the Figure-4 plot
 
-    c.experiment = e = ml_collections.ConfigDict()
-    e.seeds = (0, 1, 2)  # every method is trained once per seed; tables show mean +- std
-    e.corpus_train = 6  # synthetic training recordings
-    e.corpus_dev = 3  # synthetic development recordings
-    e.corpus_seconds = 60.0  # length of each recording
-    e.corpus_frame_size = 128  # synthetic video frame side in pixels
-    e.corpus_seed = 0  # seed of the synthetic corpus (fixed across method seeds)
-    e.figure_video = "dev_1"  # the dev recording drawn in the Figure-4 plot
+    c.experiment = e = common.experiment_fields()
     if "smoke" in args:
         e.seeds = (0,)
         e.corpus_train, e.corpus_dev, e.corpus_seconds = 2, 1, 8.0

@@ -33,3 +33,14 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     assert len(stamps) == len(paper.METHODS)
     paper.run_all(config, tmp_path)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval.json")} == stamps
+
+
+def test_recola_runner_config_needs_data_root(tmp_path):
+    import pytest
+
+    from configs import recola_paper
+
+    config = recola_paper.get_config()
+    assert config.model.vgg_width == 1.0 and config.experiment.seeds == (0, 1, 2)
+    with pytest.raises(ValueError, match=r"data\.root is not set"):
+        paper.run_all(config, tmp_path)

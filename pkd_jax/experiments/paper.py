@@ -81,6 +81,10 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
                 config=synthetic.SyntheticConfig(frame_width=e.corpus_frame_size, frame_height=e.corpus_frame_size),
                 workers=config.data.preprocess_workers,
             )  # fmt: skip
+    if not config.data.root:
+        from pkd_jax.train.loop import validate_config
+
+        validate_config(config)  # stops with what to set
     if not config.data.cache:
         config.data.cache = str(workdir / "cache")
     open_cache(config)  # preprocesses on first use
