@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from pkd_jax import complexity, losses
+from pkd_jax import complexity
 from pkd_jax.experiments.report import complexity_table
 from pkd_jax.train import build, sharding
 from pkd_jax.train.state import create_state, make_optimizer
@@ -78,10 +78,7 @@ def build_train(config: ml_collections.ConfigDict, kind: str, batch: dict, mesh)
         if mode == "online":
             teacher = build.build_teacher(_stage_config(config, "teacher"))
             teacher_variables = sharding.replicate(build.init_variables(teacher, batch, 1), mesh)
-    loss_fn = losses.compose(
-        ccc=c.loss.ccc, distill=c.loss.distill if stage == "student" else None, gate=c.loss.gate,
-        alpha=c.loss.alpha, theta=c.loss.theta,
-    )  # fmt: skip
+    loss_fn = build.build_loss(c)
     step = make_train_step(
         model, tx, loss_fn, targets=build.target_indices(c), dtype=dtype, teacher=teacher, teacher_mode=mode
     )

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from pkd_jax import losses
 from pkd_jax.data.cache import TARGETS
 from pkd_jax.models import Student, Teacher
 
@@ -88,3 +89,14 @@ def init_variables(model: Student | Teacher, batch: dict[str, Any], seed: int) -
     inputs = model_inputs(model, one, jnp.float32)
     key = jax.random.key(seed, impl="rbg")
     return jax.jit(lambda k: model.init(k, *inputs))(key)
+
+
+def build_loss(config: ml_collections.ConfigDict) -> losses.LossFn:
+    """The stage's loss: plain CCC for teachers and baselines, the composed PKD loss for students."""
+    return losses.compose(
+        ccc=config.loss.ccc,
+        distill=config.loss.distill if config.stage == "student" else None,
+        gate=config.loss.gate,
+        alpha=config.loss.alpha,
+        theta=config.loss.theta,
+    )

@@ -23,7 +23,6 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from pkd_jax import losses
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import PipelineConfig, train_dataset
 from pkd_jax.evaluate import evaluate
@@ -188,13 +187,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     variables = load_pretrained(config, variables)
     tx = make_optimizer(config.optim, variables["params"])
     state = sharding.replicate(create_state(variables, tx, state_rng), mesh)
-    loss_fn = losses.compose(
-        ccc=config.loss.ccc,
-        distill=config.loss.distill if distill else None,
-        gate=config.loss.gate,
-        alpha=config.loss.alpha,
-        theta=config.loss.theta,
-    )
+    loss_fn = build.build_loss(config)
     train_step = jax.jit(
         make_train_step(
             model, tx, loss_fn, targets=targets, dtype=dtype, teacher=teacher, teacher_mode=teacher_mode
