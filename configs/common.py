@@ -34,6 +34,9 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     d.augment = False  # random flip and brightness/contrast jitter per clip
     d.eval_chunk_frames = 250  # evaluation chunk length; the recurrent state carries across chunks
     d.eval_videos_per_batch = 4  # videos evaluated side by side
+    d.window_subsequences = 0  # strong setting: sub-sequences (time steps) per window; 0: clips (weak)
+    d.subsequence_frames = 32  # strong setting: frames per sub-sequence; clip_frames of them are sampled
+    d.eval_windows_per_batch = 4  # strong setting: evaluation windows per batch
 
     c.model = m = ml_collections.ConfigDict()  # network sizes (RECOLA, weak setting)
     m.vgg_width = 1.0  # VGG19-BN channel multiplier (1.0 = the paper's network)
@@ -47,6 +50,14 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     m.fusion_visual_features = 1024  # teacher: linear on the recurrent output before concatenation
     m.fused_features = (256, 128)  # teacher: layers after concatenation; the last is the embedding
     m.activation = "relu"  # between head layers: "relu" (paper text) or "none" (released code)
+    m.visual_trunk = "vgg19_bn"  # visual trunk: "vgg19_bn" per frame (weak) or "r3d18" per clip (strong)
+    m.r3d_width = 1.0  # R3D-18 channel multiplier (1.0 = torchvision's r3d_18)
+    m.fusion = "concat"  # teacher fusion: "concat" (weak setting) or "jca" (joint cross-attention, strong)
+    m.jca_dim = 128  # JCA: d', the size audio and visual features are projected to
+    m.jca_k = 32  # JCA: k, the attention's hidden size
+    m.jca_hidden = 128  # JCA: regressor hidden layer (2d' -> jca_hidden -> targets)
+    m.jca_dropout = 0.6  # JCA: dropout before the regressor's output layer
+    m.jca_embedding = "hidden"  # JCA teacher's embedding: "hidden" (regressor layer) or "attended" (2d')
     m.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
 
     c.optim = o = ml_collections.ConfigDict()  # Adam with one learning rate per module group
@@ -83,10 +94,12 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     c.eval = e = ml_collections.ConfigDict()  # dev evaluation
     e.postprocess = False  # also report the released code's post-processed CCC (labelled as such)
     e.save_predictions = True  # per-video prediction CSVs in <workdir>/predictions/<step>/
+    e.score = "mean_over_videos"  # dev score for selection: "mean_over_videos" (RECOLA) or "concatenated"
 
-    c.pretrained = p = ml_collections.ConfigDict()  # optional trunk weights, loaded from files you name
-    p.visual_cnn = ""  # optional PyTorch/.npz weights for VGG19-BN (e.g. the FER2013 checkpoint)
-    p.audio_cnn = ""  # optional PyTorch/.npz weights for ResNet-18 (e.g. torchvision ImageNet)
+    c.pretrained = p = ml_collections.ConfigDict()  # trunk initialisation (the model's init_from fields)
+    p.visual_cnn = ""  # VGG19-BN init_from: PyTorch file (FER2013), .npz, or `pkd_jax.weights import` output
+    # (with model.visual_trunk="r3d18": a torchvision r3d_18 state dict, e.g. its Kinetics-400 weights)
+    p.audio_cnn = ""  # ResNet-18 init_from: PyTorch file (ImageNet; RGB conv1 folded to 1 channel) or .npz
     return c
 
 
@@ -151,6 +164,58 @@ def stage_config(stage: str, dataset: str, arg: str | None) -> ml_collections.Co
     return c
 
 
+def affwild2(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The strong setting (paper Table 6): R3D-18 + LSTM on 8-frame clips, ResNet-18 on 64 x 107 log-mel,
+    joint cross-attention fusion, windows of 8 sub-sequences of 32 frames, Adam 1e-3 everywhere."""
+    c.data.dataset = "affwild2"
+    c.data.face_size = 112
+    c.data.clip_frames = 8
+    c.data.window_subsequences = 8
+    c.data.subsequence_frames = 32
+    c.data.batch_size = 8
+    c.data.audio_window_s = 1.07  # 107 log-mel columns of 10 ms per sub-sequence
+    c.model.visual_trunk = "r3d18"
+    c.model.rnn = "lstm"
+    c.model.rnn_hidden = 512
+    c.model.fusion = "jca"
+    c.model.head_features = (128, 128)  # student: 512 -> 128 (like JCA's d') -> 128 (the embedding)
+    c.model.embed_index = 1
+    for group in ("visual_cnn", "temporal", "head", "audio_cnn"):
+        c.optim[f"lr_{group}"] = 1e-3
+    c.eval.score = "concatenated"  # Aff-Wild2 reports CCC over all validation frames
+    c.teacher.mode = "online"  # random windows: no per-clip-start teacher cache
+    return c
+
+
+def tiny_affwild2(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Tiny widths and windows of the strong setting for tests and CPU demos."""
+    tiny(c)
+    c.data.face_size = 32
+    c.data.clip_frames = 4
+    c.data.window_subsequences = 4
+    c.data.subsequence_frames = 8
+    c.data.batch_size = 2
+    c.data.audio_window_s = 0.32
+    c.data.eval_windows_per_batch = 4
+    c.model.r3d_width = 0.0625
+    c.model.rnn_hidden = 16
+    c.model.jca_dim = 8
+    c.model.jca_k = 4
+    c.model.jca_hidden = 8
+    c.model.head_features = (8, 8)
+    return c
+
+
+def affwild2_stage_config(stage: str, arg: str | None) -> ml_collections.ConfigDict:
+    """A locked strong-setting config of `stage`; argument `tiny` shrinks it."""
+    args = parse_args(arg, ("tiny",))
+    c = affwild2(get_config(stage, "affwild2"))
+    if "tiny" in args:
+        tiny_affwild2(c)
+    c.lock()
+    return c
+
+
 def experiment_fields() -> ml_collections.ConfigDict:
     """The paper runner's own fields (`pkd_jax.experiments.paper`)."""
     e = ml_collections.ConfigDict()
@@ -161,4 +226,6 @@ def experiment_fields() -> ml_collections.ConfigDict:
     e.corpus_frame_size = 128  # synthetic corpus only: video frame side in pixels
     e.corpus_seed = 0  # synthetic corpus only: its seed (fixed across method seeds)
     e.figure_video = "dev_1"  # the dev recording drawn in the Figure-4 plot
+    e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")  # runs per seed
+    e.corpus_layout = "recola"  # synthetic corpus only: "recola" or "affwild2" layout
     return e

@@ -18,8 +18,9 @@ import numpy as np
 
 from pkd_jax import metrics
 from pkd_jax.data.cache import TARGETS, Cache
-from pkd_jax.data.pipeline import eval_batches
+from pkd_jax.data.pipeline import PipelineConfig, eval_batches, eval_windows
 from pkd_jax.models import Student, Teacher
+from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
 
 
@@ -59,6 +60,46 @@ def predict_videos(
     return {vid: np.concatenate(p) for vid, p in parts.items()}
 
 
+def predict_windows(
+    model: Student | Teacher,
+    variables: Any,
+    cache: Cache,
+    split: str,
+    config: ml_collections.ConfigDict,
+    *,
+    dtype: jnp.dtype = jnp.float32,
+    video_ids: list[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-frame predictions [T, targets] of every video of `split` in the strong setting's windows.
+
+    Windows tile each video from frame 0 (`eval_windows`), each from a zero recurrent state as in
+    training; a sub-sequence's prediction (made for its last frame) is given to all of its frames, so
+    every frame of the video gets exactly one prediction and CCC runs over all of them.
+    """
+    pipeline = PipelineConfig(
+        clip_frames=config.data.clip_frames, batch_size=config.data.eval_windows_per_batch,
+        missing_face=config.data.missing_face, with_audio=isinstance(model, Teacher),
+        audio_window_s=config.data.audio_window_s, **build.window_fields(config),
+    )  # fmt: skip
+    apply = jax.jit(lambda v, b: model.apply(v, *build.model_inputs(model, b, dtype), train=False)[0])
+    sub = pipeline.subsequence_frames
+    preds: dict[str, np.ndarray] = {}
+    for batch in eval_windows(
+        cache, split, pipeline, windows_per_batch=pipeline.batch_size, video_ids=video_ids
+    ):
+        pred = np.asarray(apply(variables, {k: batch[k] for k in ("frames", "audio") if k in batch}))
+        for lane, vid in enumerate(batch["video_id"]):
+            if not vid:
+                continue
+            n = cache.video(str(vid)).num_frames
+            out = preds.setdefault(str(vid), np.zeros((n, pred.shape[-1]), np.float32))
+            for j in range(pred.shape[1]):
+                first = int(batch["window_start"][lane]) + j * sub
+                if first < n:
+                    out[first : first + sub] = pred[lane, j]
+    return preds
+
+
 def evaluate(
     model: Student | Teacher,
     variables: Any,
@@ -74,20 +115,30 @@ def evaluate(
     """CCC per video, mean over videos and over all frames concatenated, for each target.
 
     Returns `{"raw": {...}, "postprocessed": {...} (only with config.eval.postprocess),
-    "mean_ccc": float}`, where `mean_ccc` (raw, averaged over targets of the mean over videos) is the
-    number model selection uses. Writes one CSV per video to `predictions_dir` when given.
+    "mean_ccc": float, "score": str}`, where `mean_ccc` (raw, averaged over targets) is the number model
+    selection uses: of the mean over videos (RECOLA) or of the CCC over all frames concatenated
+    (Aff-Wild2), as `config.eval.score` says. Strong-setting configs (windows) predict with
+    `predict_windows`. Writes one CSV per video to `predictions_dir` when given.
     """
-    preds = predict_videos(
-        model, variables, cache, split,
-        chunk_frames=config.data.eval_chunk_frames, videos_per_batch=config.data.eval_videos_per_batch,
-        missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s,
-        dtype=dtype, stream_step=stream_step,
-    )  # fmt: skip
+    if build.is_windowed(config):
+        preds = predict_windows(model, variables, cache, split, config, dtype=dtype)
+    else:
+        preds = predict_videos(
+            model, variables, cache, split,
+            chunk_frames=config.data.eval_chunk_frames, videos_per_batch=config.data.eval_videos_per_batch,
+            missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s,
+            dtype=dtype, stream_step=stream_step,
+        )  # fmt: skip
     names = tuple(TARGETS[i] for i in targets)
     labels = {v: np.asarray(cache.video(v).labels)[:, list(targets)] for v in preds}
     masks = {v: np.asarray(cache.video(v).label_mask) for v in preds}
     raw = metrics.evaluate_videos(preds, labels, masks, target_names=names)
-    result: dict[str, Any] = {"raw": raw, "mean_ccc": float(np.mean(list(raw["mean_over_videos"].values())))}
+    score = config.eval.score  # "mean_over_videos" (RECOLA) or "concatenated" (Aff-Wild2)
+    result: dict[str, Any] = {
+        "raw": raw,
+        "mean_ccc": float(np.mean(list(raw[score].values()))),
+        "score": score,
+    }
     if config.eval.postprocess:
         post = metrics.PostProcessing.released_code()
         result["postprocessed"] = metrics.evaluate_videos(preds, labels, masks, target_names=names, post=post)

@@ -10,17 +10,30 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pkd_jax.models import GRU, LSTM, VGG19BN, ResNet18, Student, Teacher  # noqa: E402
+from pkd_jax.models import (  # noqa: E402
+    GRU,
+    LSTM,
+    R3D18,
+    VGG19BN,
+    JointCrossAttention,
+    ResNet18,
+    Student,
+    Teacher,
+)
 from pkd_jax.weights import (  # noqa: E402
     gru_from_torch,
+    load_torch_file,
     lstm_from_torch,
     merge_into,
+    r3d18_from_torch,
     resnet18_from_torch,
     student_from_torch,
     teacher_from_torch,
     vgg19_bn_from_torch,
 )
 from tests.torch_reference import (  # noqa: E402
+    JointCrossAttentionTorch,
+    R3D18Torch,
     ResNet18Torch,
     StudentTorch,
     TeacherTorch,
@@ -166,3 +179,71 @@ def test_whole_teacher(activation, audio_channels):
     pred, emb = run(model, variables, *inputs)
     assert_close(f"teacher {activation} {audio_channels}ch predictions", pred, want_pred)
     assert_close(f"teacher {activation} {audio_channels}ch embedding", emb, want_emb)
+
+
+# torchvision's r3d_18: 33,371,472 parameters with its 400-class fc (512 * 400 + 400 = 205,200).
+R3D18_PARAMS_WITH_FC = 33_371_472
+R3D18_TRUNK_PARAMS = 33_166_272
+
+
+def test_r3d18_parameter_count_matches_torchvision():
+    ref = R3D18Torch()
+    assert sum(p.numel() for p in ref.parameters()) == R3D18_PARAMS_WITH_FC
+    assert sum(p.numel() for n, p in ref.named_parameters() if not n.startswith("fc.")) == R3D18_TRUNK_PARAMS
+    shapes = abstract_variables(R3D18(), jnp.zeros((1, 8, 112, 112, 3)), train=False)
+    assert sum(x.size for x in jax.tree.leaves(shapes["params"])) == R3D18_TRUNK_PARAMS
+    # The import of a full-size torchvision-named state dict fills every Flax parameter.
+    merge_into(shapes, r3d18_from_torch(ref.state_dict()))
+
+
+def test_r3d18_trunk_from_a_torch_file(tmp_path):
+    """A generated torchvision-named state dict, saved as .pth, read, converted, run: same features."""
+    torch.manual_seed(5)
+    clips = torch.rand(2, 3, 8, 48, 48)  # [N, C, T, H, W]
+    ref = randomize_batch_norm_(R3D18Torch(width=0.25), clips)
+    with torch.no_grad():
+        want = ref.features(clips).numpy()
+    torch.save(ref.state_dict(), tmp_path / "r3d18.pth")
+    model = R3D18(width=0.25, normalize=False)  # the reference takes normalised input as given
+    x = jnp.asarray(clips.permute(0, 2, 3, 4, 1).numpy())  # [N, T, H, W, C]
+    imported = r3d18_from_torch(load_torch_file(tmp_path / "r3d18.pth"))
+    variables = merge_into(abstract_variables(model, x, train=False), imported)
+    assert_close("r3d18 w=0.25 8x48x48", run(model, variables, x, train=False), want)
+    with pytest.raises(ValueError, match="unexpected module"):
+        r3d18_from_torch({**ref.state_dict(), "layer5.0.conv1.0.weight": torch.zeros(1, 1, 1, 1, 1)})
+
+
+def jca_from_torch(ref: "torch.nn.Module") -> dict:
+    """The reference's parameters under the Flax names of `JointCrossAttention`."""
+    sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    dense = lambda name, bias=True: {
+        "kernel": sd[f"{name}.weight"].T,
+        **({"bias": sd[f"{name}.bias"]} if bias else {}),
+    }
+    return {
+        "params": {
+            "audio_proj": dense("proj_a"),
+            "visual_proj": dense("proj_v"),
+            "w_ja": sd["corr_a"], "w_a": sd["time_a"], "w_ha": sd["back_a"], "w_ca": dense("joint_a", False),
+            "w_jv": sd["corr_v"], "w_v": sd["time_v"], "w_hv": sd["back_v"], "w_cv": dense("joint_v", False),
+            "regressor_hidden": dense("hidden"),
+            "regressor_out": dense("out"),
+        }
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("embedding", ["hidden", "attended"])
+def test_joint_cross_attention_matches_the_equations_in_torch(embedding):
+    torch.manual_seed(6)
+    length, sizes = 8, dict(dim=16, k=6, hidden=12, num_targets=2)
+    ref = JointCrossAttentionTorch(audio_dim=24, visual_dim=20, length=length, **sizes).eval()
+    audio, visual = torch.randn(3, length, 24), torch.randn(3, length, 20)
+    with torch.no_grad():
+        want_pred, want_hidden, want_attended = (t.numpy() for t in ref(audio, visual))
+    model = JointCrossAttention(length=length, embedding=embedding, **sizes)
+    inputs = (jnp.asarray(audio.numpy()), jnp.asarray(visual.numpy()))
+    variables = merge_into(abstract_variables(model, *inputs, train=False), jca_from_torch(ref))
+    pred, emb = run(model, variables, *inputs, train=False)
+    assert_close(f"jca predictions ({embedding})", pred, want_pred)
+    assert_close(f"jca embedding ({embedding})", emb, want_hidden if embedding == "hidden" else want_attended)
+    assert emb.shape[-1] == model.embedding_size()

@@ -7,6 +7,9 @@ Parameter names reproduce the layouts `pkd_jax.weights` reads:
   - `StudentTorch` / `TeacherTorch`: the released code's whole-model state dicts (`cnn.cnn_backbone.*`,
     `rnn.rnn.*`, `rnn.out_layer<N>.*`, and for the teacher `spec_cnn.cnn_spec_backbone.<child>.*`, a
     ResNet-18 without its fc wrapped as `nn.Sequential` of its children).
+  - `R3D18Torch`: torchvision `r3d_18` names (`stem.0`, `layer2.0.conv1.0`, `layer2.0.downsample.1`, `fc`).
+  - `JointCrossAttentionTorch`: the joint cross-attention equations of REFERENCE section 3, written in
+    the paper's orientation (features x time), with its own parameter names (see the parity test).
 Widths scale like the Flax models (`max(1, round(c * width))`), so small versions match small Flax ones.
 """
 
@@ -253,7 +256,7 @@ def randomize_batch_norm_(model: nn.Module, *calibration_inputs: torch.Tensor, s
     (a train-mode pass with momentum 1), then perturbed so they differ from those batch statistics.
     """
     gen = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d))]
     for bn in bns:
         bn.weight.copy_(torch.empty_like(bn.weight).uniform_(0.5, 1.5, generator=gen))
         bn.bias.copy_(torch.randn(bn.bias.shape, generator=gen) * 0.2)
@@ -269,3 +272,97 @@ def randomize_batch_norm_(model: nn.Module, *calibration_inputs: torch.Tensor, s
         bn.running_mean.add_(torch.randn(bn.running_mean.shape, generator=gen) * 0.2 * std)
         bn.running_var.mul_(torch.empty_like(bn.running_var).uniform_(0.7, 1.3, generator=gen))
     return model
+
+
+class BasicBlock3DTorch(nn.Module):
+    """torchvision's video BasicBlock with `Conv3DSimple`: conv1 = (conv, BN, ReLU), conv2 = (conv, BN)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Sequential(
+            nn.Conv3d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm3d(cout), nn.ReLU(inplace=True)
+        )
+        self.conv2 = nn.Sequential(nn.Conv3d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm3d(cout))
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv3d(cin, cout, 1, stride, bias=False), nn.BatchNorm3d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv2(self.conv1(x))
+        skip = x if self.downsample is None else self.downsample(x)
+        return self.relu(skip + y)
+
+
+class R3D18Torch(nn.Module):
+    """R3D-18 with torchvision's names: [N, 3, T, H, W] -> `features` [N, 512 * width], `forward` the fc."""
+
+    def __init__(self, width: float = 1.0, num_classes: int = 400):
+        super().__init__()
+        stem = scaled(64, width)
+        self.stem = nn.Sequential(
+            nn.Conv3d(3, stem, (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False),
+            nn.BatchNorm3d(stem),
+            nn.ReLU(inplace=True),
+        )
+        cin = stem
+        for stage, channels in enumerate((64, 128, 256, 512), start=1):
+            cout = scaled(channels, width)
+            stride = 1 if stage == 1 else 2
+            blocks = nn.Sequential(BasicBlock3DTorch(cin, cout, stride), BasicBlock3DTorch(cout, cout, 1))
+            setattr(self, f"layer{stage}", blocks)
+            cin = cout
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+class JointCrossAttentionTorch(nn.Module):
+    """Joint cross-attention in the paper's orientation: X is d' x L (features x time) per example.
+
+    J = [Xa; Xv] (2d' x L); Ca = tanh(Xa W_ja J^T / sqrt(2d')) (d' x 2d'); Ha = ReLU(Ca W_ca + Xa W_a)
+    (d' x k); Xatt_a = Ha W_ha + Xa (d' x L); likewise for the visual side; then the regressor on
+    [Xatt_a; Xatt_v] per time step: 2d' -> hidden -> ReLU -> dropout -> targets.
+    """
+
+    def __init__(
+        self, audio_dim: int, visual_dim: int, length: int, dim: int = 128, k: int = 32,
+        hidden: int = 128, num_targets: int = 2, dropout: float = 0.6,
+    ):  # fmt: skip
+        super().__init__()
+        self.proj_a = nn.Linear(audio_dim, dim)
+        self.proj_v = nn.Linear(visual_dim, dim)
+        self.corr_a = nn.Parameter(torch.randn(length, length) / length**0.5)  # W_ja
+        self.corr_v = nn.Parameter(torch.randn(length, length) / length**0.5)  # W_jv
+        self.time_a = nn.Parameter(torch.randn(length, k) / length**0.5)  # W_a
+        self.time_v = nn.Parameter(torch.randn(length, k) / length**0.5)  # W_v
+        self.back_a = nn.Parameter(torch.randn(k, length) / k**0.5)  # W_ha
+        self.back_v = nn.Parameter(torch.randn(k, length) / k**0.5)  # W_hv
+        self.joint_a = nn.Linear(2 * dim, k, bias=False)  # W_ca
+        self.joint_v = nn.Linear(2 * dim, k, bias=False)  # W_cv
+        self.hidden = nn.Linear(2 * dim, hidden)
+        self.out = nn.Linear(hidden, num_targets)
+        self.dropout = nn.Dropout(dropout)
+        self.scale = (2 * dim) ** -0.5
+
+    def _attend(self, x, joint, w_j, w_x, w_h, joint_layer):
+        corr = torch.tanh(torch.matmul(torch.matmul(x, w_j), joint.transpose(1, 2)) * self.scale)
+        h = torch.relu(joint_layer(corr) + torch.matmul(x, w_x))  # [B, d', k]
+        return torch.matmul(h, w_h) + x  # [B, d', L]
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor):
+        """audio [B, L, Da], visual [B, L, Dv] -> (pred [B, L, K], hidden [B, L, H], attended [B, L, 2d'])."""
+        xa = self.proj_a(audio).transpose(1, 2)  # [B, d', L]
+        xv = self.proj_v(visual).transpose(1, 2)
+        joint = torch.cat([xa, xv], dim=1)  # [B, 2d', L]
+        att_a = self._attend(xa, joint, self.corr_a, self.time_a, self.back_a, self.joint_a)
+        att_v = self._attend(xv, joint, self.corr_v, self.time_v, self.back_v, self.joint_v)
+        attended = torch.cat([att_a, att_v], dim=1).transpose(1, 2)  # [B, L, 2d']
+        hidden = torch.relu(self.hidden(attended))
+        return self.out(self.dropout(hidden)), hidden, attended

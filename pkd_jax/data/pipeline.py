@@ -3,11 +3,28 @@
 Training (`train_dataset`): a grain dataset of clips of `clip_frames` consecutive frames. Clip k of the
 stream draws its position uniformly over every valid clip start of every training video, from a
 random generator seeded by (seed, k) (augmentation too), so the stream is deterministic for a seed,
-shards by process with a slice, and its iterator state (`get_state` / `set_state`) checkpoints with the model.
+shards by process (each takes its block of every global batch), and its iterator state (`get_state` /
+`set_state`) checkpoints with the model.
 
 Evaluation (`eval_batches`): every frame of every video exactly once, in order, in chunks of
 `chunk_frames`; up to `videos_per_batch` videos run side by side as lanes, the ragged ends padded and
 masked by `frame_mask`. `first_chunk` tells the evaluator to reset the recurrent carry.
+
+Windows (strong setting, `subsequences` > 0): an element is a window of `subsequences` (L)
+consecutive sub-sequences of `subsequence_frames` (S) frames; from each sub-sequence `clip_frames` (C)
+frames are taken at a fixed stride ending on its last frame (S=32, C=8: frames 3, 7, ..., 31), and
+the sub-sequence's label is its last frame's (REFERENCE section 3). Training windows start uniformly
+at random over every video (videos shorter than a window are padded with masked sub-sequences);
+evaluation windows (`eval_windows`) tile every video from frame 0. Window batches hold, per time step,
+a clip and one audio window centred on the sub-sequence:
+    frames       uint8 [B, L, C, S, S, 3]
+    audio        float32 [B, L, n_mels, W, 1]
+    labels       float32 [B, L, 2]  the label of each sub-sequence's last frame
+    label_mask   float32 [B, L]  1 where that label is valid (Aff-Wild2's -5 is invalid) and real
+    frame_mask   float32 [B, L]  1 for a real sub-sequence, 0 for padding past the video's end
+    face_found   float32 [B, L]  of the last frame
+    frame_index  int32 [B, L]  the last frame's index
+    window_start int32 [B], video_id str [B]
 
 Batch keys (B clips or lanes, T frames):
     frames       uint8 [B, T, S, S, 3]  face crops, missing-face policy applied
@@ -47,6 +64,8 @@ class PipelineConfig:
     audio_window_s: float = 1.0  # audio context per frame, centred on the frame
     augment: bool = False  # random horizontal flip and brightness/contrast jitter per clip
     seed: int = 0
+    subsequences: int = 0  # windows of this many sub-sequences (strong setting); 0: clips
+    subsequence_frames: int = 32  # frames per sub-sequence; `clip_frames` of them are sampled
 
     def __post_init__(self) -> None:
         if self.missing_face not in MISSING_FACE_POLICIES:
@@ -55,6 +74,21 @@ class PipelineConfig:
             )
         if self.clip_frames < 1 or self.batch_size < 1:
             raise ValueError("clip_frames and batch_size must be positive")
+        if self.subsequences < 0 or (self.subsequences and self.subsequence_frames < self.clip_frames):
+            raise ValueError(
+                f"windows need subsequences >= 0 and subsequence_frames={self.subsequence_frames} >= "
+                f"clip_frames={self.clip_frames}"
+            )
+
+    @property
+    def window_frames(self) -> int:
+        """Frames spanned by one window (L * S)."""
+        return self.subsequences * self.subsequence_frames
+
+    def clip_offsets(self) -> np.ndarray:
+        """Positions of the sampled frames inside a sub-sequence: a fixed stride ending on its last frame."""
+        c, s = self.clip_frames, self.subsequence_frames
+        return (np.arange(1, c + 1) * s) // c - 1
 
 
 class FrameReader:
@@ -97,7 +131,10 @@ class FrameReader:
 
     def audio(self, video: CachedVideo, index: np.ndarray) -> np.ndarray:
         """float32 [len(index), n_mels, W, 1]: the z-scored log-mel window centred on each frame."""
-        centre = index * self.mel_per_frame + self.mel_per_frame // 2
+        return self.audio_at(video, index * self.mel_per_frame + self.mel_per_frame // 2)
+
+    def audio_at(self, video: CachedVideo, centre: np.ndarray) -> np.ndarray:
+        """float32 [len(centre), n_mels, W, 1]: z-scored log-mel windows centred on mel columns `centre`."""
         cols = centre[:, None] - self.window // 2 + np.arange(self.window)[None, :]  # [L, W]
         inside = (cols >= 0) & (cols < video.logmel.shape[0])
         mel = np.asarray(video.logmel[np.clip(cols, 0, video.logmel.shape[0] - 1)], np.float32)
@@ -124,6 +161,36 @@ class FrameReader:
             example["audio"] = self.audio(video, index)
         for name, per_clip_start in self.extra_arrays.items():
             example[name] = np.asarray(per_clip_start[video_id][index[0]])
+        return example
+
+    def read_window(self, video_id: str, start: int, *, rng: np.random.Generator | None = None) -> dict:
+        """One window of sub-sequences starting at frame `start` (no batch axis; see the module doc)."""
+        config = self.config
+        video = self.cache.video(video_id)
+        n, length, sub = video.num_frames, config.subsequences, config.subsequence_frames
+        sub_starts = start + np.arange(length) * sub
+        real = sub_starts < n
+        # Past the video's end, indices repeat its last frame; those sub-sequences are masked.
+        index = np.minimum(sub_starts[:, None] + config.clip_offsets()[None, :], n - 1)  # [L, C]
+        last = np.minimum(sub_starts + sub - 1, n - 1)
+        frames = self.frames(video, index.reshape(-1))
+        if rng is not None and config.augment:
+            frames = augment_clip(frames, rng)  # one flip and jitter for the whole window
+        example = {
+            "frames": frames.reshape(*index.shape, *frames.shape[1:]),
+            "labels": np.asarray(video.labels[last], np.float32),
+            "label_mask": (np.asarray(video.label_mask[last], bool) & real).astype(np.float32),
+            "frame_mask": real.astype(np.float32),
+            "face_found": np.asarray(video.face_found[last], np.float32),
+            "frame_index": last.astype(np.int32),
+            "window_start": np.asarray(start, np.int32),
+            "video_id": np.asarray(video_id),
+        }
+        if config.with_audio:
+            # One audio window per sub-sequence, centred on it (frames [a, a + S) own mel columns
+            # [a * k, (a + S) * k)).
+            centre = np.minimum(sub_starts, n - 1) * self.mel_per_frame + sub * self.mel_per_frame // 2
+            example["audio"] = self.audio_at(video, centre)
         return example
 
 
@@ -163,6 +230,41 @@ class _SampleClip(grain.transforms.Map):
         return self.reader.read(self.video_ids[video], index, rng=rng)
 
 
+class _SampleWindow(grain.transforms.Map):
+    """Window k -> a uniformly drawn (video, start) of the training split, seeded by (seed, k).
+
+    A video shorter than a window offers one start, 0, and its missing sub-sequences are masked.
+    """
+
+    def __init__(self, reader: FrameReader, video_ids: list[str], seed: int):
+        self.reader = reader
+        self.seed = seed
+        self.video_ids = video_ids
+        span = reader.config.window_frames
+        lengths = np.array([reader.cache.video(v).num_frames for v in video_ids])
+        self.starts_cum = np.cumsum(np.maximum(lengths - span + 1, 1))
+
+    def map(self, element: int) -> dict:
+        rng = np.random.default_rng([self.seed, element])
+        position = int(rng.integers(self.starts_cum[-1]))
+        video = int(np.searchsorted(self.starts_cum, position, side="right"))
+        start = position - (self.starts_cum[video - 1] if video else 0)
+        return self.reader.read_window(self.video_ids[video], int(start), rng=rng)
+
+
+class _ProcessBlock(grain.transforms.Map):
+    """Element e of process `index`'s stream -> its clip in the global stream (see `train_dataset`)."""
+
+    def __init__(self, batch_size: int, index: int, count: int):
+        if not 0 <= index < count:
+            raise ValueError(f"shard_index={index} is not in [0, shard_count={count})")
+        self.batch_size, self.index, self.count = batch_size, index, count
+
+    def map(self, element: int) -> int:
+        step, row = divmod(element, self.batch_size)
+        return (step * self.count + self.index) * self.batch_size + row
+
+
 def train_dataset(
     cache: Cache,
     config: PipelineConfig,
@@ -174,16 +276,21 @@ def train_dataset(
 ) -> grain.MapDataset:
     """An endless, seeded stream of training batches for this process's shard.
 
-    Each process takes every `shard_count`-th clip of the global stream, so processes never repeat
-    each other's clips and the union over processes is the single-process stream.
+    `config.batch_size` is the per-process batch b; with n processes the global batch of step s is
+    clips s*n*b .. (s+1)*n*b - 1 of the global stream, and process i reads the i-th block of b of them.
+    Processes never repeat each other's clips, and the global batch, in the same order, is the one a
+    single process would draw, whatever the number of processes.
     """
     video_ids = cache.ids(split)
     if not video_ids:
         raise ValueError(f"{cache.root}: no usable {split} videos (failures: {cache.failures()})")
+    if config.subsequences and extra_arrays:
+        raise ValueError("windows (subsequences > 0) take no per-clip extra arrays; use the online teacher")
     reader = FrameReader(cache, config, extra_arrays)
     ds = grain.MapDataset.range(np.iinfo(np.int64).max // 2)
-    ds = ds[shard_index::shard_count]
-    ds = ds.map(_SampleClip(reader, video_ids, config.seed))
+    ds = ds.map(_ProcessBlock(config.batch_size, shard_index, shard_count))
+    sample = _SampleWindow if config.subsequences else _SampleClip
+    ds = ds.map(sample(reader, video_ids, config.seed))
     return ds.batch(config.batch_size, drop_remainder=True)
 
 
@@ -230,6 +337,34 @@ def eval_batches(
             batch = {k: np.stack([lane[k] for lane in lanes]) for k in lanes[0]}
             batch["first_chunk"] = np.asarray(c == 0)
             yield batch
+
+
+def eval_windows(
+    cache: Cache,
+    split: str,
+    config: PipelineConfig,
+    *,
+    windows_per_batch: int = 1,
+    video_ids: list[str] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Windows tiling every video of `split` from frame 0, `windows_per_batch` at a time.
+
+    Every frame belongs to exactly one sub-sequence of one window; the last window of a video is padded
+    with masked sub-sequences. Lanes past the last window have `video_id` "" and a zero frame mask.
+    """
+    if not config.subsequences:
+        raise ValueError("eval_windows needs a window config (subsequences > 0)")
+    reader = FrameReader(cache, config)
+    ids = cache.ids(split) if video_ids is None else list(video_ids)
+    span = config.window_frames
+    windows = [(v, s) for v in ids for s in range(0, cache.video(v).num_frames, span)]
+    for first in range(0, len(windows), windows_per_batch):
+        lanes = [reader.read_window(v, s) for v, s in windows[first : first + windows_per_batch]]
+        while len(lanes) < windows_per_batch:
+            empty = {k: np.zeros_like(v) for k, v in lanes[0].items()}
+            empty["video_id"] = np.asarray("")
+            lanes.append(empty)
+        yield {k: np.stack([lane[k] for lane in lanes]) for k in lanes[0]}
 
 
 def _pad(example: dict, length: int) -> dict:

@@ -38,6 +38,12 @@ does not depend on which other recordings are generated or on the number of work
 CLI::
 
   python -m pkd_jax.data.synthetic --out=DIR --train=9 --dev=9 --seconds=60 --seed=0
+  python -m pkd_jax.data.synthetic --out=DIR --layout=affwild2 ...   # Aff-Wild2 layout instead
+
+The Aff-Wild2 layout (``generate_affwild2_corpus``) writes ``cropped_aligned/<video>/%05d.jpg`` face crops
+(none where the face is absent), ``VA_Estimation_Challenge/{Train_Set,Validation_Set}/<video>.txt``
+labels with some ``-5`` (invalid) rows, and ``videos/<recording>.mp4`` carrying the audio; one training
+recording holds two people, ``<recording>_left`` / ``<recording>_right``, sharing its audio track.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import colorsys
 import concurrent.futures
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import math
@@ -516,9 +523,8 @@ class _FaceRenderer:
             map_x = self.grid[0] - motion[..., 0]
             map_y = self.grid[1] - motion[..., 1]
             self.work[self.roi] = cv2.remap(self.canvas, map_x, map_y, cv2.INTER_LINEAR)
-            tx, ty, rot, scale = head
-            affine = cv2.getRotationMatrix2D(tuple(self.landmarks["neck"]), rot, scale)
-            affine[:, 2] += (tx - self.margin, ty - self.margin)
+            _, _, rot, scale = head
+            affine = self._affine(head)
             person = cv2.warpAffine(self.work, affine, (w, h), flags=cv2.INTER_LINEAR)
             alpha = person[..., 3:].astype(np.float32) * (1.0 / 255.0)
             img = self.background + (person[..., :3].astype(np.float32) - self.background) * alpha
@@ -531,6 +537,19 @@ class _FaceRenderer:
         img += self.noise_bank[noise_index]
         np.clip(img, 0, 255, out=img)
         return img.astype(np.uint8)
+
+    def _affine(self, head: np.ndarray) -> np.ndarray:
+        """Canvas -> frame transform of a head pose ``(tx, ty, rotation_deg, scale)``."""
+        tx, ty, rot, scale = head
+        affine = cv2.getRotationMatrix2D(tuple(self.landmarks["neck"]), rot, scale)
+        affine[:, 2] += (tx - self.margin, ty - self.margin)
+        return affine
+
+    def face_box(self, head: np.ndarray, context: float = 1.4) -> tuple[float, float, float]:
+        """``(centre x, centre y, side)`` in the frame of a square around the face, ``context`` face
+        widths wide, for aligned-crop style outputs (Aff-Wild2 layout)."""
+        centre = self._affine(head) @ np.append(self.face_centre, 1.0)
+        return float(centre[0]), float(centre[1]), context * self.face_width * float(head[3])
 
 
 def _head_motion(rng: np.random.Generator, arousal: np.ndarray, config: SyntheticConfig) -> np.ndarray:
@@ -878,56 +897,304 @@ def generate_video(
       JSON-serialisable description of the sampled per-video parameters.
     """
     out = Path(out_dir)
-    rngs = video_rngs(seed, video_id)
-    valence, arousal = _resolve_emotion(video_id, n_frames, emotion, rngs["emotion"], config)
-    n_frames = len(valence)
-    appearance = sample_appearance(rngs["appearance"], config)
-    voice = sample_voice(rngs["voice"], config)
-    spans = sample_absent_spans(rngs["visibility"], n_frames, config)
-    per_frame_span = _span_lookup(spans, n_frames)
-    face_visible = np.array([s is None for s in per_frame_span])
-
-    wave, jaw = synthesize_audio(valence, arousal, rngs["audio"], config, voice)
-    gold = {
-        "valence": annotate(valence, rngs["annotation"], config),
-        "arousal": annotate(arousal, rngs["annotation"], config),
-    }
-
-    motion_rng = rngs["motion"]
-    renderer = _FaceRenderer(appearance, config, motion_rng)
-    head = _head_motion(motion_rng, arousal, config)
-    drift = config.lighting_drift * smooth_noise(motion_rng, n_frames, 3.0 * config.fps, 2)
-    gain, slope = 1.0 + drift[0], 0.5 * drift[1]  # Overall exposure; left-right light balance.
-    noise_index = motion_rng.integers(0, len(renderer.noise_bank), n_frames)
-    coefficients = np.stack([np.maximum(valence, 0), np.maximum(-valence, 0), arousal, jaw], 1)
-
-    def frames() -> Iterator[np.ndarray]:
-        for t in range(n_frames):
-            yield renderer.render(
-                coefficients[t], head[t], (gain[t], slope[t]), noise_index[t], per_frame_span[t]
-            )
-
+    subject = _Subject.sample(video_id, n_frames, seed, config, emotion)
+    n_frames, valence, arousal = subject.n_frames, subject.valence, subject.arousal
     for sub in ("recordings_video", "recordings_audio", "latent"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    codec = write_video(out / "recordings_video" / f"{video_id}.mp4", frames(), config)
-    soundfile.write(out / "recordings_audio" / f"{video_id}.wav", wave, config.sample_rate, subtype="PCM_16")
+    codec = write_video(out / "recordings_video" / f"{video_id}.mp4", subject.frames(), config)
+    soundfile.write(
+        out / "recordings_audio" / f"{video_id}.wav", subject.wave, config.sample_rate, subtype="PCM_16"
+    )
     times = np.arange(n_frames) / config.fps
     for dim in DIMENSIONS:
         folder = out / "ratings_gold_standard" / dim
         folder.mkdir(parents=True, exist_ok=True)
         recola_format.write_arff_gold(
-            folder / f"{video_id}.arff", video_id, times, gold[dim], relation=f"GoldStandard_{dim}"
+            folder / f"{video_id}.arff", video_id, times, subject.gold[dim], relation=f"GoldStandard_{dim}"
         )
-    write_latent_csv(out / "latent" / f"{video_id}.csv", valence, arousal, face_visible, config.fps)
+    write_latent_csv(out / "latent" / f"{video_id}.csv", valence, arousal, subject.face_visible, config.fps)
+    return {"id": video_id, "codec": codec, **subject.describe()}
+
+
+@dataclasses.dataclass
+class _Subject:
+    """One synthetic person: latent emotion, gold standard, voice, and a frame renderer with its motion."""
+
+    video_id: str
+    valence: np.ndarray
+    arousal: np.ndarray
+    gold: dict[str, np.ndarray]
+    wave: np.ndarray
+    spans: list[AbsentSpan]
+    face_visible: np.ndarray
+    appearance: Appearance
+    voice: Voice
+    renderer: _FaceRenderer
+    head: np.ndarray
+    light: np.ndarray  # [T, 2]: gain, slope
+    noise_index: np.ndarray
+    coefficients: np.ndarray
+
+    @classmethod
+    def sample(
+        cls,
+        video_id: str,
+        n_frames: int | None,
+        seed: int,
+        config: SyntheticConfig,
+        emotion: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> _Subject:
+        """Draws every random part of one recording from ``(seed, video_id)``."""
+        rngs = video_rngs(seed, video_id)
+        valence, arousal = _resolve_emotion(video_id, n_frames, emotion, rngs["emotion"], config)
+        n_frames = len(valence)
+        appearance = sample_appearance(rngs["appearance"], config)
+        voice = sample_voice(rngs["voice"], config)
+        spans = sample_absent_spans(rngs["visibility"], n_frames, config)
+        face_visible = np.array([s is None for s in _span_lookup(spans, n_frames)])
+        wave, jaw = synthesize_audio(valence, arousal, rngs["audio"], config, voice)
+        gold = {
+            "valence": annotate(valence, rngs["annotation"], config),
+            "arousal": annotate(arousal, rngs["annotation"], config),
+        }
+        motion_rng = rngs["motion"]
+        renderer = _FaceRenderer(appearance, config, motion_rng)
+        head = _head_motion(motion_rng, arousal, config)
+        drift = config.lighting_drift * smooth_noise(motion_rng, n_frames, 3.0 * config.fps, 2)
+        light = np.stack([1.0 + drift[0], 0.5 * drift[1]], 1)  # Overall exposure; left-right balance.
+        noise_index = motion_rng.integers(0, len(renderer.noise_bank), n_frames)
+        coefficients = np.stack([np.maximum(valence, 0), np.maximum(-valence, 0), arousal, jaw], 1)
+        return cls(
+            video_id, valence, arousal, gold, wave, spans, face_visible, appearance, voice, renderer,
+            head, light, noise_index, coefficients,
+        )  # fmt: skip
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.valence)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """The rendered RGB frames, in order."""
+        per_frame_span = _span_lookup(self.spans, self.n_frames)
+        for t in range(self.n_frames):
+            yield self.renderer.render(
+                self.coefficients[t],
+                self.head[t],
+                tuple(self.light[t]),
+                self.noise_index[t],
+                per_frame_span[t],
+            )
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable per-recording parameters (for ``synthetic.json``)."""
+        return {
+            "n_frames": self.n_frames,
+            "face_visible_fraction": float(self.face_visible.mean()),
+            "face_absent_spans": [[s.start, s.stop, s.mode] for s in self.spans],
+            "appearance": dataclasses.asdict(self.appearance),
+            "voice": dataclasses.asdict(self.voice),
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Aff-Wild2 layout.
+
+AFFWILD2_FOLDERS = {"train": "Train_Set", "dev": "Validation_Set"}
+
+
+def _aligned_crop(frame: np.ndarray, box: tuple[float, float, float], size: int) -> np.ndarray:
+    """A ``size`` x ``size`` crop of ``frame`` around ``box`` = (centre x, centre y, side)."""
+    cx, cy, side = box
+    s = size / side
+    affine = np.array([[s, 0.0, size / 2 - cx * s], [0.0, s, size / 2 - cy * s]])
+    return cv2.warpAffine(frame, affine, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _affwild2_labels(subject: _Subject, seed: int, invalid_fraction: float, config: SyntheticConfig) -> str:
+    """The annotation file's text: header, then ``valence,arousal`` per frame with -5 over a few spans."""
+    rng = np.random.default_rng([seed, 5, *subject.video_id.encode("utf-8")])
+    spans = sample_absent_spans(
+        rng, subject.n_frames, dataclasses.replace(config, face_absent_fraction=invalid_fraction)
+    )
+    invalid = np.zeros(subject.n_frames, bool)
+    for span in spans:
+        invalid[span.start : span.stop] = True
+    rows = [
+        "-5,-5" if bad else f"{v:.4f},{a:.4f}"
+        for v, a, bad in zip(subject.gold["valence"], subject.gold["arousal"], invalid, strict=True)
+    ]
+    return "valence,arousal\n" + "\n".join(rows) + "\n"
+
+
+def write_recording(
+    path: Path, frames: Iterator[np.ndarray], wave: np.ndarray, config: SyntheticConfig
+) -> str:
+    """Encodes RGB frames (any even size) and a mono waveform into one mp4 (video + AAC audio)."""
+    codec = _pick_codec(config.video_codec)
+    frames = iter(frames)
+    first = next(frames)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=Fraction(config.fps))
+        stream.height, stream.width = first.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = config.video_threads
+        if codec == "libx264":
+            stream.options = {"preset": "veryfast", "crf": str(config.video_crf)}
+        else:
+            stream.bit_rate = 40 * first.shape[0] * first.shape[1]
+        audio = container.add_stream("aac", rate=config.sample_rate)
+        audio.layout = "mono"
+        for i, rgb in enumerate(itertools.chain([first], frames)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, config.fps)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        block = 1024
+        for start in range(0, len(wave), block):
+            chunk = np.asarray(wave[start : start + block], np.float32)[None, :]
+            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+            frame.sample_rate = config.sample_rate
+            frame.pts = start
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    return codec
+
+
+def generate_affwild2_recording(
+    out_dir: str | Path,
+    name: str,
+    split: str,
+    n_frames: int,
+    seed: int,
+    config: SyntheticConfig = SyntheticConfig(),  # Frozen, so a shared default is safe.
+    *,
+    pair: bool = False,
+    crop_size: int = 112,
+    invalid_fraction: float = 0.03,
+) -> dict[str, Any]:
+    """One recording in the Aff-Wild2 layout: ``videos/<name>.mp4`` with its audio, and per annotated
+    person ``cropped_aligned/<id>/%05d.jpg`` and ``VA_Estimation_Challenge/<Set>/<id>.txt``.
+
+    With ``pair``, two people (``<name>_left``, ``<name>_right``) sit side by side in the video and both
+    speak on its one audio track (their waveforms mixed), as in Aff-Wild2's two-subject videos. Face-absent
+    frames get no crop file; about ``invalid_fraction`` of the label rows are ``-5,-5`` (invalid).
+    """
+    out = Path(out_dir)
+    ids = [f"{name}_left", f"{name}_right"] if pair else [name]
+    subjects = [_Subject.sample(video_id, n_frames, seed, config) for video_id in ids]
+    crop_dirs = [out / "cropped_aligned" / video_id for video_id in ids]
+    for folder in crop_dirs:
+        folder.mkdir(parents=True, exist_ok=True)
+    labels_dir = out / "VA_Estimation_Challenge" / AFFWILD2_FOLDERS[split]
+    for sub in (labels_dir, out / "videos", out / "latent"):
+        sub.mkdir(parents=True, exist_ok=True)
+
+    def frames() -> Iterator[np.ndarray]:
+        streams = [subject.frames() for subject in subjects]
+        for t in range(n_frames):
+            images = [next(stream) for stream in streams]
+            for subject, image, folder in zip(subjects, images, crop_dirs, strict=True):
+                if subject.face_visible[t]:  # Aff-Wild2 has no crop where no face was found.
+                    crop = _aligned_crop(image, subject.renderer.face_box(subject.head[t]), crop_size)
+                    cv2.imwrite(str(folder / f"{t + 1:05d}.jpg"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            yield np.concatenate(images, axis=1)
+
+    wave = np.mean([subject.wave for subject in subjects], axis=0)
+    codec = write_recording(out / "videos" / f"{name}.mp4", frames(), wave, config)
+    for subject in subjects:
+        text = _affwild2_labels(subject, seed, invalid_fraction, config)
+        (labels_dir / f"{subject.video_id}.txt").write_text(text, encoding="utf-8")
+        write_latent_csv(
+            out / "latent" / f"{subject.video_id}.csv", subject.valence, subject.arousal,
+            subject.face_visible, config.fps,
+        )  # fmt: skip
     return {
-        "id": video_id,
-        "n_frames": n_frames,
+        "recording": name,
+        "split": split,
         "codec": codec,
-        "face_visible_fraction": float(face_visible.mean()),
-        "face_absent_spans": [[s.start, s.stop, s.mode] for s in spans],
-        "appearance": dataclasses.asdict(appearance),
-        "voice": dataclasses.asdict(voice),
+        "subjects": [{"id": subject.video_id, **subject.describe()} for subject in subjects],
     }
+
+
+def generate_affwild2_corpus(
+    out_dir: str | Path,
+    n_train: int,
+    n_dev: int,
+    seconds: float,
+    seed: int,
+    config: SyntheticConfig = SyntheticConfig(),  # Frozen, so a shared default is safe.
+    workers: int = 1,
+    progress: bool = True,
+    *,
+    crop_size: int = 112,
+    invalid_fraction: float = 0.03,
+) -> list[str]:
+    """Generates a synthetic corpus in the Aff-Wild2 (ABAW VA challenge) layout.
+
+    Recordings ``train_1..n_train`` and ``dev_1..n_dev``; the last training recording holds two people
+    (``train_<n>_left`` / ``train_<n>_right`` sharing ``videos/train_<n>.mp4``). Same generative model
+    as the RECOLA layout (see the module docstring); read it with ``pkd_jax.data.affwild2``.
+
+    Returns:
+      The annotated video ids (the pair counts twice), train first.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_frames = round(seconds * config.fps)
+    if n_frames < 1 or n_train < 0 or n_dev < 0:
+        raise ValueError("need seconds >= 1 frame and non-negative counts")
+    jobs = [(f"train_{i}", "train", i == n_train) for i in range(1, n_train + 1)]
+    jobs += [(f"dev_{i}", "dev", False) for i in range(1, n_dev + 1)]
+    kwargs = dict(crop_size=crop_size, invalid_fraction=invalid_fraction)
+    results: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(jobs), desc="synthetic Aff-Wild2 recordings", unit="rec", disable=not progress)
+    with bar:
+        if workers <= 1:
+            for name, split, pair in jobs:
+                results[name] = generate_affwild2_recording(
+                    out, name, split, n_frames, seed, config, pair=pair, **kwargs
+                )
+                bar.update()
+        else:
+            ctx = multiprocessing.get_context("spawn")  # Fork is unsafe once JAX/threads exist.
+            with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_worker_init
+            ) as pool:
+                futures = [
+                    pool.submit(
+                        generate_affwild2_recording,
+                        out,
+                        name,
+                        split,
+                        n_frames,
+                        seed,
+                        config,
+                        pair=pair,
+                        **kwargs,
+                    )
+                    for name, split, pair in jobs
+                ]
+                for future in concurrent.futures.as_completed(futures):
+                    info = future.result()
+                    results[info["recording"]] = info
+                    bar.update()
+    ids = [s["id"] for name, _, _ in jobs for s in results[name]["subjects"]]
+    meta = {
+        "generator": "pkd_jax.data.synthetic",
+        "layout": "affwild2",
+        "seed": seed,
+        "n_train": n_train,
+        "n_dev": n_dev,
+        "seconds": seconds,
+        "crop_size": crop_size,
+        "invalid_fraction": invalid_fraction,
+        "ids": ids,
+        "config": dataclasses.asdict(config),
+        "recordings": [results[name] for name, _, _ in jobs],
+    }
+    (out / "synthetic.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    return ids
 
 
 def _worker_init() -> None:
@@ -1069,18 +1336,26 @@ def _define_flags() -> None:
     flags.DEFINE_string("ratings_from", None, "RECOLA folder whose gold-standard ratings become the latent.")
     flags.DEFINE_integer("workers", 1, "Worker processes.")
     flags.DEFINE_integer("frame_size", 256, "Frame width and height in pixels (even).")
+    flags.DEFINE_enum("layout", "recola", ["recola", "affwild2"], "Corpus layout to write.")
 
 
 def main(argv: Sequence[str]) -> None:
     """CLI entry point."""
-    from absl import flags
+    from absl import app, flags
 
     del argv
     f = flags.FLAGS
     if f.ratings_from:
         logging.info("--ratings_from given: ids and lengths come from the rating files")
     config = SyntheticConfig(frame_width=f.frame_size, frame_height=f.frame_size)
-    ids = generate_corpus(f.out, f.train, f.dev, f.seconds, f.seed, f.ratings_from, config, workers=f.workers)
+    if f.layout == "affwild2":
+        if f.ratings_from:
+            raise app.UsageError("--ratings_from is for the RECOLA layout only")
+        ids = generate_affwild2_corpus(f.out, f.train, f.dev, f.seconds, f.seed, config, workers=f.workers)
+    else:
+        ids = generate_corpus(
+            f.out, f.train, f.dev, f.seconds, f.seed, f.ratings_from, config, workers=f.workers
+        )
     print(f"wrote {len(ids)} recordings to {f.out}")
 
 

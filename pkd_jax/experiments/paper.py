@@ -2,8 +2,10 @@
 
     python -m pkd_jax.experiments.paper --config=configs/demo.py --workdir=runs/demo
 
-With a synthetic config (`data.dataset = "synthetic"`) the corpus is generated into `<workdir>/corpus`
-when absent; with RECOLA, `data.root` names the corpus. The corpus is preprocessed into the cache once.
+With a synthetic config (`data.dataset = "synthetic"`, or `"affwild2"` with
+`experiment.corpus_layout = "affwild2"` and no `data.root`) the corpus is generated into
+`<workdir>/corpus` when absent; with RECOLA or Aff-Wild2, `data.root` names the corpus. The corpus is
+preprocessed into the cache once.
 Then, for every seed, it trains the methods of the paper's tables:
 
     teacher          audio + visual, missing faces filled with the last detected face (Table 5)
@@ -11,6 +13,9 @@ Then, for every seed, it trains the methods of the paper's tables:
     visual           the visual-only baseline (Tables 1, 3)
     student          PKD with the paper's gate (Tables 1, 4)
     student_nogate   PKD without the gate, eq. 4 (Table 4)
+
+`experiment.methods` picks a subset; the strong setting (`configs/demo.py:strong`, Aff-Wild2 layout,
+Table 6) runs teacher, visual, student and student_nogate and scores CCC over all dev frames.
 
 Every run lives in `<workdir>/runs/<method>/seed_<k>`; a finished run (one with `eval.json`) is reused
 when the runner is started again, an unfinished one resumes from its checkpoint. Scores are the raw dev
@@ -72,11 +77,13 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
 
     config = ml_collections.ConfigDict(config.to_dict())
     e = config.experiment
-    if config.data.dataset == "synthetic" and not config.data.root:
+    affwild2_layout = config.data.dataset == "affwild2" and e.get("corpus_layout") == "affwild2"
+    if (config.data.dataset == "synthetic" or affwild2_layout) and not config.data.root:
         config.data.root = str(workdir / "corpus")
         if not (Path(config.data.root) / "synthetic.json").is_file():
             logging.info("Generating the synthetic corpus in %s.", config.data.root)
-            synthetic.generate_corpus(
+            generate = synthetic.generate_affwild2_corpus if affwild2_layout else synthetic.generate_corpus
+            generate(
                 config.data.root, e.corpus_train, e.corpus_dev, e.corpus_seconds, e.corpus_seed,
                 config=synthetic.SyntheticConfig(frame_width=e.corpus_frame_size, frame_height=e.corpus_frame_size),
                 workers=config.data.preprocess_workers,
@@ -101,9 +108,12 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     start = time.perf_counter()
     config = prepare_data(config, workdir)
     seeds = tuple(config.experiment.seeds)
-    evals: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in METHODS}
+    methods = list(config.experiment.get("methods", tuple(METHODS)))
+    if unknown := set(methods) - set(METHODS):
+        raise ValueError(f"experiment.methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")
+    evals: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in methods}
     for seed in seeds:
-        for method in METHODS:
+        for method in methods:
             out = run_dir(workdir, method, seed)
             done = out / "eval.json"
             if done.is_file():
@@ -111,19 +121,23 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
             else:
                 logging.info("Training %s, seed %d.", method, seed)
                 run(method_config(config, method, seed, workdir), out)
+            if not done.is_file():  # stopped by a signal after a checkpoint: resumable, not finished
+                raise RuntimeError(
+                    f"{out} stopped before its final evaluation; run the same command to resume"
+                )
             evals[method][seed] = json.loads(done.read_text())
     results = {
         "config": json.loads(config.to_json_best_effort()),
         "seeds": list(seeds),
         "methods": {m: {str(s): e for s, e in runs.items()} for m, runs in evals.items()},
-        "summary": report.summarize(evals, workdir),
+        "summary": report.summarize(evals, workdir, scope=config.eval.score),
         "complexity": report.complexity_table(config),
         "runtime_s": time.perf_counter() - start,
     }
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     (workdir / "results.md").write_text(report.markdown(results))
     report.figure4(workdir, config, seeds[0], workdir / "figure4.png")
-    report.training_curves(workdir, list(METHODS), seeds[0], workdir / "training_curves.png")
+    report.training_curves(workdir, methods, seeds[0], workdir / "training_curves.png")
     print((workdir / "results.md").read_text())
     return results
 

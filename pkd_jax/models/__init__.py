@@ -2,6 +2,7 @@
 
 from pkd_jax.models.fusion import ConcatFusionHead, JointCrossAttention, MLPHead
 from pkd_jax.models.pkd import Student, Teacher
+from pkd_jax.models.r3d import R3D18
 from pkd_jax.models.resnet import ResNet18
 from pkd_jax.models.temporal import GRU, LSTM
 from pkd_jax.models.vgg import VGG19BN
@@ -9,6 +10,7 @@ from pkd_jax.models.vgg import VGG19BN
 __all__ = [
     "GRU",
     "LSTM",
+    "R3D18",
     "VGG19BN",
     "ConcatFusionHead",
     "JointCrossAttention",

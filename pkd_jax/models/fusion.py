@@ -19,18 +19,25 @@ import jax.numpy as jnp
 
 from pkd_jax.models.common import get_activation
 
+# What `JointCrossAttention` returns as the distilled embedding (see its docstring).
+JCA_EMBEDDINGS = ("hidden", "attended")
+
 
 class MLPHead(nn.Module):
     """Linear stack with the distilled embedding tapped at layer `embed_index`.
 
     Returns (predictions [..., num_targets], embedding [..., features[embed_index]]).
     Student sizes (released code): features (512, 256, 128, 64), embed_index 2.
+
+    `embed_features` > 0 adds a linear projection `embed_proj` of the tapped layer to that size, for a
+    teacher whose embedding has another size; the projection only feeds the distillation loss.
     """
 
     features: Sequence[int] = (512, 256, 128, 64)
     embed_index: int = 2
     num_targets: int = 2
     activation: str = "none"
+    embed_features: int = 0
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -44,6 +51,8 @@ class MLPHead(nn.Module):
         if embedding is None:
             raise ValueError(f"embed_index {self.embed_index} is outside {len(self.features)} layers")
         out = nn.Dense(self.num_targets, dtype=self.dtype, name="out")(x)
+        if self.embed_features and self.embed_features != embedding.shape[-1]:
+            embedding = nn.Dense(self.embed_features, dtype=self.dtype, name="embed_proj")(embedding)
         return out, embedding
 
 
@@ -76,8 +85,13 @@ class JointCrossAttention(nn.Module):
     (likewise for the visual side), then a regressor on [Xatt_a, Xatt_v]: 2d' -> 128 -> dropout -> targets.
     W_ja, W_jv mix time (L x L), W_a, W_v: L -> k, W_ha, W_hv: k -> L, W_ca, W_cv: 2d' -> k.
 
-    Returns (predictions [B, L, targets], embedding [B, L, hidden]) where the embedding is the
-    regressor's hidden layer.
+    Returns (predictions [B, L, targets], embedding). The embedding (`embedding`, the fused
+    representation the student distils) is either
+      "hidden":   the regressor's hidden layer (post-ReLU, before dropout) [B, L, hidden], the
+                  counterpart of the weak setting's 128-d fused layer (default), or
+      "attended": the concatenated attended features [Xatt_a, Xatt_v] [B, L, 2d'].
+    The regressor reads the 2d' concatenation, as in the paper (the reference repository's regressor
+    expects 640 inputs, which does not match its own 2 x 128 attended features).
     """
 
     length: int
@@ -86,6 +100,7 @@ class JointCrossAttention(nn.Module):
     hidden: int = 128
     dropout: float = 0.6
     num_targets: int = 2
+    embedding: str = "hidden"
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -113,8 +128,14 @@ class JointCrossAttention(nn.Module):
             )  # [B, d', k]
             return jnp.einsum("bdk,kl->bld", h, w_h) + x
 
+        if self.embedding not in JCA_EMBEDDINGS:
+            raise ValueError(f"unknown JCA embedding {self.embedding!r}; choose one of {JCA_EMBEDDINGS}")
         fused = jnp.concatenate([attend(xa, "a"), attend(xv, "v")], axis=-1)
         hidden = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="regressor_hidden")(fused))
         dropped = nn.Dropout(self.dropout, deterministic=not train)(hidden)
         out = nn.Dense(self.num_targets, dtype=self.dtype, name="regressor_out")(dropped)
-        return out, hidden
+        return out, hidden if self.embedding == "hidden" else fused
+
+    def embedding_size(self) -> int:
+        """Size of the returned embedding."""
+        return self.hidden if self.embedding == "hidden" else 2 * self.dim

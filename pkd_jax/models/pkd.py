@@ -6,6 +6,13 @@ the new one, so evaluation and prediction can walk through long videos chunk by 
 
 Top-level parameter groups (used for per-module learning rates): `visual_cnn`, `temporal`, `head`
 and, for the teacher, `audio_cnn`.
+
+Two settings share these classes:
+  weak (RECOLA):      `visual_trunk="vgg19_bn"`, frames [B, T, H, W, 3], one time step per frame, GRU,
+                      concat-MLP fusion (`fusion="concat"`).
+  strong (Aff-Wild2): `visual_trunk="r3d18"`, clips [B, L, C, H, W, 3]: L time steps (sub-sequences)
+                      of C frames each, one R3D-18 feature per clip, LSTM, one audio window
+                      [B, L, F, W, 1] per sub-sequence, joint cross-attention fusion (`fusion="jca"`).
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from pkd_jax.models.common import merge_time, split_time
-from pkd_jax.models.fusion import ConcatFusionHead, MLPHead
+from pkd_jax.models.fusion import ConcatFusionHead, JointCrossAttention, MLPHead
+from pkd_jax.models.r3d import R3D18
 from pkd_jax.models.resnet import ResNet18
 from pkd_jax.models.temporal import RECURRENT, zero_carry
 from pkd_jax.models.vgg import VGG19BN
@@ -26,29 +34,43 @@ from pkd_jax.models.vgg import VGG19BN
 Carry = Any
 
 
+VISUAL_TRUNKS = ("vgg19_bn", "r3d18")
+FUSIONS = ("concat", "jca")
+
+
 class _VisualTemporal(nn.Module):
-    """Shared visual path: per-frame VGG19-BN, then a recurrent layer over time."""
+    """Shared visual path: a trunk per time step (VGG19-BN on a frame or R3D-18 on a clip), then a
+    recurrent layer over time."""
 
     vgg_width: float = 1.0
     visual_features: int = 512
     cnn_dropout: float = 0.2
     rnn: str = "gru"
     rnn_hidden: int = 1024
+    visual_trunk: str = "vgg19_bn"
+    r3d_width: float = 1.0
     dtype: jnp.dtype = jnp.float32
 
     def setup_visual(self) -> None:
-        self.visual_cnn = VGG19BN(
-            width=self.vgg_width,
-            embed_dim=self.visual_features,
-            dropout=self.cnn_dropout,
-            out_dropout=self.cnn_dropout,
-            dtype=self.dtype,
-        )
+        if self.visual_trunk == "vgg19_bn":
+            self.visual_cnn = VGG19BN(
+                width=self.vgg_width,
+                embed_dim=self.visual_features,
+                dropout=self.cnn_dropout,
+                out_dropout=self.cnn_dropout,
+                dtype=self.dtype,
+            )
+        elif self.visual_trunk == "r3d18":
+            # R3D-18's pooled output (512 * width) feeds the recurrent layer directly; no extra linear.
+            self.visual_cnn = R3D18(width=self.r3d_width, dtype=self.dtype)
+        else:
+            raise ValueError(f"unknown visual_trunk {self.visual_trunk!r}; choose one of {VISUAL_TRUNKS}")
         if self.rnn not in RECURRENT:
             raise ValueError(f"unknown rnn {self.rnn!r}; choose one of {sorted(RECURRENT)}")
         self.temporal = RECURRENT[self.rnn](hidden=self.rnn_hidden, dtype=self.dtype)
 
     def encode_visual(self, frames: jax.Array, carry: Carry, train: bool) -> tuple[jax.Array, Carry]:
+        # [B, T, ...] -> [B*T, ...]: a frame for VGG19-BN, a clip [C, H, W, 3] for R3D-18.
         flat, bt = merge_time(frames)
         feats = split_time(self.visual_cnn(flat, train=train), bt)
         return self.temporal(feats, carry)
@@ -59,12 +81,21 @@ class _VisualTemporal(nn.Module):
 
 
 class Student(_VisualTemporal):
-    """Visual-only network (also the visual-only baseline): frames [B, T, H, W, 3] in [0, 1]."""
+    """Visual-only network (also the visual-only baseline): frames [B, T, H, W, 3] in [0, 1] (weak
+    setting) or clips [B, L, C, H, W, 3] (strong setting).
+
+    The distilled embedding is head layer `embed_index`. It must match the teacher's embedding in size:
+    weak setting, 128 = the teacher's last fused layer; strong setting, head (128, 128) with
+    `embed_index=1`, 128 = the JCA regressor's hidden layer (`jca_embedding="hidden"`), so no projection.
+    Where the sizes differ (strong setting with `jca_embedding="attended"`, 2d' = 256), `embed_features`
+    names the teacher's size and a linear projection `head/embed_proj` maps the student's layer onto it.
+    """
 
     head_features: Sequence[int] = (512, 256, 128, 64)
     embed_index: int = 2
     num_targets: int = 2
     activation: str = "none"
+    embed_features: int = 0
 
     def setup(self) -> None:
         self.setup_visual()
@@ -73,6 +104,7 @@ class Student(_VisualTemporal):
             embed_index=self.embed_index,
             num_targets=self.num_targets,
             activation=self.activation,
+            embed_features=self.embed_features,
             dtype=self.dtype,
         )
 
@@ -90,25 +122,51 @@ class Student(_VisualTemporal):
 
 
 class Teacher(_VisualTemporal):
-    """Audio-visual network of the weak setting: frames [B, T, H, W, 3] and per-frame audio
-    windows [B, T, F, W, C] (log-mel, C = 1 by default), fused by concatenation."""
+    """Audio-visual network: frames and audio windows [B, T, F, W, C] (log-mel, C = 1 by default).
+
+    `fusion="concat"` (weak setting): per-frame audio, concatenated with the recurrent visual output
+    and an MLP (`ConcatFusionHead`). `fusion="jca"` (strong setting): one audio window per sub-sequence,
+    joint cross-attention between the ResNet-18 audio features and the LSTM visual features over the
+    window's `jca_length` steps (`JointCrossAttention`); its embedding is chosen by `jca_embedding`.
+    """
 
     audio_width: float = 1.0
     fusion_visual_features: int = 1024
     fused_features: Sequence[int] = (256, 128)
     num_targets: int = 2
     activation: str = "none"
+    fusion: str = "concat"
+    jca_length: int = 8
+    jca_dim: int = 128
+    jca_k: int = 32
+    jca_hidden: int = 128
+    jca_dropout: float = 0.6
+    jca_embedding: str = "hidden"
 
     def setup(self) -> None:
         self.setup_visual()
         self.audio_cnn = ResNet18(width=self.audio_width, dtype=self.dtype)
-        self.head = ConcatFusionHead(
-            visual_features=self.fusion_visual_features,
-            fused_features=tuple(self.fused_features),
-            num_targets=self.num_targets,
-            activation=self.activation,
-            dtype=self.dtype,
-        )
+        if self.fusion == "concat":
+            self.head = ConcatFusionHead(
+                visual_features=self.fusion_visual_features,
+                fused_features=tuple(self.fused_features),
+                num_targets=self.num_targets,
+                activation=self.activation,
+                dtype=self.dtype,
+            )
+        elif self.fusion == "jca":
+            self.head = JointCrossAttention(
+                length=self.jca_length,
+                dim=self.jca_dim,
+                k=self.jca_k,
+                hidden=self.jca_hidden,
+                dropout=self.jca_dropout,
+                num_targets=self.num_targets,
+                embedding=self.jca_embedding,
+                dtype=self.dtype,
+            )
+        else:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {FUSIONS}")
 
     def frame_features(
         self, frames: jax.Array, audio: jax.Array, *, train: bool = False
@@ -125,11 +183,15 @@ class Teacher(_VisualTemporal):
         return visual, split_time(self.audio_cnn(flat, train=train), bt)
 
     def from_features(
-        self, visual: jax.Array, audio: jax.Array, carry: Carry = None
+        self, visual: jax.Array, audio: jax.Array, carry: Carry = None, *, train: bool = False
     ) -> tuple[jax.Array, jax.Array, Carry]:
-        """The recurrent layer and fusion head on trunk features; the cheap part of the teacher."""
+        """The recurrent layer and fusion head on trunk features; the cheap part of the teacher.
+        `train` only matters for the JCA regressor's dropout."""
         hidden, carry = self.temporal(visual, carry)
-        pred, emb = self.head(hidden, audio)
+        if self.fusion == "jca":
+            pred, emb = self.head(audio, hidden, train=train)
+        else:
+            pred, emb = self.head(hidden, audio)
         return pred.astype(jnp.float32), emb.astype(jnp.float32), carry
 
     def stream(
@@ -137,7 +199,7 @@ class Teacher(_VisualTemporal):
     ) -> tuple[jax.Array, jax.Array, Carry]:
         """Predictions, embedding and the carry after the last frame, starting from `carry`."""
         visual, audio_feats = self.frame_features(frames, audio, train=train)
-        return self.from_features(visual, audio_feats, carry)
+        return self.from_features(visual, audio_feats, carry, train=train)
 
     def __call__(
         self, frames: jax.Array, audio: jax.Array, *, train: bool = False

@@ -35,6 +35,31 @@ def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
     return DTYPES[config.model.dtype]
 
 
+def is_windowed(config: ml_collections.ConfigDict) -> bool:
+    """True for the strong setting's windows of sub-sequences (`data.window_subsequences` > 0)."""
+    return config.data.window_subsequences > 0
+
+
+def window_fields(config: ml_collections.ConfigDict) -> dict[str, int]:
+    """The window fields of `PipelineConfig` (subsequences 0: the weak setting's clips)."""
+    return {
+        "subsequences": config.data.window_subsequences,
+        "subsequence_frames": config.data.subsequence_frames,
+    }
+
+
+def teacher_embedding_size(config: ml_collections.ConfigDict) -> int:
+    """Size the student projects its embedding to; 0 where it already matches the teacher's.
+
+    Only the strong setting's `jca_embedding="attended"` teacher (2d') differs from the student's
+    embedding layer; the JCA regressor's hidden layer and the weak teacher's fused layer match it.
+    """
+    m = config.model
+    if m.fusion == "jca" and m.jca_embedding == "attended":
+        return 2 * m.jca_dim
+    return 0
+
+
 def _visual_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     m = config.model
     return dict(
@@ -43,6 +68,8 @@ def _visual_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
         cnn_dropout=m.cnn_dropout,
         rnn=m.rnn,
         rnn_hidden=m.rnn_hidden,
+        visual_trunk=m.visual_trunk,
+        r3d_width=m.r3d_width,
         num_targets=len(target_indices(config)),
         activation=m.activation,
         dtype=compute_dtype(config),
@@ -52,16 +79,30 @@ def _visual_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def build_student(config: ml_collections.ConfigDict) -> Student:
     """The visual-only network (student and baseline share it)."""
     m = config.model
-    return Student(head_features=tuple(m.head_features), embed_index=m.embed_index, **_visual_kwargs(config))
+    return Student(
+        head_features=tuple(m.head_features),
+        embed_index=m.embed_index,
+        embed_features=teacher_embedding_size(config),
+        **_visual_kwargs(config),
+    )
 
 
 def build_teacher(config: ml_collections.ConfigDict) -> Teacher:
-    """The audio-visual teacher of the weak setting."""
+    """The audio-visual teacher: concat fusion (weak setting) or joint cross-attention over a window."""
     m = config.model
+    if m.fusion == "jca" and not is_windowed(config):
+        raise ValueError("model.fusion='jca' attends over a window: set data.window_subsequences > 0")
     return Teacher(
         audio_width=m.audio_width,
         fusion_visual_features=m.fusion_visual_features,
         fused_features=tuple(m.fused_features),
+        fusion=m.fusion,
+        jca_length=config.data.window_subsequences,
+        jca_dim=m.jca_dim,
+        jca_k=m.jca_k,
+        jca_hidden=m.jca_hidden,
+        jca_dropout=m.jca_dropout,
+        jca_embedding=m.jca_embedding,
         **_visual_kwargs(config),
     )
 
@@ -77,6 +118,23 @@ def model_inputs(model: Student | Teacher, batch: dict[str, Any], dtype: jnp.dty
     if isinstance(model, Teacher):
         return frames, jnp.asarray(batch["audio"]).astype(dtype)
     return (frames,)
+
+
+def example_inputs(
+    config: ml_collections.ConfigDict, *, teacher: bool, audio_channels: int = 1, n_mels: int = 64
+) -> tuple[jax.Array, ...]:
+    """Zero inputs of one example shaped as the config's model takes them (for shapes and complexity).
+
+    Weak setting: one frame [1, 1, S, S, 3] and its audio window. Strong setting: a whole window
+    [1, L, C, S, S, 3] (joint cross-attention needs all L steps) and L audio windows.
+    """
+    d = config.data
+    size, audio_cols = d.face_size, max(1, round(d.audio_window_s * 100))  # 10 ms log-mel hop
+    steps = (d.window_subsequences, d.clip_frames) if is_windowed(config) else (1,)
+    frames = jnp.zeros((1, *steps, size, size, 3))
+    if not teacher:
+        return (frames,)
+    return frames, jnp.zeros((1, steps[0], n_mels, audio_cols, audio_channels))
 
 
 def init_variables(model: Student | Teacher, batch: dict[str, Any], seed: int) -> dict[str, Any]:

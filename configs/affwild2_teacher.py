@@ -1,0 +1,12 @@
+"""Aff-Wild2, strong setting (paper Table 6): the teacher stage. Argument: `tiny` (tiny widths and
+windows for tests and CPU runs). Example:
+
+    python -m pkd_jax.main --config=configs/affwild2_teacher.py --workdir=runs/affwild2_teacher \\
+        --config.data.root=/data/Aff-Wild2
+"""
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+    return common.affwild2_stage_config("teacher", arg)
