@@ -6,27 +6,60 @@
 The stage (teacher, visual baseline, student) comes from the config. Any config field can be overridden
 on the command line (`--config.optim.lr_head=3e-4`); configs are locked, so a mistyped key is an error
 that names it. Re-running the same command resumes from the workdir's latest checkpoint.
+
+Many processes (hosts, or GPUs) train one model together when the flags below or the environment
+describe the job: `--coordinator_address=host0:1234 --num_processes=N --process_id=i` on every process,
+or `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`, or nothing at all inside a
+SLURM `srun` step (see `launch/train_slurm.sbatch`). All processes use the same config and workdir.
 """
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pkd_jax.train import loop, sharding
+from pkd_jax.train import sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:args]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and predictions.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    f"Multi-process: host:port of process 0 (default ${sharding.ENV_COORDINATOR}).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, f"Multi-process: number of processes (default ${sharding.ENV_NUM_PROCESSES})."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, f"Multi-process: this process's index (default ${sharding.ENV_PROCESS_ID})."
+)
+_LOCAL_DEVICES = flags.DEFINE_list(
+    "local_device_ids", None, "Multi-process: the local devices this process drives (default: all, or "
+    "one per task inside srun; also $JAX_LOCAL_DEVICE_IDS)."
+)  # fmt: skip
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    sharding.maybe_initialize_distributed()
-    logging.set_verbosity(logging.INFO)
+    sharding.maybe_initialize_distributed(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+        local_device_ids=[int(i) for i in _LOCAL_DEVICES.value] if _LOCAL_DEVICES.value else None,
+    )
+    chief = sharding.is_chief()
+    logging.set_verbosity(logging.INFO if chief else logging.WARNING)
+    if not chief:
+        # tqdm reads its TQDM_* defaults when first imported, below: no progress bars but process 0's.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    from pkd_jax.train import loop
+
     result = loop.run(_CONFIG.value, _WORKDIR.value)
-    if result:
+    if result and chief:
         raw = result["raw"]
         print(
             "dev CCC (raw, mean over videos):", {k: round(v, 4) for k, v in raw["mean_over_videos"].items()}

@@ -3,6 +3,11 @@
 Kept: the latest `keep_latest` checkpoints and the `keep_best` best by dev CCC. Saving is asynchronous;
 `wait()` blocks until the last save is on disk. Restoring the data iterator with the state makes a
 resumed run draw exactly the batches an uninterrupted run would have.
+
+Many processes: every process calls every method here (saving and restoring are collective; orbax has
+process 0 write the shared files and each process its own shards), on a directory they all see. Each
+process's iterator state is its own file, `data/process_<i>-of-<n>.json`; a run with a different number
+of processes, which finds none for itself, moves its iterator to a position given by the caller instead.
 """
 
 from __future__ import annotations
@@ -65,12 +70,51 @@ class Checkpointer:
                 scored.append((metrics[BEST_METRIC], step))
         return max(scored)[1] if scored else self.manager.latest_step()
 
-    def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
-        """The state at `step`; restores the iterator in place when given."""
+    def has_iterator_state(self, step: int) -> bool:
+        """Whether `step` holds an iterator state for this process under the current process count."""
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        return (self.directory / str(step) / "data" / name).is_file()
+
+    def restore(
+        self, step: int, abstract_state: Any, data_iterator: Any = None, *, data_position: int | None = None
+    ) -> Any:
+        """The state at `step`, placed as `abstract_state` says; restores the iterator in place when given.
+
+        Args:
+            step: the checkpoint to read.
+            abstract_state: shapes, dtypes and shardings of the result (see `abstract_like`); the
+                checkpoint may come from a different number of processes or devices.
+            data_iterator: a grain dataset iterator, set to its saved state.
+            data_position: where to put `data_iterator` instead when the checkpoint was written by a
+                different number of processes (its saved states are other processes' shards); without
+                it, that case is an error.
+        """
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None:
+        reposition = data_iterator is not None and not self.has_iterator_state(step)
+        if reposition and data_position is None:
+            raise FileNotFoundError(
+                f"{self.directory / str(step) / 'data'} has no iterator state for process "
+                f"{jax.process_index()} of {jax.process_count()}: it was written by a different number of "
+                "processes; pass data_position to restart the input stream at a known position"
+            )
+        if data_iterator is not None and not reposition:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        state = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        if reposition:
+            set_iterator_position(data_iterator, data_position)
+        return state
+
+    def restore_tree(self, step: int, sharding: jax.sharding.Sharding) -> dict[str, Any]:
+        """The state saved at `step` as a plain tree (`params`, `batch_stats`, ...), every array on `sharding`.
+
+        Needs no model to shape it and reads a checkpoint written by any number of processes and
+        devices: how a student loads its teacher, or a tool reads a run trained elsewhere.
+        """
+        with ocp.StandardCheckpointer() as reader:
+            saved = reader.metadata(self.directory / str(step) / "state").item_metadata
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), saved.tree)
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        return self.manager.restore(step, args=args)["state"]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -78,6 +122,16 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def set_iterator_position(iterator: Any, position: int) -> None:
+    """Moves a grain `MapDataset` iterator so that its next element is element `position`."""
+    state = iterator.get_state()
+    if not isinstance(state, dict) or "next_index" not in state:
+        raise TypeError(
+            f"cannot reposition a {type(iterator).__name__}: its state {state!r} has no next_index"
+        )
+    iterator.set_state({**state, "next_index": int(position)})
 
 
 def abstract_like(tree: Any) -> Any:

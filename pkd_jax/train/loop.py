@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -57,6 +56,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             )
         if config.teacher.mode not in ("online", "cached"):
             raise ValueError(f"config.teacher.mode={config.teacher.mode!r}; use 'online' or 'cached'")
+        if config.teacher.mode == "cached" and build.is_windowed(config):
+            raise ValueError("windows (data.window_subsequences > 0) need config.teacher.mode='online'")
 
 
 def cache_dir(config: ml_collections.ConfigDict) -> Path:
@@ -66,7 +67,8 @@ def cache_dir(config: ml_collections.ConfigDict) -> Path:
 def open_cache(config: ml_collections.ConfigDict) -> Cache:
     """The feature cache of the configured corpus, preprocessing the corpus first when it has none."""
     directory = cache_dir(config)
-    if not (directory / "manifest.json").exists():
+    # Many processes share one cache directory: process 0 builds it while the others wait.
+    if sharding.is_chief() and not (directory / "manifest.json").exists():
         from pkd_jax.data.preprocess import PreprocessConfig, preprocess_corpus
 
         if not config.data.root or not Path(config.data.root).is_dir():
@@ -79,6 +81,15 @@ def open_cache(config: ml_collections.ConfigDict) -> Cache:
             config=PreprocessConfig(face_size=config.data.face_size),
             workers=config.data.preprocess_workers,
         )
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("pkd_jax feature cache")
+        if not (directory / "manifest.json").exists():
+            raise FileNotFoundError(
+                f"process {jax.process_index()} sees no feature cache at {directory}: "
+                "every process must see the cache (and the workdir) on a shared disk"
+            )
     return Cache(directory)
 
 
@@ -107,7 +118,8 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
     step = int(source.name) if config.teacher.checkpoint else checkpointer.best_step()
     if step is None:
         raise FileNotFoundError(f"teacher not found: no checkpoint in {workdir / 'checkpoints'}")
-    restored = checkpointer.manager.restore(step, args=_raw_state_args())["state"]
+    # Placed straight onto this run's mesh: the teacher may have been trained on other devices.
+    restored = checkpointer.restore_tree(step, sharding.replicated(mesh))
     variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
     checkpointer.close()
     expected = jax.eval_shape(
@@ -118,17 +130,10 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
     return teacher, sharding.replicate(variables, mesh), teacher_config.to_dict()
 
 
-def _raw_state_args() -> Any:
-    import orbax.checkpoint as ocp
-
-    return ocp.args.Composite(state=ocp.args.StandardRestore())
-
-
 def _dummy_teacher_inputs(teacher_config: ml_collections.ConfigDict, variables: Any) -> tuple:
     # The audio input size is not in the config; the trunks only need the channel count to match.
     channels = variables["params"]["audio_cnn"]["conv1"]["kernel"].shape[2]
-    size = teacher_config.data.face_size
-    return jnp.zeros((1, 1, size, size, 3)), jnp.zeros((1, 1, 64, 100, channels))
+    return build.example_inputs(teacher_config, teacher=True, audio_channels=channels)
 
 
 def _check_same_tree(expected: Any, got: Any, what: str) -> None:
@@ -163,7 +168,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
         teacher, teacher_variables, _ = load_teacher(config, mesh)
         if teacher_mode == "cached":
             extra_arrays = compute_teacher_cache(
-                teacher, teacher_variables, cache, clip_frames=config.data.clip_frames,
+                teacher, sharding.local_view(teacher_variables), cache, clip_frames=config.data.clip_frames,
                 missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s, dtype=dtype,
             )  # fmt: skip
 
@@ -175,6 +180,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
         audio_window_s=config.data.audio_window_s,
         augment=config.data.augment,
         seed=config.seed,
+        **build.window_fields(config),
     )
     dataset = train_dataset(
         cache, pipeline, shard_index=jax.process_index(), shard_count=jax.process_count(),
@@ -202,7 +208,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     )
     start = checkpointer.latest_step() or 0
     if start:
-        state = checkpointer.restore(start, abstract_like(state), iterator)
+        # One batch per step: a checkpoint from another process count restarts the stream at `start`.
+        state = checkpointer.restore(start, abstract_like(state), iterator, data_position=start)
         logging.info("Resumed from step %d.", start)
     writer = MetricWriter(workdir)
     log_summary(config, model, variables, mesh, cache, start)
@@ -230,7 +237,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
                 jax.block_until_ready(state)
                 jax.profiler.stop_trace()
             last = step == config.train.num_steps
-            if step % config.train.log_every == 0 or last or stop.requested:
+            stopping = stop.check(step, every=config.train.log_every)
+            if step % config.train.log_every == 0 or last or stopping:
                 summary = summarize(pending, recent_clips)  # waits for the device: time it after
                 summary["steps_per_s"] = len(pending) / (time.perf_counter() - tick)
                 writer.write(step, summary)
@@ -238,16 +246,18 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
                 pending, tick = [], time.perf_counter()
             dev_ccc = None
             if step % config.train.eval_every == 0 or last:
+                # Every process evaluates the whole dev set on its own first device; process 0 writes.
                 last_eval = evaluate(
-                    model, state.variables, cache, config, targets=targets, dtype=dtype,
+                    model, sharding.local_view(state.variables), cache, config, targets=targets, dtype=dtype,
                     stream_step=stream_step,
-                    predictions_dir=workdir / "predictions" / str(step) if config.eval.save_predictions else None,
+                    predictions_dir=workdir / "predictions" / str(step)
+                    if config.eval.save_predictions and chief else None,
                 )  # fmt: skip
                 dev_ccc = last_eval["mean_ccc"]
                 writer.write(step, flatten_eval(last_eval), kind="eval")
-            if dev_ccc is not None or step % config.train.checkpoint_every == 0 or last or stop.requested:
+            if dev_ccc is not None or step % config.train.checkpoint_every == 0 or last or stopping:
                 checkpointer.save(step, state, iterator, dev_ccc=dev_ccc)
-            if stop.requested:
+            if stopping:
                 logging.warning("Stopping on signal at step %d after saving a checkpoint.", step)
                 break
     finally:
@@ -298,7 +308,11 @@ def flatten_eval(result: dict[str, Any]) -> dict[str, float]:
 
 
 def load_pretrained(config: ml_collections.ConfigDict, variables: dict[str, Any]) -> dict[str, Any]:
-    """Replaces trunk weights with the files named in `config.pretrained`, checking every shape."""
+    """Replaces trunk weights with the files named in `config.pretrained`, checking every shape.
+
+    Each file is a PyTorch checkpoint, a PyTorch-named `.npz`, or a file converted by
+    `python -m pkd_jax.weights import` (see `weights.load_trunk`).
+    """
     if not any(config.pretrained.values()):
         return variables
     from pkd_jax import weights
@@ -309,14 +323,16 @@ def load_pretrained(config: ml_collections.ConfigDict, variables: dict[str, Any]
             continue
         if group not in variables["params"]:
             raise ValueError(f"config.pretrained.{group} is set but the {config.stage} model has no {group}")
-        state_dict = weights.load_torch_file(path)
-        if group == "visual_cnn":
+        if group == "visual_cnn" and config.model.visual_trunk == "r3d18":
+            # torchvision's r3d_18 state dict (Kinetics-400); its 400-class fc is not part of the trunk.
+            imported, missing = weights.r3d18_from_torch(weights.load_torch_file(path)), ()
+        elif group == "visual_cnn":
             # The FER2013 checkpoint has no 4608 -> 512 fc; that layer then keeps its fresh init.
-            imported = weights.vgg19_bn_from_torch(state_dict)
+            imported = weights.load_trunk(path, "vgg19_bn")
             missing = () if "fc" in imported["params"] else ("fc",)
         else:
             channels = variables["params"]["audio_cnn"]["conv1"]["kernel"].shape[2]
-            imported, missing = weights.resnet18_from_torch(state_dict, in_channels=channels), ()
+            imported, missing = weights.load_trunk(path, "resnet18", in_channels=channels), ()
         variables = weights.merge_into(variables, imported, path=group, allow_missing=missing)
         logging.info("Loaded %s weights from %s%s.", group, path, " (fc kept fresh)" if missing else "")
     return variables
@@ -353,6 +369,21 @@ class _StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
+
+    def check(self, step: int, every: int) -> bool:
+        """Whether to stop after `step`.
+
+        Many processes must stop at the same step (saving is collective) though each gets its own
+        signal: they agree every `every` steps, stopping when any of them was signalled. The vote is a
+        small collective that waits for the step, so it runs only on logging steps, which wait anyway.
+        """
+        if jax.process_count() == 1:
+            return self.requested
+        if step % every:
+            return False
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
