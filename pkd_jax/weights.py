@@ -216,11 +216,11 @@ def _convert_module(module: str, leaves: Mapping[str, np.ndarray]) -> tuple[Tree
             raise ValueError(f"{module}: BatchNorm without {sorted(absent)} (affine=False is not supported)")
         params = {"scale": f32["weight"], "bias": f32["bias"]}
         stats = {"mean": f32["running_mean"], "var": f32["running_var"]}
-    elif "weight" in leaves and leaves["weight"].ndim in (2, 4):
+    elif "weight" in leaves and leaves["weight"].ndim in (2, 4, 5):
         expected = {"weight", "bias"}
         weight = f32["weight"]
-        # Conv [O, I, kh, kw] -> [kh, kw, I, O]; linear [out, in] -> [in, out].
-        params = {"kernel": weight.transpose(2, 3, 1, 0) if weight.ndim == 4 else weight.T}
+        # Conv [O, I, *kernel] -> [*kernel, I, O] (2D and 3D); linear [out, in] -> [in, out].
+        params = {"kernel": weight.transpose(*range(2, weight.ndim), 1, 0) if weight.ndim > 2 else weight.T}
         if "bias" in f32:
             params["bias"] = f32["bias"]
         stats = {}
@@ -338,14 +338,36 @@ def resnet18_from_torch(state_dict: StateDict, *, in_channels: int | None = None
         raise _unexpected_module("ResNet-18", module)
 
     tree = _import_modules(state_dict, prefix, rename, "ResNet-18")
-    conv1 = tree["params"]["conv1"]
-    have = conv1["kernel"].shape[2]
-    if in_channels is None or in_channels == have:
-        return tree
-    if in_channels == 1 and have == 3:
-        conv1["kernel"] = conv1["kernel"].sum(axis=2, keepdims=True)
-        return tree
-    raise ValueError(f"cannot adapt ResNet-18 conv1 from {have} to {in_channels} input channels")
+    return adapt_conv1_channels(tree, in_channels)
+
+
+def r3d18_from_torch(state_dict: StateDict, *, prefix: str = "") -> Tree:
+    """R3D-18 weights with torchvision `r3d_18` names -> `R3D18` variables (`fc.*` is ignored).
+
+    torchvision's Kinetics-400 checkpoint (`R3D_18_Weights.KINETICS400_V1`, 33,371,472 parameters, of which
+    the trunk holds 33,166,272) imports as is: `stem.0` -> `stem_0`, `stem.1` -> `stem_1`,
+    `layer2.0.conv1.0` -> `layer2_0/conv1_0`, `layer2.0.conv1.1` -> `layer2_0/conv1_1`,
+    `layer2.0.downsample.1` -> `layer2_0/downsample_1`. Those weights expect Kinetics-normalised input,
+    which `R3D18(normalize=True)` (the default) applies.
+
+    Args:
+      state_dict: PyTorch names -> tensors or arrays.
+      prefix: module path of the R3D-18 inside a larger state dict.
+
+    Returns:
+      `{"params": {"stem_0", "stem_1", "layer1_0": {"conv1_0", "conv1_1", ...}, ...}, "batch_stats": ...}`.
+    """
+
+    def rename(module: str) -> str | None:
+        if module in ("stem.0", "stem.1"):
+            return module.replace(".", "_")
+        if m := re.fullmatch(r"layer([1-4])\.(\d+)\.(conv1|conv2|downsample)\.([01])", module):
+            return f"layer{m[1]}_{m[2]}/{m[3]}_{m[4]}"
+        if module == "fc":
+            return None
+        raise _unexpected_module("R3D-18", module)
+
+    return _import_modules(state_dict, prefix, rename, "R3D-18")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -584,13 +606,18 @@ def _copy_tree(tree: Mapping[str, Any]) -> Tree:
 
 
 __all__ = [
+    "adapt_conv1_channels",
+    "expected_trunk",
     "flatten_tree",
     "gru_from_torch",
+    "import_trunk",
     "linear_from_torch",
     "load_npz",
     "load_torch_file",
+    "load_trunk",
     "lstm_from_torch",
     "merge_into",
+    "r3d18_from_torch",
     "resnet18_from_torch",
     "save_npz",
     "student_from_torch",
@@ -599,3 +626,150 @@ __all__ = [
     "unflatten_tree",
     "vgg19_bn_from_torch",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Trunk initialisation files, and the `import` command
+
+
+TRUNKS = ("vgg19_bn", "resnet18")  # --arch values: the visual (VGG19-BN) and audio (ResNet-18) trunks
+
+
+def adapt_conv1_channels(tree: Tree, in_channels: int | None) -> Tree:
+    """A ResNet-18 tree whose `conv1` takes `in_channels` inputs (None: as it is).
+
+    A 3-channel conv1 (ImageNet weights) folds into a 1-channel one by summing over its input channels:
+    the standard adaptation, and exact for a single-channel input copied to three channels.
+    """
+    conv1 = tree["params"]["conv1"]
+    have = conv1["kernel"].shape[2]
+    if in_channels is None or in_channels == have:
+        return tree
+    if in_channels == 1 and have == 3:
+        conv1["kernel"] = np.asarray(conv1["kernel"]).sum(axis=2, keepdims=True)
+        return tree
+    raise ValueError(f"cannot adapt ResNet-18 conv1 from {have} to {in_channels} input channels")
+
+
+def load_trunk(path: str | os.PathLike, arch: str, *, in_channels: int | None = None) -> Tree:
+    """The variables of one trunk from any file `config.pretrained.*` (the trunks' init_from) accepts.
+
+    Accepted: a file converted by `python -m pkd_jax.weights import` (`.npz` keyed `params/...`), a
+    PyTorch checkpoint (`.pth`, `.t7`, ...: FER2013's `{'net': ...}`, torchvision's state dicts), or an
+    `.npz` of a state dict under PyTorch names. Names and shapes are checked when the result is merged
+    into a model (`merge_into`).
+
+    Args:
+      path: The file.
+      arch: "vgg19_bn" or "resnet18".
+      in_channels: ResNet-18 only: input channels of the target (1 folds an ImageNet conv1, see
+        `adapt_conv1_channels`); None keeps the file's.
+    """
+    if arch not in TRUNKS:
+        raise ValueError(f"unknown trunk {arch!r}; choose one of {list(TRUNKS)}")
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} does not exist")
+        flat = _read_npz(path)
+        if flat and all(name.split("/")[0] in COLLECTIONS for name in flat):  # already converted
+            tree = unflatten_tree(flat)
+            return adapt_conv1_channels(tree, in_channels) if arch == "resnet18" else tree
+        state_dict = _as_numpy(flat)
+    else:
+        state_dict = load_torch_file(path)
+    try:
+        if arch == "vgg19_bn":
+            return vgg19_bn_from_torch(state_dict)
+        return resnet18_from_torch(state_dict, in_channels=in_channels)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def expected_trunk(arch: str, *, width: float = 1.0, in_channels: int = 1) -> Tree:
+    """Shapes (`jax.ShapeDtypeStruct` leaves) of a trunk's variables at the paper's input sizes.
+
+    VGG19-BN: 112 x 112 RGB faces and the 4608 -> 512 fc of the released code. ResNet-18:
+    `in_channels`-channel spectrograms (the size does not matter: the trunk is globally pooled).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from pkd_jax.models import VGG19BN, ResNet18
+
+    if arch == "vgg19_bn":
+        model, x = VGG19BN(width=width, embed_dim=512), jnp.zeros((1, 112, 112, 3))
+    elif arch == "resnet18":
+        model, x = ResNet18(width=width), jnp.zeros((1, 64, 100, in_channels))
+    else:
+        raise ValueError(f"unknown trunk {arch!r}; choose one of {list(TRUNKS)}")
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+
+
+def import_trunk(
+    arch: str,
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    width: float = 1.0,
+    in_channels: int | None = None,
+) -> Tree:
+    """Converts `src` into a trunk initialisation file `out` (`.npz` of Flax names) and returns the tree.
+
+    Every tensor the trunk expects must be in `src` with the expected shape (VGG19-BN's fc may be
+    absent, as in the FER2013 checkpoint: it then keeps its random init); otherwise nothing is written
+    and the ValueError lists every missing, unexpected and mismatched tensor.
+
+    Args:
+      arch: "vgg19_bn" or "resnet18".
+      src: A PyTorch checkpoint or `.npz` (see `load_trunk`).
+      out: The output file.
+      width: The trunk's channel multiplier (1.0: the paper's networks).
+      in_channels: ResNet-18 input channels; None: 1 (log-mel spectrograms), folding an RGB conv1.
+    """
+    channels = 1 if in_channels is None else in_channels
+    tree = load_trunk(src, arch, in_channels=channels if arch == "resnet18" else None)
+    expected = expected_trunk(arch, width=width, in_channels=channels)
+    allow = ("fc",) if arch == "vgg19_bn" and "fc" not in tree.get("params", {}) else ()
+    try:
+        merge_into(expected, tree, allow_missing=allow)
+    except ValueError as e:
+        raise ValueError(f"{src} is not a {arch} (width {width:g}) checkpoint: {e}") from e
+    save_npz(out, tree)
+    return tree
+
+
+def _define_flags() -> None:
+    from absl import flags
+
+    flags.DEFINE_enum("arch", None, list(TRUNKS), "Trunk architecture of the source file.", required=True)
+    flags.DEFINE_string("src", None, "PyTorch checkpoint (.pth/.t7/...) or .npz to convert.", required=True)
+    flags.DEFINE_string("out", None, "Output .npz (Flax names), for config.pretrained.*.", required=True)
+    flags.DEFINE_float("width", 1.0, "Channel multiplier of the target trunk (1.0: the paper's networks).")
+    flags.DEFINE_integer("in_channels", None, "ResNet-18 input channels (default 1: log-mel; folds RGB).")
+
+
+def main(argv: list[str]) -> None:
+    """`python -m pkd_jax.weights import --arch=vgg19_bn|resnet18 --src=FILE --out=PATH`."""
+    from absl import app, flags
+
+    if argv[1:] != ["import"]:
+        raise app.UsageError(f"expected the command `import`, got {argv[1:]}")
+    f = flags.FLAGS
+    try:
+        tree = import_trunk(f.arch, f.src, f.out, width=f.width, in_channels=f.in_channels)
+    except (ValueError, OSError, ImportError) as e:
+        raise SystemExit(f"error: {e}") from e
+    flat = flatten_tree(tree)
+    count = sum(int(np.prod(np.shape(v))) for v in flat.values())
+    fresh_fc = f.arch == "vgg19_bn" and "params/fc/kernel" not in flat
+    note = " (no fc in the source: the model's fc keeps its random init)" if fresh_fc else ""
+    print(f"{f.src} -> {f.out}: {f.arch}, {len(flat)} tensors, {count:,} values{note}")
+    print(f"use it with --config.pretrained.{'visual_cnn' if f.arch == 'vgg19_bn' else 'audio_cnn'}={f.out}")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
