@@ -45,3 +45,16 @@ def merge_time(x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
 def split_time(x: jax.Array, bt: tuple[int, int]) -> jax.Array:
     """Inverse of `merge_time`."""
     return x.reshape((*bt, *x.shape[1:]))
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling with stride 2 over [N, H, W, C] (odd sizes floor, as PyTorch's MaxPool2d(2, 2)).
+
+    Written as a reshape and a max instead of `nn.max_pool`: on XLA:CPU the reduce-window form and its
+    gradient (which tracks argmax indices) took 0.38 s per VGG19 step on 10 faces, this form 0.06 s.
+    Gradients agree except where several inputs of a window tie at the maximum, where this form shares
+    the gradient among them; after a ReLU such ties are zeros, whose gradient the ReLU discards anyway.
+    """
+    n, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))

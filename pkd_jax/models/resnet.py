@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from pkd_jax.models.common import batch_norm, scaled
+from pkd_jax.models.conv import Conv
 
 
 class BasicBlock(nn.Module):
@@ -22,8 +23,8 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        conv = lambda c, k, s, p, name: nn.Conv(
-            c, (k, k), strides=(s, s), padding=p, use_bias=False, dtype=self.dtype, name=name
+        conv = lambda c, k, s, p, name: Conv(
+            c, (k, k), strides=s, padding=p, use_bias=False, dtype=self.dtype, name=name
         )
         y = conv(self.channels, 3, self.stride, 1, "conv1")(x)
         y = nn.relu(batch_norm(train, "bn1", self.dtype)(y))
@@ -48,8 +49,8 @@ class ResNet18(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = x.astype(self.dtype)
-        x = nn.Conv(
-            scaled(64, self.width), (7, 7), strides=(2, 2), padding=3, use_bias=False,
+        x = Conv(
+            scaled(64, self.width), (7, 7), strides=2, padding=3, use_bias=False,
             dtype=self.dtype, name="conv1",
         )(x)  # fmt: skip
         x = nn.relu(batch_norm(train, "bn1", self.dtype)(x))

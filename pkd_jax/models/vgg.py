@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pkd_jax.models.common import batch_norm, scaled
+from pkd_jax.models.common import batch_norm, max_pool_2x2, scaled
+from pkd_jax.models.conv import Conv
 
 # "M" is a 2x2 max pool; numbers are 3x3 conv output channels (torchvision's config "E").
 VGG19_PLAN: tuple[int | str, ...] = (
@@ -53,12 +54,10 @@ class VGG19BN(nn.Module):
         layer_idx = iter(feature_layer_indices(self.plan))
         for item in self.plan:
             if item == "M":
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
                 continue
             idx = next(layer_idx)
-            x = nn.Conv(
-                scaled(item, self.width), (3, 3), padding=1, dtype=self.dtype, name=f"features_{idx}"
-            )(x)
+            x = Conv(scaled(item, self.width), (3, 3), padding=1, dtype=self.dtype, name=f"features_{idx}")(x)
             x = batch_norm(train, f"features_{idx + 1}", self.dtype)(x)
             x = nn.relu(x)
         # Flatten channel-major like PyTorch's NCHW `view`, so imported fc weights need no permutation.
