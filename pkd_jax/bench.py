@@ -1,15 +1,19 @@
 """Benchmark the train and evaluation steps of a config on random inputs of the configured shapes.
 
-    python -m pkd_jax.bench --config=configs/recola_student.py --what=train --steps=10 [--json]
+    python -m pkd_jax.bench --config=configs/recola_student.py --what=train|eval|pipeline|preprocess [--json]
 
-For each step kind (teacher, visual, student with the teacher online or cached) it reports the compile
-time separately, then the median / min / max time of `--steps` timed steps after `--warmup` steps (each
-ended with `block_until_ready`), frames per second, XLA's FLOP count of the compiled step cross-checked
-against an analytic count (2 x the MACs of every convolution and matrix product in the step's jaxpr),
-the achieved FLOP/s, and XLA's memory analysis. `--json` prints one machine-readable line per kind.
+`--what=train|eval`: for each step kind (teacher, visual, student with the teacher online or cached) it
+reports the compile time separately, then the median / min / max time of `--steps` timed steps after
+`--warmup` steps (each ended with `block_until_ready`), frames per second, XLA's FLOP count of the
+compiled step cross-checked against an analytic count (2 x the MACs of every convolution and matrix
+product in the step's jaxpr), the achieved FLOP/s and the MFU against the device's peak (`pkd_jax.peak`:
+a measured matmul peak on CPU, data-sheet peaks on GPUs and TPUs), and XLA's memory analysis.
+`--what=pipeline` times the training input pipeline (clips with and without audio), `--what=preprocess`
+the preprocessing of a corpus, both on the config's corpus or a generated synthetic one (`pkd_jax.data_bench`).
+`--json` prints one machine-readable line per result.
 
     --profile_dir=DIR   a jax.profiler trace of the timed steps (TensorBoard / XProf), one annotated
-                        step each
+                        step each, plus the most expensive operations per step (`top_ops`)
     --dump_hlo=DIR      the optimized HLO of every compiled step, one file per kind
     --complexity        parameters and per-frame MACs of student and teacher (paper Table 3) instead
 """
@@ -28,7 +32,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from pkd_jax import complexity
+from pkd_jax import complexity, peak, profile_summary
 from pkd_jax.experiments.report import complexity_table
 from pkd_jax.train import build, sharding
 from pkd_jax.train.state import create_state, make_optimizer
@@ -106,6 +110,7 @@ def time_step(
     name: str = "step",
     profile_dir: str | None = None,
     dump_hlo: str | None = None,
+    top_ops: int = 15,
 ) -> dict[str, Any]:
     """Compile time, then per-step wall times after warm-up, plus XLA's cost and memory analyses."""
     start = time.perf_counter()
@@ -134,6 +139,11 @@ def time_step(
     flops = float(cost.get("flops", 0.0))
     analytic = 2.0 * complexity.count_macs(step, *args)  # convolutions and matmuls, forward and backward
     median = statistics.median(times)
+    extra = {}
+    if profile_dir:
+        extra["top_ops"] = profile_summary.top_ops(
+            Path(profile_dir) / name, compiled.as_text(), steps, top_ops
+        )
     return {
         "compile_s": compile_s,
         "step_s_median": median,
@@ -148,6 +158,7 @@ def time_step(
             "output": getattr(memory, "output_size_in_bytes", None),
             "temp": getattr(memory, "temp_size_in_bytes", None),
         },
+        **extra,
     }
 
 
@@ -171,7 +182,9 @@ def benchmark(
         timing = time_step(
             step, args, steps=kw["steps"], warmup=kw["warmup"], donated=what == "train",
             name=f"{what}_{kind}", profile_dir=kw.get("profile_dir"), dump_hlo=kw.get("dump_hlo"),
+            top_ops=kw.get("top_ops", 15),
         )  # fmt: skip
+        peak_flops, peak_source = peak.device_peak(config.model.dtype, kw.get("peak_flops"))
         frames = config.data.batch_size * config.data.clip_frames
         results.append(
             {
@@ -185,27 +198,101 @@ def benchmark(
                 "platform": jax.devices()[0].platform,
                 **timing,
                 "frames_per_s": frames / timing["step_s_median"],
+                "peak_flops_per_s": peak_flops,
+                "peak_source": peak_source,
+                "mfu": timing["achieved_flops_per_s"] / peak_flops,
             }
         )
     return results
 
 
+def data_benchmark(config: ml_collections.ConfigDict, what: str, **kw: Any) -> list[dict[str, Any]]:
+    """`--what=preprocess|pipeline` on the config's corpus, or on a synthetic one under `corpus_root`."""
+    from pkd_jax import data_bench
+    from pkd_jax.data.pipeline import PipelineConfig
+    from pkd_jax.data.preprocess import PreprocessConfig
+
+    dataset, src = data_bench.corpus_for(
+        config, kw["corpus_root"], train=kw["corpus_train"], dev=kw["corpus_dev"],
+        seconds=kw["corpus_seconds"], frame_size=kw["corpus_frame_size"],
+    )  # fmt: skip
+    if what == "preprocess":
+        result = data_bench.bench_preprocess(
+            dataset, src, PreprocessConfig(face_size=config.data.face_size), workers=kw["workers"]
+        )
+        return [result]
+    from pkd_jax.train.loop import open_cache
+
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.data.dataset, c.data.root = dataset, str(src)
+    cache = open_cache(c)
+    results = []
+    for with_audio in (False, True):
+        pipeline = PipelineConfig(
+            clip_frames=config.data.clip_frames, batch_size=config.data.batch_size,
+            missing_face=config.data.missing_face, with_audio=with_audio,
+            audio_window_s=config.data.audio_window_s, augment=config.data.augment,
+            **build.window_fields(config),
+        )  # fmt: skip
+        r = data_bench.bench_pipeline(cache, pipeline, batches=kw["batches"])
+        results.append(
+            {
+                "what": "pipeline",
+                "kind": "teacher" if with_audio else "student",
+                "cache": str(cache.root),
+                **r,
+            }
+        )
+    return results
+
+
+def format_data_table(results: list[dict[str, Any]]) -> str:
+    """`--what=preprocess|pipeline` results, one line each."""
+    rows = []
+    for r in results:
+        if r["what"] == "preprocess":
+            per_cpu = f", {r['frames_per_cpu_s']:.1f} per CPU-second" if r["frames_per_cpu_s"] else ""
+            face = r["face_detection_frames_per_s"]
+            rows.append(
+                f"preprocess {r['videos']} videos, {r['frames']} frames in {r['wall_s']:.1f} s: "
+                f"{r['frames_per_s']:.1f} frames/s{per_cpu}; face detection {face:.1f} frames/s "
+                f"({100 * r['face_detection_share']:.0f}% of the time), faces in "
+                f"{100 * r['face_found_fraction']:.1f}% of frames; failed: {r['failed_videos'] or 'none'}"
+            )
+        else:
+            rows.append(
+                f"pipeline {r['kind']:8} clips ({'with' if r['with_audio'] else 'no'} audio): "
+                f"{r['frames_per_s']:.0f} frames/s, median {r['batch_ms_median']:.1f} ms per batch of "
+                f"{r['frames_per_batch']} frames"
+            )
+    return "\n".join(rows)
+
+
 def format_table(results: list[dict[str, Any]]) -> str:
-    header = f"{'kind':16} {'compile s':>9} {'median s':>9} {'min s':>8} {'max s':>8} {'frames/s':>9} {'GFLOP/step':>11} {'GFLOP/s':>8}"
+    """The step timings as a table, then the peak used for MFU and any profile summaries."""
+    header = (
+        f"{'kind':16} {'compile s':>9} {'median s':>9} {'min s':>8} {'max s':>8} {'frames/s':>9} "
+        f"{'GFLOP/step':>11} {'GFLOP/s':>8} {'MFU':>6}"
+    )
     rows = [header]
     for r in results:
         rows.append(
             f"{r['kind']:16} {r['compile_s']:9.1f} {r['step_s_median']:9.3f} {r['step_s_min']:8.3f} "
             f"{r['step_s_max']:8.3f} {r['frames_per_s']:9.1f} {r['flops_per_step'] / 1e9:11.2f} "
-            f"{r['achieved_flops_per_s'] / 1e9:8.1f}"
+            f"{r['achieved_flops_per_s'] / 1e9:8.1f} {100 * r['mfu']:5.1f}%"
         )
+    if results:
+        rows.append(f"peak {results[0]['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({results[0]['peak_source']})")
+    for r in results:
+        if "top_ops" in r:
+            rows.append(f"\n{r['what']} {r['kind']}: " + profile_summary.format_top_ops(r["top_ops"]))
     return "\n".join(rows)
 
 
 def define_flags() -> None:
     """The command-line flags; defined only when run as a program, so imports never clash."""
     config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:args]).")
-    flags.DEFINE_enum("what", "train", ["train", "eval"], "Which step to time.")
+    flags.DEFINE_enum("what", "train", ["train", "eval", "pipeline", "preprocess"], "What to time.")
     flags.DEFINE_list("kinds", list(KINDS), f"Step kinds among {KINDS}.")
     flags.DEFINE_integer("steps", 10, "Timed steps.")
     flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
@@ -215,6 +302,15 @@ def define_flags() -> None:
     flags.DEFINE_string("profile_dir", None, "Write a jax.profiler trace of the timed steps here.")
     flags.DEFINE_string("dump_hlo", None, "Write the optimized HLO of each step here.")
     flags.DEFINE_bool("complexity", False, "Report parameters and MACs (Table 3) instead.")
+    flags.DEFINE_integer("top_ops", 15, "With --profile_dir: how many of the costliest operations to list.")
+    flags.DEFINE_float("peak_flops", None, "Peak FLOP/s for MFU, instead of the measured or data-sheet peak.")
+    flags.DEFINE_string("corpus_root", "/tmp/pkd_jax_bench", "pipeline/preprocess: synthetic corpus cache.")
+    flags.DEFINE_integer("corpus_train", 2, "pipeline/preprocess: synthetic training recordings.")
+    flags.DEFINE_integer("corpus_dev", 1, "pipeline/preprocess: synthetic development recordings.")
+    flags.DEFINE_float("corpus_seconds", 20.0, "pipeline/preprocess: seconds per synthetic recording.")
+    flags.DEFINE_integer("corpus_frame_size", 256, "pipeline/preprocess: synthetic frame side in pixels.")
+    flags.DEFINE_integer("workers", 1, "preprocess: worker processes (1 gives per-core numbers).")
+    flags.DEFINE_integer("batches", 40, "pipeline: timed batches.")
 
 
 def main(argv: list[str]) -> None:
@@ -227,10 +323,25 @@ def main(argv: list[str]) -> None:
             for name, row in rows.items():
                 print(f"{name:28} {row['params_M']:8.2f} M params {row['GMACs_per_frame']:8.3f} GMACs/frame")
         return
+    if flags.FLAGS.what in ("pipeline", "preprocess"):
+        names = (
+            "corpus_root",
+            "corpus_train",
+            "corpus_dev",
+            "corpus_seconds",
+            "corpus_frame_size",
+            "workers",
+            "batches",
+        )
+        results = data_benchmark(
+            flags.FLAGS.config, flags.FLAGS.what, **{n: flags.FLAGS[n].value for n in names}
+        )
+        print("\n".join(json.dumps(r) for r in results) if flags.FLAGS.json else format_data_table(results))
+        return
     results = benchmark(
         flags.FLAGS.config, flags.FLAGS.what, flags.FLAGS.kinds, steps=flags.FLAGS.steps, warmup=flags.FLAGS.warmup,
         n_mels=flags.FLAGS.n_mels, audio_frames=flags.FLAGS.audio_frames, profile_dir=flags.FLAGS.profile_dir,
-        dump_hlo=flags.FLAGS.dump_hlo,
+        dump_hlo=flags.FLAGS.dump_hlo, top_ops=flags.FLAGS.top_ops, peak_flops=flags.FLAGS.peak_flops,
     )  # fmt: skip
     if flags.FLAGS.json:
         for r in results:

@@ -34,6 +34,15 @@ def test_bench_train_json_hlo_and_profile(tmp_path):
     # XLA's count adds element-wise work to the analytic conv/matmul count, but not multiples of it.
     assert 0.8 < result["xla_over_analytic_flops"] < 2.0
     assert set(result["memory_bytes"]) == {"argument", "output", "temp"}
+    # MFU against this CPU's measured matmul peak: a real fraction, and consistent with its parts.
+    assert "measured" in result["peak_source"] and result["peak_flops_per_s"] > 1e9
+    assert 0 < result["mfu"] < 1
+    assert abs(result["mfu"] - result["achieved_flops_per_s"] / result["peak_flops_per_s"]) < 1e-9
+    # The profile summary names real operations of this step, costliest first.
+    top = result["top_ops"]["top"]
+    assert top and all(op["ms_per_step"] > 0 for op in top)
+    assert [op["ms_per_step"] for op in top] == sorted((op["ms_per_step"] for op in top), reverse=True)
+    assert any("conv" in op["source"] for op in top)
     assert "HloModule" in (tmp_path / "hlo" / "train_student_cached.hlo.txt").read_text()
     assert list((tmp_path / "profile").rglob("*.xplane.pb"))
 
@@ -42,3 +51,18 @@ def test_bench_complexity_reports_table3_sizes():
     (result,) = run_bench("--complexity")
     assert abs(result["student (RECOLA sizes)"]["params_M"] - 27.8) < 0.1
     assert abs(result["student (RECOLA sizes)"]["GMACs_per_frame"] - 4.8) < 0.2
+
+
+def test_bench_pipeline_and_preprocess_json(tmp_path):
+    corpus = [f"--corpus_root={tmp_path}", "--corpus_train=1", "--corpus_dev=1", "--corpus_seconds=3",
+              "--corpus_frame_size=96"]  # fmt: skip
+    pre = run_bench("--what=preprocess", *corpus)
+    assert len(pre) == 1 and pre[0]["what"] == "preprocess"
+    assert pre[0]["videos"] == 2 and pre[0]["frames"] == 150 and not pre[0]["failed_videos"]
+    assert pre[0]["frames_per_s"] > 0 and 0 < pre[0]["face_detection_share"] < 1
+    pipe = run_bench("--what=pipeline", "--batches=5", *corpus)
+    assert [(r["what"], r["kind"], r["with_audio"]) for r in pipe] == [
+        ("pipeline", "student", False),
+        ("pipeline", "teacher", True),
+    ]
+    assert all(r["frames_per_s"] > 0 and r["frames_per_batch"] == 4 * 4 for r in pipe)
