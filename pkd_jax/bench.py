@@ -46,8 +46,11 @@ def random_batch(config: ml_collections.ConfigDict, kind: str, *, n_mels: int, a
     rng = np.random.default_rng(0)
     b, t, s = config.data.batch_size, config.data.clip_frames, config.data.face_size
     k = len(build.target_indices(config))
+    # Strong setting: [B, L] sub-sequences of `clip_frames` frames each, one label and audio window per step.
+    steps = (config.data.window_subsequences, t) if build.is_windowed(config) else (t,)
+    t = steps[0]
     batch = {
-        "frames": rng.integers(0, 256, (b, t, s, s, 3), dtype=np.uint8),
+        "frames": rng.integers(0, 256, (b, *steps, s, s, 3), dtype=np.uint8),
         "labels": rng.uniform(-1, 1, (b, t, 2)).astype(np.float32),
         "label_mask": np.ones((b, t), np.float32),
         "frame_mask": np.ones((b, t), np.float32),
@@ -185,7 +188,7 @@ def benchmark(
             top_ops=kw.get("top_ops", 15),
         )  # fmt: skip
         peak_flops, peak_source = peak.device_peak(config.model.dtype, kw.get("peak_flops"))
-        frames = config.data.batch_size * config.data.clip_frames
+        frames = config.data.batch_size * config.data.clip_frames * (config.data.window_subsequences or 1)
         results.append(
             {
                 "what": what,

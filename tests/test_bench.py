@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -66,3 +68,13 @@ def test_bench_pipeline_and_preprocess_json(tmp_path):
         ("pipeline", "teacher", True),
     ]
     assert all(r["frames_per_s"] > 0 and r["frames_per_batch"] == 4 * 4 for r in pipe)
+
+
+def test_bench_strong_setting_windows():
+    cmd = [sys.executable, "-m", "pkd_jax.bench", f"--config={REPO / 'configs' / 'affwild2_student.py'}:tiny",
+           "--json", "--kinds=visual", "--steps=1", "--warmup=0"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    # A window is L sub-sequences of C frames: every one of them goes through the R3D-18 trunk.
+    assert result["frames_per_s"] * result["step_s_median"] == pytest.approx(2 * 4 * 4)
