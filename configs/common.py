@@ -69,6 +69,9 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     o.b2 = 0.999  # Adam beta2
     o.weight_decay = 0.0  # decoupled weight decay (AdamW) when > 0
     o.grad_clip = 0.0  # global gradient-norm clipping when > 0
+    o.lr_decay = 1.0  # learning-rate factor at lr_decay_start_epoch and every lr_decay_every_epochs after
+    o.lr_decay_start_epoch = 5  # epoch (one pass over the training frames) of the first decay
+    o.lr_decay_every_epochs = 2  # epochs between later decays
 
     c.loss = lo = ml_collections.ConfigDict()  # the loss composed by pkd_jax.losses.compose
     lo.ccc = "flattened"  # CCC reduction: "flattened" over the batch or "per_sequence"
@@ -182,6 +185,7 @@ def affwild2(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.model.embed_index = 1
     for group in ("visual_cnn", "temporal", "head", "audio_cnn"):
         c.optim[f"lr_{group}"] = 1e-3
+    c.optim.lr_decay = 0.8  # x0.8 every 2 epochs from epoch 5 (REFERENCE section 3)
     c.eval.score = "concatenated"  # Aff-Wild2 reports CCC over all validation frames
     c.teacher.mode = "online"  # random windows: no per-clip-start teacher cache
     return c

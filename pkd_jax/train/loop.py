@@ -191,7 +191,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     variables = build.init_variables(model, dataset[0], config.seed)
     state_rng = jax.random.key(config.seed)  # dropout keys: folded with the step number
     variables = load_pretrained(config, variables)
-    tx = make_optimizer(config.optim, variables["params"])
+    tx = make_optimizer(config.optim, variables["params"], steps_per_epoch=steps_per_epoch(config, cache))
     state = sharding.replicate(create_state(variables, tx, state_rng), mesh)
     loss_fn = build.build_loss(config)
     train_step = jax.jit(
@@ -305,6 +305,14 @@ def flatten_eval(result: dict[str, Any]) -> dict[str, float]:
                 for target, value in result[kind][scope].items():
                     out[f"{kind}/{scope}/{target}"] = value
     return out
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict, cache: Cache) -> int:
+    """Optimizer steps for one pass over the training frames (the unit of the learning-rate decay)."""
+    videos = cache.manifest["videos"]
+    frames = sum(videos[v]["num_frames"] for v in cache.ids("train"))
+    per_example = config.data.window_subsequences * config.data.subsequence_frames or config.data.clip_frames
+    return max(1, -(-frames // (config.data.batch_size * per_example)))
 
 
 def load_pretrained(config: ml_collections.ConfigDict, variables: dict[str, Any]) -> dict[str, Any]:

@@ -35,13 +35,43 @@ class TrainState:
         return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
-    """Adam (AdamW with weight decay) with one learning rate per top-level module group."""
+def step_decay(lr: float, rate: float, start_step: int, every_steps: int) -> optax.Schedule | float:
+    """`lr`, multiplied by `rate` at `start_step` and again every `every_steps` after it (staircase).
+
+    The Aff-Wild2 recipe "x0.8 every 2 epochs after epoch 5" is rate 0.8, start 5 epochs, every 2 epochs:
+    the first decay happens at epoch 5. `rate` 1.0 is a constant learning rate.
+    """
+    if rate == 1.0:
+        return lr
+    if every_steps < 1 or start_step < 0:
+        raise ValueError(
+            f"learning-rate decay needs every_steps >= 1 and start_step >= 0, got {every_steps}, {start_step}"
+        )
+
+    def schedule(step: jax.Array) -> jax.Array:
+        decays = jnp.where(step >= start_step, 1 + (step - start_step) // every_steps, 0)
+        return lr * rate ** decays.astype(jnp.float32)
+
+    return schedule
+
+
+def make_optimizer(
+    optim: ml_collections.ConfigDict, params: Any, *, steps_per_epoch: int = 1000
+) -> optax.GradientTransformation:
+    """Adam (AdamW with weight decay) with one learning rate per top-level module group.
+
+    Every group's rate follows `step_decay` with the config's `lr_decay*` fields, counted in epochs of
+    `steps_per_epoch` optimizer steps (the loop passes one pass over the training frames).
+    """
     unknown = set(params) - set(LR_FIELDS)
     if unknown:
         raise ValueError(f"parameter groups {sorted(unknown)} have no learning rate field")
 
-    def adam(lr: float) -> optax.GradientTransformation:
+    def adam(base_lr: float) -> optax.GradientTransformation:
+        lr = step_decay(
+            base_lr, optim.lr_decay, optim.lr_decay_start_epoch * steps_per_epoch,
+            optim.lr_decay_every_epochs * steps_per_epoch,
+        )  # fmt: skip
         if optim.weight_decay > 0:
             return optax.adamw(lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
         return optax.adam(lr, b1=optim.b1, b2=optim.b2)

@@ -1,0 +1,39 @@
+"""The learning-rate schedule of the optimizer (the strong setting's x0.8 every 2 epochs after epoch 5)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from pkd_jax.train.state import make_optimizer, step_decay
+
+
+def test_step_decay_staircase():
+    schedule = step_decay(1e-3, 0.8, start_step=50, every_steps=20)
+    steps = jnp.asarray([0, 49, 50, 69, 70, 90])
+    expected = 1e-3 * 0.8 ** np.asarray([0, 0, 1, 1, 2, 3])
+    np.testing.assert_allclose(schedule(steps), expected, rtol=1e-6)
+    assert step_decay(1e-3, 1.0, start_step=50, every_steps=20) == 1e-3
+    with pytest.raises(ValueError, match="every_steps"):
+        step_decay(1e-3, 0.8, start_step=50, every_steps=0)
+
+
+def _update_size(optim, step_count: int, steps_per_epoch: int) -> float:
+    params = {"head": {"w": jnp.ones(3)}}
+    tx = make_optimizer(optim, params, steps_per_epoch=steps_per_epoch)
+    state = tx.init(params)
+    grads = {"head": {"w": jnp.ones(3)}}
+    for _ in range(step_count):
+        updates, state = tx.update(grads, state, params)
+    return float(jnp.abs(jax.tree.leaves(updates)[0][0]))
+
+
+def test_affwild2_config_decays_adam_from_epoch_5():
+    optim = common.affwild2(common.get_config("teacher", "affwild2")).optim
+    # Adam's step on a constant gradient is the learning rate itself, so the update shows the schedule.
+    assert _update_size(optim, 1, steps_per_epoch=10) == pytest.approx(1e-3, rel=1e-3)
+    assert _update_size(optim, 51, steps_per_epoch=10) == pytest.approx(0.8e-3, rel=1e-3)  # step 50: epoch 5
+    assert _update_size(optim, 71, steps_per_epoch=10) == pytest.approx(0.64e-3, rel=1e-3)
+    weak = common.get_config("teacher", "recola").optim  # the weak setting stays constant
+    assert _update_size(weak, 71, steps_per_epoch=10) == pytest.approx(weak.lr_head, rel=1e-3)
