@@ -203,6 +203,13 @@ def augment_clip(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return lut[frames]
 
 
+def _draw_start(rng: np.random.Generator, starts_cum: np.ndarray) -> tuple[int, int]:
+    """(video, start) drawn uniformly over all valid starts; `starts_cum` is their cumulative count per video."""
+    position = int(rng.integers(starts_cum[-1]))
+    video = int(np.searchsorted(starts_cum, position, side="right"))
+    return video, position - int(starts_cum[video - 1] if video else 0)
+
+
 class _SampleClip(grain.transforms.Map):
     """Clip k -> a uniformly drawn (video, start) of the training split, read from the cache.
 
@@ -223,9 +230,7 @@ class _SampleClip(grain.transforms.Map):
 
     def map(self, element: int) -> dict:
         rng = np.random.default_rng([self.seed, element])
-        position = int(rng.integers(self.starts_cum[-1]))
-        video = int(np.searchsorted(self.starts_cum, position, side="right"))
-        start = position - (self.starts_cum[video - 1] if video else 0)
+        video, start = _draw_start(rng, self.starts_cum)
         index = np.arange(start, start + self.reader.config.clip_frames)
         return self.reader.read(self.video_ids[video], index, rng=rng)
 
@@ -246,10 +251,8 @@ class _SampleWindow(grain.transforms.Map):
 
     def map(self, element: int) -> dict:
         rng = np.random.default_rng([self.seed, element])
-        position = int(rng.integers(self.starts_cum[-1]))
-        video = int(np.searchsorted(self.starts_cum, position, side="right"))
-        start = position - (self.starts_cum[video - 1] if video else 0)
-        return self.reader.read_window(self.video_ids[video], int(start), rng=rng)
+        video, start = _draw_start(rng, self.starts_cum)
+        return self.reader.read_window(self.video_ids[video], start, rng=rng)
 
 
 class _ProcessBlock(grain.transforms.Map):

@@ -58,7 +58,7 @@ import logging
 import math
 import multiprocessing
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -1117,6 +1117,28 @@ def generate_affwild2_recording(
     }
 
 
+def _run_jobs(
+    calls: dict[str, Callable[[], dict[str, Any]]], workers: int, desc: str, progress: bool
+) -> dict[str, dict[str, Any]]:
+    """Runs each recording's generator call, in `workers` spawned processes when > 1, under a progress bar."""
+    results: dict[str, dict[str, Any]] = {}
+    with tqdm(total=len(calls), desc=desc, unit="rec", disable=not progress) as bar:
+        if workers <= 1:
+            for name, call in calls.items():
+                results[name] = call()
+                bar.update()
+            return results
+        ctx = multiprocessing.get_context("spawn")  # Fork is unsafe once JAX/threads exist.
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_worker_init
+        ) as pool:
+            futures = {pool.submit(call): name for name, call in calls.items()}
+            for future in concurrent.futures.as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update()
+    return results
+
+
 def generate_affwild2_corpus(
     out_dir: str | Path,
     n_train: int,
@@ -1147,38 +1169,13 @@ def generate_affwild2_corpus(
     jobs = [(f"train_{i}", "train", i == n_train) for i in range(1, n_train + 1)]
     jobs += [(f"dev_{i}", "dev", False) for i in range(1, n_dev + 1)]
     kwargs = dict(crop_size=crop_size, invalid_fraction=invalid_fraction)
-    results: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(jobs), desc="synthetic Aff-Wild2 recordings", unit="rec", disable=not progress)
-    with bar:
-        if workers <= 1:
-            for name, split, pair in jobs:
-                results[name] = generate_affwild2_recording(
-                    out, name, split, n_frames, seed, config, pair=pair, **kwargs
-                )
-                bar.update()
-        else:
-            ctx = multiprocessing.get_context("spawn")  # Fork is unsafe once JAX/threads exist.
-            with concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_worker_init
-            ) as pool:
-                futures = [
-                    pool.submit(
-                        generate_affwild2_recording,
-                        out,
-                        name,
-                        split,
-                        n_frames,
-                        seed,
-                        config,
-                        pair=pair,
-                        **kwargs,
-                    )
-                    for name, split, pair in jobs
-                ]
-                for future in concurrent.futures.as_completed(futures):
-                    info = future.result()
-                    results[info["recording"]] = info
-                    bar.update()
+    calls = {
+        name: functools.partial(
+            generate_affwild2_recording, out, name, split, n_frames, seed, config, pair=pair, **kwargs
+        )
+        for name, split, pair in jobs
+    }
+    results = _run_jobs(calls, workers, "synthetic Aff-Wild2 recordings", progress)
     ids = [s["id"] for name, _, _ in jobs for s in results[name]["subjects"]]
     meta = {
         "generator": "pkd_jax.data.synthetic",
@@ -1287,26 +1284,10 @@ def generate_corpus(
         jobs = [(vid, n_frames, None) for vid in ids]
     ids = [job[0] for job in jobs]
     _warn_stale(out, ids)
-    results: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(jobs), desc="synthetic recordings", unit="rec", disable=not progress)
-    with bar:
-        if workers <= 1:
-            for vid, n, emotion in jobs:
-                results[vid] = generate_video(out, vid, n, seed, config, emotion)
-                bar.update()
-        else:
-            ctx = multiprocessing.get_context("spawn")  # Fork is unsafe once JAX/threads exist.
-            with concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_worker_init
-            ) as pool:
-                futures = [
-                    pool.submit(generate_video, out, vid, n, seed, config, emotion)
-                    for vid, n, emotion in jobs
-                ]
-                for future in concurrent.futures.as_completed(futures):
-                    info = future.result()
-                    results[info["id"]] = info
-                    bar.update()
+    calls = {
+        vid: functools.partial(generate_video, out, vid, n, seed, config, emotion) for vid, n, emotion in jobs
+    }
+    results = _run_jobs(calls, workers, "synthetic recordings", progress)
     meta = {
         "generator": "pkd_jax.data.synthetic",
         "seed": seed,
