@@ -42,7 +42,10 @@ def compute_teacher_cache(
     heads = jax.jit(lambda v, vis, aud: teacher.apply(v, vis, aud, method="from_features")[:2])
     preds: dict[str, np.ndarray] = {}
     embs: dict[str, np.ndarray] = {}
-    for video_id in tqdm(cache.ids(split), desc="teacher cache", unit="video"):
+    # Every process computes the cache; only process 0 shows it.
+    for video_id in tqdm(
+        cache.ids(split), desc="teacher cache", unit="video", disable=jax.process_index() != 0
+    ):
         visual, audio = [], []
         for batch in eval_batches(
             cache, split, chunk_frames=chunk_frames, video_ids=[video_id], missing_face=missing_face,
