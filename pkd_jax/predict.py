@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -140,14 +139,6 @@ def _fill(defaults: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def dummy_inputs(config: ml_collections.ConfigDict, teacher: bool) -> tuple[jax.Array, ...]:
-    """One-frame inputs that fix every parameter shape (the audio trunk is pooled: any window size)."""
-    size = config.data.face_size
-    frames = jnp.zeros((1, 1, size, size, 3), jnp.float32)
-    # The pipeline feeds one-channel log-mel windows; their height and width do not shape any parameter.
-    return (frames, jnp.zeros((1, 1, 64, 100, 1), jnp.float32)) if teacher else (frames,)
-
-
 def load_trained(workdir: str | Path | None = None, checkpoint: str | Path | None = None) -> Trained:
     """The network of a training workdir: its config.json and the best (or the named) checkpoint.
 
@@ -163,7 +154,7 @@ def load_trained(workdir: str | Path | None = None, checkpoint: str | Path | Non
     """
     import orbax.checkpoint as ocp
 
-    from pkd_jax.train.checkpoint import Checkpointer
+    from pkd_jax.train.checkpoint import Checkpointer, check_tree_shapes
 
     root, step = _locate(workdir, checkpoint)
     config_path = root / "config.json"
@@ -186,7 +177,9 @@ def load_trained(workdir: str | Path | None = None, checkpoint: str | Path | Non
             raise FileNotFoundError(f"no checkpoint in {checkpoints}")
     state_dir = checkpoints / str(step) / "state"
     teacher = isinstance(model, Teacher)
-    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *dummy_inputs(config, teacher)))
+    abstract = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), *build.example_inputs(config, teacher=teacher))
+    )
     abstract = {k: abstract[k] for k in ("params", "batch_stats")}
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
     try:
@@ -195,21 +188,10 @@ def load_trained(workdir: str | Path | None = None, checkpoint: str | Path | Non
             variables = reader.restore(state_dir.absolute(), args=args)
     except Exception as e:  # orbax raises several kinds for a missing or foreign checkpoint
         raise ValueError(f"cannot read parameters from checkpoint {state_dir}: {e}") from e
-    check_shapes(abstract, variables, f"checkpoint {state_dir}", f"the {config.stage} model of {config_path}")
-    return Trained(config, model, variables, int(step), state_dir.parent)
-
-
-def check_shapes(expected: Any, got: Any, what: str, against: str) -> None:
-    """Raises ValueError listing every leaf of `got` missing from, or shaped unlike, `expected`."""
-    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
-    have = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(got)}
-    diff = sorted(
-        f"{k}: expected {want.get(k)}, found {have.get(k)}"
-        for k in want.keys() | have.keys()
-        if want.get(k) != have.get(k)
+    check_tree_shapes(
+        abstract, variables, f"checkpoint {state_dir}", f"the {config.stage} model of {config_path}"
     )
-    if diff:
-        raise ValueError(f"{what} does not match {against}: " + "; ".join(diff[:8]))
+    return Trained(config, model, variables, int(step), state_dir.parent)
 
 
 # ---------------------------------------------------------------------------------------------------------

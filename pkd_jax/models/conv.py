@@ -73,10 +73,9 @@ def conv_gemm(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: 
 def conv_xla(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[int]) -> jax.Array:
     """XLA's convolution, channels last."""
     n = x.ndim - 2
-    spec = "N" + "DHW"[-n:] + "C" if n <= 3 else None
-    if spec is None:
+    if not 1 <= n <= 3:
         raise ValueError(f"convolutions over {n} spatial dimensions are not supported")
-    kernel_spec = "DHW"[-n:] + "IO"
+    spec, kernel_spec = "N" + "DHW"[-n:] + "C", "DHW"[-n:] + "IO"
     return lax.conv_general_dilated(
         x, kernel, tuple(strides), tuple((p, p) for p in padding), dimension_numbers=(spec, kernel_spec, spec)
     )

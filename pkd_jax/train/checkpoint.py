@@ -17,6 +17,7 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 BEST_METRIC = "dev_ccc"
@@ -122,6 +123,19 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def check_tree_shapes(expected: Any, got: Any, what: str, against: str) -> None:
+    """Raises ValueError listing every leaf of `got` missing from, or shaped unlike, `expected`."""
+    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+    have = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(got)}
+    diff = sorted(
+        f"{k}: expected {want.get(k)}, found {have.get(k)}"
+        for k in want.keys() | have.keys()
+        if want.get(k) != have.get(k)
+    )
+    if diff:
+        raise ValueError(f"{what} does not match {against}: " + "; ".join(diff[:8]))
 
 
 def set_iterator_position(iterator: Any, position: int) -> None:

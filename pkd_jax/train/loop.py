@@ -27,7 +27,7 @@ from pkd_jax.data.pipeline import PipelineConfig, train_dataset
 from pkd_jax.evaluate import evaluate
 from pkd_jax.models import Teacher
 from pkd_jax.train import build, sharding
-from pkd_jax.train.checkpoint import Checkpointer, abstract_like
+from pkd_jax.train.checkpoint import Checkpointer, abstract_like, check_tree_shapes
 from pkd_jax.train.metric_writer import MetricWriter
 from pkd_jax.train.state import create_state, make_optimizer
 from pkd_jax.train.steps import make_stream_step, make_train_step
@@ -125,7 +125,12 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
     expected = jax.eval_shape(
         lambda: teacher.init(jax.random.key(0), *_dummy_teacher_inputs(teacher_config, variables))
     )
-    _check_same_tree(expected, variables, f"teacher checkpoint {workdir}/checkpoints/{step}")
+    check_tree_shapes(
+        expected,
+        variables,
+        f"teacher checkpoint {workdir}/checkpoints/{step}",
+        "the configured teacher architecture",
+    )
     logging.info("Teacher: %s, step %d.", workdir, step)
     return teacher, sharding.replicate(variables, mesh), teacher_config.to_dict()
 
@@ -134,17 +139,6 @@ def _dummy_teacher_inputs(teacher_config: ml_collections.ConfigDict, variables: 
     # The audio input size is not in the config; the trunks only need the channel count to match.
     channels = variables["params"]["audio_cnn"]["conv1"]["kernel"].shape[2]
     return build.example_inputs(teacher_config, teacher=True, audio_channels=channels)
-
-
-def _check_same_tree(expected: Any, got: Any, what: str) -> None:
-    want = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(expected)}
-    have = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(got)}
-    if want != have:
-        diff = sorted(
-            f"{k}: expected {want.get(k)}, found {have.get(k)}" for k in set(want) | set(have)
-            if want.get(k) != have.get(k)
-        )  # fmt: skip
-        raise ValueError(f"{what} does not match the configured teacher architecture: " + "; ".join(diff[:8]))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
