@@ -94,19 +94,22 @@ def _cosine_loss(teacher: torch.Tensor, student: torch.Tensor, w: torch.Tensor, 
     raise ValueError(f"unknown cosine distillation variant {variant!r}")
 
 
-def _gate(
-    name: str, teacher_pred: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, alpha: float, theta: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(CCC weight, cosine weight) of the gates "none", "paper" and "released_code"."""
+def _gamma(context: str, teacher_pred: torch.Tensor, labels: torch.Tensor, w: torch.Tensor, batch: dict):
+    """gamma = 1 - CCC_teacher over the gate context ("clip", "batch", or "window" from the batch)."""
+    if context == "window":
+        return batch["gate_gamma"]
+    return _ccc_loss(teacher_pred, labels, w, per_sequence=context == "clip")
+
+
+def _gate(name: str, gamma: torch.Tensor, alpha: float, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CCC weight, cosine weight) of the gates "none", "paper" and "released_code" given gamma."""
     with torch.no_grad():
         if name == "none":
             return torch.tensor(1.0 - alpha), torch.tensor(alpha)
         if name == "paper":
-            gamma = _ccc_loss(teacher_pred, labels, w, per_sequence=True)
             trusted = gamma <= theta
             return torch.where(trusted, gamma, 1.0), torch.where(trusted, alpha, 0.0)
         if name == "released_code":
-            gamma = _ccc_loss(teacher_pred, labels, w, per_sequence=False)
             beta = torch.where((gamma <= theta) | (gamma > 1.0), GATE_OFFSET + gamma, 1.0)
             return 1.0 - beta, beta
     raise ValueError(f"unknown gate {name!r}")
@@ -128,7 +131,9 @@ def make_torch_loss(loss: ml_collections.ConfigDict, distill: bool) -> TorchLoss
         l_ccc = _ccc_loss(outputs["pred"], labels, mask, per_sequence_ccc)
         if distill:
             l_cos = _cosine_loss(outputs["teacher_emb"], outputs["emb"], batch["frame_mask"], loss.distill)
-            w_ccc, w_cos = _gate(loss.gate, outputs["teacher_pred"], labels, mask, loss.alpha, loss.theta)
+            with torch.no_grad():
+                gamma = _gamma(loss.gate_context, outputs["teacher_pred"], labels, mask, batch)
+            w_ccc, w_cos = _gate(loss.gate, gamma, loss.alpha, loss.theta)
             value = w_ccc * l_ccc + w_cos * l_cos
         else:
             value = l_ccc
@@ -230,6 +235,8 @@ class TorchStep:
             "mask": mask,
             "frame_mask": torch.from_numpy(batch["frame_mask"]),
         }
+        if "gate_gamma" in batch:
+            self.loss_batch["gate_gamma"] = torch.from_numpy(batch["gate_gamma"])
         self.cached = {}
         if kind == "student_cached":
             self.cached = {k: torch.from_numpy(batch[k]) for k in ("teacher_pred", "teacher_emb")}

@@ -78,7 +78,10 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     lo.distill = "per_frame"  # cosine distillation: "per_frame" or "flattened" (released code)
     lo.gate = "paper"  # negative-transfer gate: "paper", "none" or "released_code"
     lo.alpha = 0.2  # weight of L_cos (eq. 4-7)
-    lo.theta = 0.2  # gate threshold on gamma = 1 - CCC_teacher
+    lo.theta = 0.2  # gate threshold on gamma = 1 - CCC_teacher (the paper's text gives no value; code: 0.2)
+    lo.theta_quantile = 0.0  # > 0: theta is this quantile of the teacher's gamma over the training clips
+    lo.gate_context = "clip"  # where gamma is measured: "clip" (paper text), "window" or "batch" (code)
+    lo.gate_window_frames = 250  # gate_context="window": frames of the video, centred on the clip
 
     c.teacher = t = ml_collections.ConfigDict()  # the frozen teacher of a student
     t.workdir = ""  # student only: the teacher's workdir (its best checkpoint is used)
@@ -98,6 +101,7 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     e.postprocess = False  # also report the released code's post-processed CCC (labelled as such)
     e.save_predictions = True  # per-video prediction CSVs in <workdir>/predictions/<step>/
     e.score = "mean_over_videos"  # dev score for selection: "mean_over_videos" (RECOLA) or "concatenated"
+    e.final_splits = ()  # splits scored once with the final model, e.g. ("test",): eval_<split>.json
 
     c.pretrained = p = ml_collections.ConfigDict()  # trunk initialisation (the model's init_from fields)
     p.visual_cnn = ""  # VGG19-BN init_from: PyTorch file (FER2013), .npz, or `pkd_jax.weights import` output
@@ -114,6 +118,7 @@ def apply_released_code(c: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     c.optim.lr_head = 1e-4
     c.optim.lr_audio_cnn = 1e-4
     c.loss.gate = "released_code"
+    c.loss.gate_context = "batch"
     c.loss.distill = "flattened"
     c.loss.ccc = "flattened"
     c.data.clip_frames = 5

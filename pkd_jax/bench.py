@@ -57,6 +57,8 @@ def random_batch(config: ml_collections.ConfigDict, kind: str, *, n_mels: int, a
     }
     if kind in ("teacher", "student_online"):
         batch["audio"] = rng.normal(size=(b, t, n_mels, audio_frames, 1)).astype(np.float32)
+    if kind.startswith("student"):
+        batch["gate_gamma"] = rng.uniform(0, 1, b).astype(np.float32)  # the window context's input
     if kind == "student_cached":
         batch["teacher_pred"] = rng.uniform(-1, 1, (b, t, k)).astype(np.float32)
         batch["teacher_emb"] = rng.normal(size=(b, t, config.model.fused_features[-1])).astype(np.float32)

@@ -18,12 +18,18 @@ with broadcasting, so batch-level and per-sequence pieces mix freely. Built-in n
   * distillation terms: "per_frame" (1 - cosine per frame, averaged) or "flattened" (the released
     code: one cosine between the whole batch's embeddings flattened into single vectors);
   * gates: "none" (eq. 4: alpha * L_cos + (1 - alpha) * L_ccc), "paper" (eq. 5-7, per sequence) and
-    "released_code" (the batch-level rule of the paper's released code).
+    "released_code" (the batch-level rule of the paper's released code);
+  * gate contexts, where the gate's gamma = 1 - CCC(teacher, labels) is measured: "clip" (each training
+    sequence itself), "window" (a longer stretch of the same video around it, precomputed from the
+    teacher's track and carried in `batch["gate_gamma"]`, see `pkd_jax.train.gate_track`) or "batch"
+    (all frames of the batch flattened). CCC over a few frames of smooth labels is near 0 for any
+    predictor, so a gate fed clip-level gamma rarely trusts even a good teacher.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -157,23 +163,37 @@ class GateWeights(NamedTuple):
     gamma: Array  # 1 - CCC of the teacher, the gate's input
 
 
-def gate_none(teacher_pred: Array, labels: Array, mask: Array | None, *, alpha: float) -> GateWeights:
-    """Eq. 4, no gate: L = alpha * L_cos + (1 - alpha) * L_ccc everywhere."""
-    gamma = ccc_loss(teacher_pred, labels, mask)
+def gate_none(
+    teacher_pred: Array, labels: Array, mask: Array | None, *, alpha: float, gamma: Array | None = None
+) -> GateWeights:
+    """Eq. 4, no gate: L = alpha * L_cos + (1 - alpha) * L_ccc everywhere.
+
+    `gamma` (default: over the flattened batch) is only reported; it changes nothing.
+    """
+    gamma = ccc_loss(teacher_pred, labels, mask) if gamma is None else gamma
     return GateWeights(
         jnp.asarray(1.0 - alpha), jnp.asarray(alpha), jnp.asarray(1.0), jax.lax.stop_gradient(gamma)
     )
 
 
 def gate_paper(
-    teacher_pred: Array, labels: Array, mask: Array | None, *, alpha: float, theta: float
+    teacher_pred: Array,
+    labels: Array,
+    mask: Array | None,
+    *,
+    alpha: float,
+    theta: float,
+    gamma: Array | None = None,
 ) -> GateWeights:
     """The paper's negative-transfer gate (eq. 5-7), per sequence.
 
-    gamma = 1 - CCC(teacher, labels) of each sequence. gamma <= theta: the teacher is trusted and
+    gamma = 1 - CCC(teacher, labels), by default of each sequence itself (the "clip" context; pass
+    `gamma` measured elsewhere, see `gate_gamma`). gamma <= theta: the teacher is trusted and
     L = alpha * L_cos + gamma * L_ccc; gamma > theta: the teacher is wrong, L_cos is dropped, L = L_ccc.
     """
-    gamma = jax.lax.stop_gradient(ccc_loss(teacher_pred, labels, mask, per_sequence=True))
+    if gamma is None:
+        gamma = ccc_loss(teacher_pred, labels, mask, per_sequence=True)
+    gamma = jax.lax.stop_gradient(jnp.asarray(gamma, jnp.float32))
     trusted = gamma <= theta
     return GateWeights(
         ccc=jnp.where(trusted, gamma, 1.0),
@@ -184,17 +204,26 @@ def gate_paper(
 
 
 def gate_released_code(
-    teacher_pred: Array, labels: Array, mask: Array | None, *, theta: float, offset: float = 0.2
+    teacher_pred: Array,
+    labels: Array,
+    mask: Array | None,
+    *,
+    theta: float,
+    offset: float = 0.2,
+    gamma: Array | None = None,
 ) -> GateWeights:
     """The gate as the paper's released code implements it, at batch level.
 
-    gamma = 1 - CCC of the teacher over the whole batch; beta = offset + gamma if gamma <= theta or
+    gamma = 1 - CCC of the teacher, by default over the whole batch (pass `gamma` for another
+    context; per-sequence gamma makes the rule per sequence); beta = offset + gamma if gamma <= theta or
     gamma > 1, else 1; L = (1 - beta) * L_ccc + beta * L_cos. Note what that does: a teacher worse than
     theta gives beta = 1, i.e. pure distillation, and an anti-correlated teacher (gamma > 1) gives a
     negative CCC weight. It is offered to reproduce the code, not as a recommendation. `distilled` is 1
     where the first branch was taken.
     """
-    gamma = jax.lax.stop_gradient(ccc_loss(teacher_pred, labels, mask))
+    if gamma is None:
+        gamma = ccc_loss(teacher_pred, labels, mask)
+    gamma = jax.lax.stop_gradient(jnp.asarray(gamma, jnp.float32))
     first_branch = (gamma <= theta) | (gamma > 1.0)
     beta = jnp.where(first_branch, offset + gamma, 1.0)
     return GateWeights(1.0 - beta, beta, first_branch.astype(jnp.float32), gamma)
@@ -213,6 +242,45 @@ def make_gate(name: str, *, alpha: float = 0.2, theta: float = 0.2) -> GateFn:
     if name not in gates:
         raise ValueError(f"unknown gate {name!r}; choose one of {sorted(gates)} or pass a function")
     return gates[name]
+
+
+GATE_CONTEXTS = ("clip", "window", "batch")
+
+
+def gate_gamma(context: str, teacher_pred: Array, labels: Array, mask: Array | None, batch: Batch) -> Array:
+    """gamma = 1 - CCC(teacher, labels), averaged over targets, measured over `context`.
+
+    "clip": each sequence of the batch on its own, [B]; "batch": all frames of the batch flattened, a
+    scalar; "window": `batch["gate_gamma"]` [B], the teacher's CCC over a longer stretch of the same
+    video around each sequence, precomputed from its per-frame track (`pkd_jax.train.gate_track`).
+    """
+    if context == "clip":
+        return ccc_loss(teacher_pred, labels, mask, per_sequence=True)
+    if context == "batch":
+        return ccc_loss(teacher_pred, labels, mask)
+    if context == "window":
+        if batch.get("gate_gamma") is None:
+            raise ValueError(
+                "gate_context='window' needs batch['gate_gamma'], the teacher's windowed gamma per "
+                "sequence (pkd_jax.train.gate_track computes it from the teacher's track)"
+            )
+        return jnp.asarray(batch["gate_gamma"], jnp.float32)
+    raise ValueError(f"unknown gate context {context!r}; choose one of {list(GATE_CONTEXTS)}")
+
+
+def _accepts_gamma(fn: Callable) -> bool:
+    """Whether a gate function takes the `gamma` keyword (user gates opt in to the gate context)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return any(p.name == "gamma" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _masked_quantiles(values: Array, weights: Array, qs: tuple[float, ...]) -> list[Array]:
+    """Quantiles of `values` [B] over the sequences with weight > 0."""
+    kept = jnp.where(weights > 0, values, jnp.nan)
+    return [jnp.nan_to_num(jnp.nanquantile(kept, q)) for q in qs]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -276,6 +344,7 @@ def compose(
     gate: str | GateFn = "paper",
     alpha: float = 0.2,
     theta: float = 0.2,
+    gate_context: str | None = None,
 ) -> LossFn:
     """Builds `loss_fn(outputs, batch) -> (loss, metrics)` from names or functions.
 
@@ -286,10 +355,14 @@ def compose(
       gate: "none", "paper", "released_code" or a function (teacher_pred, labels, mask) -> GateWeights.
       alpha: weight of L_cos in the "none" and "paper" gates.
       theta: threshold on gamma = 1 - CCC_teacher in the "paper" and "released_code" gates.
+      gate_context: where gamma is measured: "clip", "window" or "batch" (see `gate_gamma`); None: each
+        built-in gate's own (the paper gate per clip, the released code's over the batch). A user gate
+        receives it as the keyword `gamma` if its signature has one; otherwise a context is an error.
 
     Metrics: `loss`, `ccc_loss`, and when distilling `cos_loss`, `distilled_fraction` (share of
     sequences, or batches for batch-level gates, where distillation was on), `teacher_gamma`,
-    `ccc_weight` and `cos_weight` (means).
+    `ccc_weight` and `cos_weight` (means), and `gamma_q10`, `gamma_q50`, `gamma_q90` (quantiles of
+    gamma over the batch's sequences).
     """
     ccc_fn = ccc_term(ccc) if isinstance(ccc, str) else ccc
     if distill is None:
@@ -304,14 +377,28 @@ def compose(
 
     cos_fn = cosine_term(distill) if isinstance(distill, str) else distill
     gate_fn = make_gate(gate, alpha=alpha, theta=theta) if isinstance(gate, str) else gate
+    if gate_context is not None:
+        if gate_context not in GATE_CONTEXTS:
+            raise ValueError(f"unknown gate context {gate_context!r}; choose one of {list(GATE_CONTEXTS)}")
+        if not _accepts_gamma(gate_fn):
+            raise ValueError(
+                f"gate {getattr(gate_fn, '__name__', gate_fn)!r} takes no `gamma` keyword, so it cannot "
+                f"use gate_context={gate_context!r}; add `gamma=None` to its signature or drop the context"
+            )
 
     def loss_fn(outputs: Outputs, batch: Batch) -> tuple[Array, dict[str, Array]]:
         seq = _sequence_weights(batch)
         count = jnp.maximum(jnp.sum(seq), 1.0)
         mean = lambda x: jnp.sum(seq * jnp.broadcast_to(x, seq.shape)) / count
         l_ccc, l_cos = ccc_fn(outputs, batch), cos_fn(outputs, batch)
-        weights = gate_fn(outputs["teacher_pred"], batch["labels"], label_mask(batch))
+        teacher_pred, labels, mask = outputs["teacher_pred"], batch["labels"], label_mask(batch)
+        if gate_context is None:
+            weights = gate_fn(teacher_pred, labels, mask)
+        else:
+            gamma = gate_gamma(gate_context, teacher_pred, labels, mask, batch)
+            weights = gate_fn(teacher_pred, labels, mask, gamma=gamma)
         loss = mean(weights.ccc * l_ccc + weights.cos * l_cos)
+        q10, q50, q90 = _masked_quantiles(jnp.broadcast_to(weights.gamma, seq.shape), seq, (0.1, 0.5, 0.9))
         metrics = {
             "loss": loss,
             "ccc_loss": mean(l_ccc),
@@ -320,6 +407,9 @@ def compose(
             "teacher_gamma": mean(weights.gamma),
             "ccc_weight": mean(weights.ccc),
             "cos_weight": mean(weights.cos),
+            "gamma_q10": q10,
+            "gamma_q50": q50,
+            "gamma_q90": q90,
         }
         return loss, metrics
 

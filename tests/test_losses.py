@@ -248,3 +248,59 @@ def test_unknown_names_are_errors_that_list_the_choices():
         losses.compose(gate="paper_gate")
     with pytest.raises(ValueError, match="per_sequence"):
         losses.compose(ccc="mean")
+
+
+@pytest.mark.parametrize(
+    ("gate", "context"), [("paper", "clip"), ("released_code", "batch"), ("none", "batch")]
+)
+def test_a_gates_own_context_reproduces_the_default_exactly(gate, context):
+    outputs, batch = make_outputs(b=4)
+    default = jax.jit(losses.compose(gate=gate, theta=1.0))(outputs, batch)
+    explicit = jax.jit(losses.compose(gate=gate, theta=1.0, gate_context=context))(outputs, batch)
+    for key in default[1]:
+        assert float(default[1][key]) == float(explicit[1][key]), key  # bit for bit
+
+
+def test_batch_context_gamma_is_the_flattened_ccc():
+    outputs, batch = make_outputs(b=4)
+    _, metrics = losses.compose(gate="paper", theta=0.5, gate_context="batch")(outputs, batch)
+    teacher, labels = np.asarray(outputs["teacher_pred"]), np.asarray(batch["labels"])
+    flat = [1.0 - ccc64(teacher[..., k], labels[..., k]) for k in range(labels.shape[-1])]
+    assert float(metrics["teacher_gamma"]) == pytest.approx(float(np.mean(flat)), abs=1e-5)
+    assert float(metrics["gamma_q10"]) == pytest.approx(float(metrics["gamma_q90"]), abs=1e-6)
+    assert float(metrics["distilled_fraction"]) in (0.0, 1.0)  # one decision for the whole batch
+
+
+def test_window_context_takes_gamma_from_the_batch():
+    outputs, batch = make_outputs(b=4)
+    batch = dict(batch, gate_gamma=jnp.asarray([0.1, 0.5, 0.15, 1.3]))
+    _, metrics = losses.compose(gate="paper", theta=0.2, gate_context="window")(outputs, batch)
+    assert float(metrics["distilled_fraction"]) == 0.5
+    assert float(metrics["teacher_gamma"]) == pytest.approx(np.mean([0.1, 0.5, 0.15, 1.3]))
+    assert float(metrics["gamma_q50"]) == pytest.approx(np.quantile([0.1, 0.5, 0.15, 1.3], 0.5))
+    with pytest.raises(ValueError, match="gate_gamma"):
+        losses.compose(gate="paper", gate_context="window")(*make_outputs(b=4))
+
+
+def test_user_gates_ask_for_the_context_through_a_gamma_keyword():
+    outputs, batch = make_outputs(b=4)
+    batch = dict(batch, gate_gamma=jnp.asarray([0.0, 1.0, 0.0, 1.0]))
+    seen = {}
+
+    def my_gate(teacher_pred, labels, mask, *, gamma=None):
+        seen["gamma"] = gamma
+        on = (gamma < 0.5).astype(jnp.float32)
+        return losses.GateWeights(1.0 - 0.5 * on, 0.5 * on, on, gamma)
+
+    _, metrics = losses.compose(gate=my_gate, gate_context="window")(outputs, batch)
+    np.testing.assert_array_equal(np.asarray(seen["gamma"]), [0.0, 1.0, 0.0, 1.0])
+    assert float(metrics["distilled_fraction"]) == 0.5
+
+    def old_gate(teacher_pred, labels, mask):
+        return losses.gate_none(teacher_pred, labels, mask, alpha=0.2)
+
+    losses.compose(gate=old_gate)(outputs, batch)  # no context: called as before
+    with pytest.raises(ValueError, match="gamma"):
+        losses.compose(gate=old_gate, gate_context="window")
+    with pytest.raises(ValueError, match="window"):
+        losses.compose(gate="paper", gate_context="video")

@@ -53,21 +53,27 @@ def random_outputs(b: int = 4, t: int = 6, k: int = 2, d: int = 8) -> tuple[dict
 
 
 LOSS_OPTIONS = [
-    ("flattened", None, "paper"),
-    ("per_sequence", None, "paper"),
+    ("flattened", None, "paper", "clip"),
+    ("per_sequence", None, "paper", "clip"),
     *itertools.product(
-        ("flattened", "per_sequence"), ("per_frame", "flattened"), ("none", "paper", "released_code")
+        ("flattened", "per_sequence"),
+        ("per_frame", "flattened"),
+        ("none", "paper", "released_code"),
+        ("clip",),
     ),
+    *itertools.product(("flattened",), ("per_frame",), ("paper", "released_code"), ("batch", "window")),
 ]
 
 
-@pytest.mark.parametrize("ccc,distill,gate", LOSS_OPTIONS)
-def test_torch_loss_matches_compose(tc, ccc, distill, gate):
+@pytest.mark.parametrize("ccc,distill,gate,context", LOSS_OPTIONS)
+def test_torch_loss_matches_compose(tc, ccc, distill, gate, context):
     outputs, batch = random_outputs()
+    batch["gate_gamma"] = np.array([0.1, 0.5, 0.15, 1.3], np.float32)[: len(batch["labels"])]
     config = ml_collections.ConfigDict(
-        {"ccc": ccc, "distill": distill or "per_frame", "gate": gate, "alpha": 0.2, "theta": 0.2}
-    )
-    jax_fn = losses.compose(ccc=ccc, distill=distill, gate=gate, alpha=0.2, theta=0.2)
+        {"ccc": ccc, "distill": distill or "per_frame", "gate": gate, "alpha": 0.2, "theta": 0.2,
+         "gate_context": context}
+    )  # fmt: skip
+    jax_fn = losses.compose(ccc=ccc, distill=distill, gate=gate, alpha=0.2, theta=0.2, gate_context=context)
 
     def jax_loss(pred, emb):
         return jax_fn({**outputs, "pred": pred, "emb": emb}, batch)[0]
@@ -80,6 +86,7 @@ def test_torch_loss_matches_compose(tc, ccc, distill, gate):
         "labels": torch.tensor(batch["labels"]),
         "mask": torch.tensor(batch["label_mask"] * batch["frame_mask"]),
         "frame_mask": torch.tensor(batch["frame_mask"]),
+        "gate_gamma": torch.tensor(batch["gate_gamma"]),
     }
     got = tc.make_torch_loss(config, distill=distill is not None)(t_out, t_batch)
     got.backward()

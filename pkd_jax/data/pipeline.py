@@ -35,8 +35,9 @@ Batch keys (B clips or lanes, T frames):
     face_found   float32 [B, T]
     frame_index  int32 [B, T]
     video_id     str [B]
-plus one key per `extra_arrays` entry: per-video arrays indexed by clip start, [T - L + 1, L, ...], such
-as the cached teacher outputs (see `pkd_jax.train.teacher_cache`).
+plus one key per `extra_arrays` entry: per-video arrays indexed by clip (or window) start, such as the
+cached teacher outputs [T - L + 1, L, ...] (see `pkd_jax.train.teacher_cache`) or the gate's windowed
+gamma [T - L + 1] (see `pkd_jax.train.gate_track`).
 """
 
 from __future__ import annotations
@@ -191,6 +192,8 @@ class FrameReader:
             # [a * k, (a + S) * k)).
             centre = np.minimum(sub_starts, n - 1) * self.mel_per_frame + sub * self.mel_per_frame // 2
             example["audio"] = self.audio_at(video, centre)
+        for name, per_start in self.extra_arrays.items():
+            example[name] = np.asarray(per_start[video_id][start])
         return example
 
 
@@ -287,8 +290,6 @@ def train_dataset(
     video_ids = cache.ids(split)
     if not video_ids:
         raise ValueError(f"{cache.root}: no usable {split} videos (failures: {cache.failures()})")
-    if config.subsequences and extra_arrays:
-        raise ValueError("windows (subsequences > 0) take no per-clip extra arrays; use the online teacher")
     reader = FrameReader(cache, config, extra_arrays)
     ds = grain.MapDataset.range(np.iinfo(np.int64).max // 2)
     ds = ds.map(_ProcessBlock(config.batch_size, shard_index, shard_count))

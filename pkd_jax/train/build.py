@@ -149,12 +149,16 @@ def init_variables(model: Student | Teacher, batch: dict[str, Any], seed: int) -
     return jax.jit(lambda k: model.init(k, *inputs))(key)
 
 
-def build_loss(config: ml_collections.ConfigDict) -> losses.LossFn:
-    """The stage's loss: plain CCC for teachers and baselines, the composed PKD loss for students."""
+def build_loss(config: ml_collections.ConfigDict, *, theta: float | None = None) -> losses.LossFn:
+    """The stage's loss: plain CCC for teachers and baselines, the composed PKD loss for students.
+
+    `theta` overrides `config.loss.theta` (the loop resolves `loss.theta_quantile` into it).
+    """
     return losses.compose(
         ccc=config.loss.ccc,
         distill=config.loss.distill if config.stage == "student" else None,
         gate=config.loss.gate,
         alpha=config.loss.alpha,
-        theta=config.loss.theta,
+        theta=config.loss.theta if theta is None else theta,
+        gate_context=config.loss.gate_context,
     )

@@ -28,6 +28,7 @@ from pkd_jax.evaluate import evaluate
 from pkd_jax.models import Teacher
 from pkd_jax.train import build, sharding
 from pkd_jax.train.checkpoint import Checkpointer, abstract_like, check_tree_shapes
+from pkd_jax.train.gate_track import prepare_gate, validate_gate_config
 from pkd_jax.train.metric_writer import MetricWriter
 from pkd_jax.train.state import create_state, make_optimizer
 from pkd_jax.train.steps import make_stream_step, make_train_step
@@ -58,6 +59,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.teacher.mode={config.teacher.mode!r}; use 'online' or 'cached'")
         if config.teacher.mode == "cached" and build.is_windowed(config):
             raise ValueError("windows (data.window_subsequences > 0) need config.teacher.mode='online'")
+        validate_gate_config(config)
+    unknown_splits = set(config.eval.final_splits) - {"train", "dev", "test"}
+    if unknown_splits:
+        raise ValueError(f"config.eval.final_splits: unknown split(s) {sorted(unknown_splits)}")
 
 
 def cache_dir(config: ml_collections.ConfigDict) -> Path:
@@ -93,8 +98,9 @@ def open_cache(config: ml_collections.ConfigDict) -> Cache:
     return Cache(directory)
 
 
-def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple[Teacher, Any, dict]:
-    """The frozen teacher named by `config.teacher`: its model (from its own config) and variables."""
+def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple[Teacher, Any, str]:
+    """The frozen teacher named by `config.teacher`: its model (from its own config), its variables and
+    the checkpoint they came from (`<workdir>/checkpoints/<step>`, absolute)."""
     source = Path(config.teacher.checkpoint or config.teacher.workdir)
     workdir = source if config.teacher.workdir else source.parent.parent
     config_path = workdir / "config.json"
@@ -132,7 +138,7 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
         "the configured teacher architecture",
     )
     logging.info("Teacher: %s, step %d.", workdir, step)
-    return teacher, sharding.replicate(variables, mesh), teacher_config.to_dict()
+    return teacher, sharding.replicate(variables, mesh), f"{workdir.resolve()}/checkpoints/{step}"
 
 
 def _dummy_teacher_inputs(teacher_config: ml_collections.ConfigDict, variables: Any) -> tuple:
@@ -157,14 +163,22 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     teacher_mode = config.teacher.mode if distill else None
 
     teacher = teacher_variables = None
-    extra_arrays = None
+    extra_arrays: dict[str, Any] = {}
+    theta = config.loss.theta
     if distill:
-        teacher, teacher_variables, _ = load_teacher(config, mesh)
+        teacher, teacher_variables, teacher_source = load_teacher(config, mesh)
+        teacher_cache = None
         if teacher_mode == "cached":
-            extra_arrays = compute_teacher_cache(
+            teacher_cache = compute_teacher_cache(
                 teacher, sharding.local_view(teacher_variables), cache, clip_frames=config.data.clip_frames,
                 missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s, dtype=dtype,
             )  # fmt: skip
+            extra_arrays.update(teacher_cache)
+        gate_arrays, theta, _ = prepare_gate(
+            config, workdir, teacher=teacher, teacher_variables=sharding.local_view(teacher_variables),
+            teacher_source=teacher_source, cache=cache, teacher_cache=teacher_cache, dtype=dtype, chief=chief,
+        )  # fmt: skip
+        extra_arrays.update(gate_arrays)
 
     pipeline = PipelineConfig(
         clip_frames=config.data.clip_frames,
@@ -178,7 +192,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     )
     dataset = train_dataset(
         cache, pipeline, shard_index=jax.process_index(), shard_count=jax.process_count(),
-        extra_arrays=extra_arrays,
+        extra_arrays=extra_arrays or None,
     )  # fmt: skip
 
     model = build.build_model(config)
@@ -187,7 +201,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     variables = load_pretrained(config, variables)
     tx = make_optimizer(config.optim, variables["params"], steps_per_epoch=steps_per_epoch(config, cache))
     state = sharding.replicate(create_state(variables, tx, state_rng), mesh)
-    loss_fn = build.build_loss(config)
+    loss_fn = build.build_loss(config, theta=theta)
     train_step = jax.jit(
         make_train_step(
             model, tx, loss_fn, targets=targets, dtype=dtype, teacher=teacher, teacher_mode=teacher_mode
@@ -259,9 +273,30 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
         checkpointer.close()
         writer.close()
         stop.restore()
+    if step >= config.train.num_steps:
+        final_evaluations(config, model, state, cache, workdir, targets, dtype, stream_step)
     if chief and last_eval:
         (workdir / "eval.json").write_text(json.dumps(last_eval, indent=2))
     return last_eval
+
+
+def final_evaluations(config, model, state, cache: Cache, workdir: Path, targets, dtype, stream_step) -> None:
+    """`eval_<split>.json` of the final model for each of `config.eval.final_splits` the cache has.
+
+    These splits (a held-out test split) are scored once, with the model the run ends with; nothing is
+    chosen on them. Written before `eval.json`, which marks the run finished.
+    """
+    for split in config.eval.final_splits:
+        if not cache.ids(split):
+            logging.warning("eval.final_splits: the cache has no %r videos; skipped.", split)
+            continue
+        result = evaluate(
+            model, sharding.local_view(state.variables), cache, config, split=split, targets=targets,
+            dtype=dtype, stream_step=stream_step,
+        )  # fmt: skip
+        result["split"] = split
+        if jax.process_index() == 0:
+            (workdir / f"eval_{split}.json").write_text(json.dumps(result, indent=2))
 
 
 def grain_read_options() -> Any:

@@ -25,9 +25,9 @@ Metrics = dict[str, jax.Array]
 
 
 def select_targets(batch: Batch, targets: tuple[int, ...]) -> Batch:
-    """The loss's view of a batch: the configured label columns and the masks."""
+    """The loss's view of a batch: the configured label columns, the masks and the gate's gamma."""
     view = {"labels": jnp.asarray(batch["labels"])[..., list(targets)]}
-    for key in ("label_mask", "frame_mask"):
+    for key in ("label_mask", "frame_mask", "gate_gamma"):
         if key in batch:
             view[key] = jnp.asarray(batch[key])
     return view

@@ -44,18 +44,6 @@ def run_main(stage: str, workdir: Path, cache: Path, *overrides: str) -> None:
         sys.argv = saved
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return write_fake_cache(tmp_path_factory.mktemp("cache"))
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, cache):
-    workdir = tmp_path_factory.mktemp("teacher")
-    run_main("teacher", workdir, cache)
-    return workdir
-
-
 def train_losses(workdir: Path) -> list[float]:
     return [r["loss"] for r in read_metrics(workdir, "train")]
 

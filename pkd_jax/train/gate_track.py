@@ -1,0 +1,290 @@
+"""The gate's view of the teacher: a per-frame track over every training video, and windowed gamma.
+
+The paper's gate trusts the teacher on a sequence when gamma = 1 - CCC(teacher, labels) <= theta. CCC
+over a clip of a few frames of smooth labels is close to 0 for any predictor, so measured on the clip
+alone the gate almost never opens. The "window" gate context measures gamma over `window_frames` frames
+of the same video centred on the clip instead:
+
+  1. once before training, the frozen teacher predicts every frame of every training video in one
+     continuous pass (its recurrent state carried across chunks, as in evaluation): the *track*;
+  2. for every clip start s, gamma(s) is 1 - CCC of the track against the labels over the window,
+     averaged over targets, with invalid labels masked. Track and labels are fixed, so gamma is a
+     pure function of (video, start), computed for all starts at once from prefix sums in float64;
+  3. the input pipeline hands gamma(start) to the loss as `batch["gate_gamma"]`, so online and cached
+     distillation see the same gate decisions.
+
+Window of a clip [s, s + L): [s + (L - W) // 2, ... + W), cut at the video's ends (never shifted, so a
+clip near an end is judged on fewer frames); a window shorter than the clip is the clip itself. The
+track and the per-start gammas are stored in `<student workdir>/gate/` and reused on resume while the
+teacher checkpoint and the feature cache are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from pkd_jax.data.cache import Cache
+from pkd_jax.models import Teacher
+from pkd_jax.train import build
+
+CCC_EPS = 1e-8  # the eps of pkd_jax.losses.ccc
+
+
+def window_bounds(num_frames: int, clip_frames: int, window_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) of the gate window of every clip start 0 .. T - L (at least one start)."""
+    starts = np.arange(max(num_frames - clip_frames + 1, 1))
+    if window_frames <= clip_frames:
+        return starts, np.minimum(starts + clip_frames, num_frames)
+    lo = starts + (clip_frames - window_frames) // 2
+    return np.maximum(lo, 0), np.minimum(lo + window_frames, num_frames)
+
+
+def windowed_gamma(
+    track: np.ndarray, labels: np.ndarray, mask: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """1 - CCC(track, labels) over frames [lo, hi) of one video, averaged over targets, float64 [S].
+
+    track, labels: [T, K]; mask: [T], 1 where the label counts. Population moments over the masked
+    frames; a window with no valid frame gets CCC 0 (gamma 1), as `losses.ccc` gives.
+    """
+    w = np.asarray(mask, np.float64)[:, None]
+    x = np.where(w > 0, np.asarray(track, np.float64), 0.0)
+    y = np.where(w > 0, np.asarray(labels, np.float64), 0.0)
+
+    def window_sum(v: np.ndarray) -> np.ndarray:
+        prefix = np.concatenate([np.zeros((1, v.shape[1])), np.cumsum(v, axis=0)])
+        return prefix[hi] - prefix[lo]
+
+    n = window_sum(np.broadcast_to(w, x.shape))
+    safe = np.maximum(n, 1.0)
+    mx, my = window_sum(w * x) / safe, window_sum(w * y) / safe
+    # E[xy] - E[x]E[y] in float64 is exact enough here (|values| <= a few units, windows <= 10^5).
+    vx = window_sum(w * x * x) / safe - mx * mx
+    vy = window_sum(w * y * y) / safe - my * my
+    cov = window_sum(w * x * y) / safe - mx * my
+    ccc = 2.0 * cov / (np.maximum(vx, 0.0) + np.maximum(vy, 0.0) + (mx - my) ** 2 + CCC_EPS)
+    ccc = np.where(n > 0, ccc, 0.0)
+    return np.mean(1.0 - ccc, axis=1)
+
+
+def clip_gamma(clip_pred: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """1 - CCC of the teacher's own clip predictions [S, L, K] (the cached teacher's, clip start s on
+    frames s .. s + L - 1) against the labels, per clip start, float64 [S]: the "clip" context's gamma."""
+    s, length = clip_pred.shape[:2]
+    index = np.arange(s)[:, None] + np.arange(length)[None, :]
+    w = np.asarray(mask, np.float64)[index][..., None]
+    x = np.where(w > 0, np.asarray(clip_pred, np.float64), 0.0)
+    y = np.where(w > 0, np.asarray(labels, np.float64)[index], 0.0)
+    n = np.maximum(w.sum(axis=1, keepdims=True), 1.0)  # [S, 1, 1]
+    mx, my = (w * x).sum(1, keepdims=True) / n, (w * y).sum(1, keepdims=True) / n
+    dx, dy = w * (x - mx), w * (y - my)
+    n = n[:, 0]
+    vx, vy, cov = (dx * dx).sum(1) / n, (dy * dy).sum(1) / n, (dx * dy).sum(1) / n  # [S, K]
+    ccc = 2.0 * cov / (vx + vy + (mx - my)[:, 0] ** 2 + CCC_EPS)
+    has = w.sum(axis=1) > 0
+    return np.mean(np.where(has, 1.0 - ccc, 0.0), axis=1)
+
+
+def teacher_track(
+    teacher: Teacher,
+    variables: Any,
+    cache: Cache,
+    config: ml_collections.ConfigDict,
+    *,
+    split: str = "train",
+    dtype: jnp.dtype = jnp.float32,
+) -> dict[str, np.ndarray]:
+    """The frozen teacher's predictions [T, K] of every frame of every `split` video, one pass each.
+
+    Clips (weak setting): chunked inference carrying the recurrent state, as in evaluation. Windows
+    (strong setting): windows tiling the video, each sub-sequence's prediction given to its frames.
+    The student's missing-face policy and audio window apply, as the teacher sees them in distillation.
+    """
+    from pkd_jax.evaluate import predict_videos, predict_windows
+
+    if build.is_windowed(config):
+        return predict_windows(teacher, variables, cache, split, config, dtype=dtype)
+    return predict_videos(
+        teacher, variables, cache, split,
+        chunk_frames=config.data.eval_chunk_frames, videos_per_batch=config.data.eval_videos_per_batch,
+        missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s, dtype=dtype,
+    )  # fmt: skip
+
+
+def gammas_from_track(
+    track: dict[str, np.ndarray],
+    cache: Cache,
+    targets: tuple[int, ...],
+    *,
+    clip_frames: int,
+    window_frames: int,
+) -> dict[str, np.ndarray]:
+    """Windowed gamma of every clip start of every tracked video, float32 [S] per video."""
+    out = {}
+    for video_id, pred in track.items():
+        video = cache.video(video_id)
+        labels = np.asarray(video.labels, np.float64)[:, list(targets)]
+        lo, hi = window_bounds(len(pred), clip_frames, window_frames)
+        out[video_id] = windowed_gamma(pred, labels, np.asarray(video.label_mask), lo, hi).astype(np.float32)
+    return out
+
+
+def clip_span(config: ml_collections.ConfigDict) -> int:
+    """Frames one training sequence spans: a clip, or a whole window in the strong setting."""
+    return config.data.window_subsequences * config.data.subsequence_frames or config.data.clip_frames
+
+
+def fingerprint(config: ml_collections.ConfigDict, teacher_source: str, cache: Cache) -> str:
+    """What the stored track depends on: the teacher checkpoint, the cache and the data settings."""
+    manifest = (Path(cache.root) / "manifest.json").read_bytes()
+    parts = {
+        "teacher": teacher_source,
+        "manifest": hashlib.sha256(manifest).hexdigest(),
+        "targets": list(build.target_names(config)),
+        "missing_face": config.data.missing_face,
+        "audio_window_s": config.data.audio_window_s,
+        "windows": build.window_fields(config),
+        "clip_frames": config.data.clip_frames,
+        "dtype": config.model.dtype,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def load_or_compute_track(
+    directory: Path,
+    key: str,
+    compute: Any,
+    *,
+    write: bool = True,
+) -> dict[str, np.ndarray]:
+    """The track stored in `directory/track.npz` under fingerprint `key`, else `compute()` (stored).
+
+    A stored track with another fingerprint (another teacher checkpoint, cache or data setting) is
+    recomputed, with a warning saying so.
+    """
+    path = directory / "track.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["__fingerprint__"]) == key:
+                logging.info("Gate: reusing the teacher track in %s.", path)
+                return {k: stored[k] for k in stored.files if k != "__fingerprint__"}
+        logging.warning("Gate: %s belongs to another teacher, cache or data setting; recomputing.", path)
+    track = compute()
+    if write:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / "track.tmp.npz"
+        np.savez(tmp, __fingerprint__=np.asarray(key), **track)
+        tmp.replace(path)
+    return track
+
+
+def expected_distilled_share(gate: str, gammas: np.ndarray, theta: float) -> float:
+    """Share of uniformly drawn training sequences the built-in `gate` would distil, given their gamma."""
+    if gate == "none":
+        return 1.0
+    if gate == "paper":
+        return float(np.mean(gammas <= theta))
+    if gate == "released_code":
+        return float(np.mean((gammas <= theta) | (gammas > 1.0)))
+    raise ValueError(f"unknown gate {gate!r}")
+
+
+def validate_gate_config(config: ml_collections.ConfigDict) -> None:
+    """Clear errors for gate settings that cannot work together."""
+    from pkd_jax.losses import GATE_CONTEXTS
+
+    lo = config.loss
+    if lo.gate_context not in GATE_CONTEXTS:
+        raise ValueError(f"config.loss.gate_context={lo.gate_context!r}; choose one of {list(GATE_CONTEXTS)}")
+    if lo.gate_window_frames < 1:
+        raise ValueError(f"config.loss.gate_window_frames={lo.gate_window_frames} must be >= 1")
+    if not 0.0 <= lo.theta_quantile < 1.0:
+        raise ValueError(f"config.loss.theta_quantile={lo.theta_quantile} must be in [0, 1) (0: use theta)")
+    if lo.theta_quantile and lo.gate_context == "batch":
+        raise ValueError(
+            "config.loss.theta_quantile needs gamma over the training sequences before training: use "
+            "gate_context='window' (or 'clip' with teacher.mode='cached'); 'batch' gamma depends on the draw"
+        )
+    if lo.theta_quantile and lo.gate_context == "clip" and config.teacher.mode != "cached":
+        raise ValueError("config.loss.theta_quantile with gate_context='clip' needs teacher.mode='cached'")
+
+
+def prepare_gate(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    *,
+    teacher: Teacher,
+    teacher_variables: Any,
+    teacher_source: str,
+    cache: Cache,
+    teacher_cache: dict[str, dict[str, np.ndarray]] | None,
+    dtype: jnp.dtype,
+    chief: bool,
+) -> tuple[dict[str, dict[str, np.ndarray]], float, dict[str, Any]]:
+    """What a student's gate needs before training: `(extra_arrays, theta, info)`.
+
+    extra_arrays: `{"gate_gamma": {video: [S]}}` for the "window" context (the pipeline adds it to
+    every batch), else empty. theta: `config.loss.theta`, or the `theta_quantile` quantile of the
+    teacher's gamma over every training clip start. info (written to `<workdir>/gate.json`, with the
+    gammas in `<workdir>/gate/gammas.npz` when known): context, window, theta, the share of training
+    sequences the gate is expected to distil.
+    """
+    lo = config.loss
+    targets = build.target_indices(config)
+    span = clip_span(config)
+    per_video: dict[str, np.ndarray] | None = None
+    extra: dict[str, dict[str, np.ndarray]] = {}
+    if lo.gate_context == "window":
+        track = load_or_compute_track(
+            workdir / "gate",
+            fingerprint(config, teacher_source, cache),
+            lambda: teacher_track(teacher, teacher_variables, cache, config, dtype=dtype),
+            write=chief,
+        )
+        per_video = gammas_from_track(
+            track, cache, targets, clip_frames=span, window_frames=lo.gate_window_frames
+        )
+        extra["gate_gamma"] = per_video
+    elif lo.gate_context == "clip" and teacher_cache is not None:
+        per_video = {}
+        for video_id, clip_pred in teacher_cache["teacher_pred"].items():
+            video = cache.video(video_id)
+            labels = np.asarray(video.labels)[:, list(targets)]
+            per_video[video_id] = clip_gamma(clip_pred, labels, np.asarray(video.label_mask)).astype(
+                np.float32
+            )
+    gammas = np.concatenate(list(per_video.values())) if per_video else None
+    theta = float(lo.theta)
+    if lo.theta_quantile:
+        theta = float(np.quantile(gammas, lo.theta_quantile))
+    info: dict[str, Any] = {
+        "gate": lo.gate,
+        "context": lo.gate_context,
+        "window_frames": int(lo.gate_window_frames) if lo.gate_context == "window" else 0,
+        "theta": theta,
+        "theta_quantile": float(lo.theta_quantile),
+        "expected_distilled_share": None,
+    }
+    if gammas is not None:
+        info["expected_distilled_share"] = expected_distilled_share(lo.gate, gammas, theta)
+        info["gamma_quantiles"] = {
+            f"q{int(q * 100)}": float(np.quantile(gammas, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
+        }
+    if chief:
+        (workdir / "gate").mkdir(parents=True, exist_ok=True)
+        if gammas is not None:
+            np.savez(workdir / "gate" / "gammas.npz", gamma=gammas)
+        (workdir / "gate.json").write_text(json.dumps(info, indent=2))
+    logging.info(
+        "Gate %s, context %s: theta %.4f, expected distilled share %s.",
+        lo.gate, lo.gate_context, theta, info["expected_distilled_share"],
+    )  # fmt: skip
+    return extra, theta, info

@@ -1,0 +1,86 @@
+"""The gate in training: window context in both teacher modes, the stored track, theta quantiles, pairing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pkd_jax.train import gate_track
+from pkd_jax.train.metric_writer import read_metrics
+from tests.train.test_train import STEPS, run_main
+
+WINDOW = ["--config.loss.gate_context=window", "--config.loss.gate_window_frames=25"]
+
+
+def test_window_gate_decides_the_same_in_cached_and_online_modes(tmp_path, cache, teacher_dir):
+    theta = ["--config.loss.theta_quantile=0.5"]  # half the clips distil, whatever the teacher's quality
+    teacher = f"--config.teacher.workdir={teacher_dir}"
+    run_main("student", tmp_path / "cached", cache, teacher, *WINDOW, *theta)
+    run_main("student", tmp_path / "online", cache, teacher, "--config.teacher.mode=online", *WINDOW, *theta)
+    cached, online = read_metrics(tmp_path / "cached", "train"), read_metrics(tmp_path / "online", "train")
+    for a, b in zip(cached, online, strict=True):
+        # gamma comes from the same stored track and the same clips: identical decisions, exactly.
+        for key in ("distilled_fraction", "teacher_gamma", "gamma_q10", "gamma_q50", "gamma_q90"):
+            assert a[key] == b[key], key
+    info = json.loads((tmp_path / "cached" / "gate.json").read_text())
+    assert info["context"] == "window" and info["window_frames"] == 25 and info["theta_quantile"] == 0.5
+    gammas = np.load(tmp_path / "cached" / "gate" / "gammas.npz")["gamma"]
+    assert info["theta"] == pytest.approx(float(np.quantile(gammas, 0.5)))
+    assert info["expected_distilled_share"] == pytest.approx(0.5, abs=0.05)
+    assert 0.0 < np.mean([r["distilled_fraction"] for r in cached]) < 1.0
+    assert json.loads((tmp_path / "online" / "gate.json").read_text()) == info
+
+
+def test_track_is_computed_once_and_reused_on_resume(tmp_path, cache, teacher_dir, monkeypatch):
+    calls = []
+    real = gate_track.teacher_track
+    monkeypatch.setattr(gate_track, "teacher_track", lambda *a, **k: calls.append(1) or real(*a, **k))
+    teacher = f"--config.teacher.workdir={teacher_dir}"
+    run_main("student", tmp_path / "run", cache, teacher, *WINDOW, "--config.train.num_steps=3")
+    assert (tmp_path / "run" / "gate" / "track.npz").is_file() and len(calls) == 1
+    run_main("student", tmp_path / "run", cache, teacher, *WINDOW)  # resumes from step 3 to STEPS
+    assert len(calls) == 1
+    assert [r["step"] for r in read_metrics(tmp_path / "run", "train")][-1] == STEPS
+    # A stored track of another teacher checkpoint is not reused.
+    with np.load(tmp_path / "run" / "gate" / "track.npz") as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    arrays["__fingerprint__"] = np.asarray("another teacher")
+    np.savez(tmp_path / "run" / "gate" / "track.npz", **arrays)
+    run_main("student", tmp_path / "run", cache, teacher, *WINDOW, f"--config.train.num_steps={STEPS + 3}")
+    assert len(calls) == 2
+
+
+def test_gate_settings_that_cannot_work_are_clear_errors(tmp_path, cache, teacher_dir):
+    teacher = f"--config.teacher.workdir={teacher_dir}"
+    with pytest.raises(ValueError, match="gate_context"):
+        run_main("student", tmp_path / "a", cache, teacher, "--config.loss.gate_context=video")
+    with pytest.raises(ValueError, match="theta_quantile"):
+        run_main(
+            "student", tmp_path / "b", cache, teacher, "--config.loss.gate_context=batch",
+            "--config.loss.theta_quantile=0.5",
+        )  # fmt: skip
+
+
+def test_baseline_and_student_of_a_seed_share_init_and_clip_stream(cache, teacher_dir):
+    """The paired design: the student-minus-baseline difference of one seed removes init and data noise."""
+    import jax
+
+    from configs import recola_student, recola_visual
+    from pkd_jax.data.cache import Cache
+    from pkd_jax.data.pipeline import PipelineConfig, train_dataset
+    from pkd_jax.train import build
+
+    opened = Cache(cache)
+    firsts, params = [], []
+    for module in (recola_visual, recola_student):
+        config = module.get_config("tiny")
+        pipeline = PipelineConfig(
+            clip_frames=config.data.clip_frames, batch_size=config.data.batch_size, seed=config.seed,
+            with_audio=False,
+        )  # fmt: skip
+        batch = train_dataset(opened, pipeline)[0]
+        firsts.append(batch)
+        params.append(build.init_variables(build.build_model(config), batch, config.seed)["params"])
+    np.testing.assert_array_equal(firsts[0]["frames"], firsts[1]["frames"])
+    assert list(firsts[0]["video_id"]) == list(firsts[1]["video_id"])
+    jax.tree.map(np.testing.assert_array_equal, params[0], params[1])
