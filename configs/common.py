@@ -228,9 +228,10 @@ def affwild2_stage_config(stage: str, arg: str | None) -> ml_collections.ConfigD
 def experiment_fields() -> ml_collections.ConfigDict:
     """The paper runner's own fields (`pkd_jax.experiments.paper`)."""
     e = ml_collections.ConfigDict()
-    e.seeds = (0, 1, 2)  # every method is trained once per seed; tables show mean +- std
+    e.seeds = (0, 1, 2, 3, 4)  # every method is trained once per seed; mean +- std and paired t-intervals
     e.corpus_train = 6  # synthetic corpus only: training recordings
     e.corpus_dev = 3  # synthetic corpus only: development recordings
+    e.corpus_test = 0  # synthetic corpus only (RECOLA layout): held-out test recordings, with ratings
     e.corpus_seconds = 60.0  # synthetic corpus only: length of each recording
     e.corpus_frame_size = 128  # synthetic corpus only: video frame side in pixels
     e.corpus_seed = 0  # synthetic corpus only: its seed (fixed across method seeds)

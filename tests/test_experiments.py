@@ -1,9 +1,15 @@
-"""The paper runner end to end on a seconds-long configuration: runs, reuse, tables and figures."""
+"""The paper runner end to end on a seconds-long configuration (runs, reuse, test split, tables, figures),
+and its report pieces on hand-made results: paired differences, test vs dev tables, gate diagnostics."""
 
 import json
 
+import numpy as np
+import pytest
+
 from configs import demo
-from pkd_jax.experiments import paper
+from pkd_jax.experiments import paper, report, report_paired
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_paper_runner_end_to_end_and_reuse(tmp_path):
@@ -12,6 +18,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     # The shapes of the training tests, so their compiled programs are reused from the test cache.
     config.data.face_size, config.data.clip_frames, config.data.batch_size = 32, 4, 4
     config.data.preprocess_workers = 1
+    assert config.experiment.corpus_test == 1
     results = paper.run_all(config, tmp_path)
 
     assert set(results["methods"]) == set(paper.METHODS)
@@ -20,27 +27,171 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
         assert all(abs(stats[t]["mean"]) <= 1 for t in ("valence", "arousal"))
         if method.startswith("student"):
             assert 0.0 <= stats["distilled_fraction"] <= 1.0
+            assert set(stats["distilled_fraction_per_seed"]) == {"0"}
+    # The held-out test split: every run scored its final model on it (eval.final_splits).
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seeds"] == [0] and saved["headline_split"] == "test"
+    assert set(saved["test"]["methods"]) == set(paper.METHODS)
+    for method, stats in saved["test"]["summary"].items():
+        assert all(abs(stats[t]["mean"]) <= 1 for t in ("valence", "arousal")), method
+    assert set(saved["paired"]) == {"test", "dev"}
+    assert set(saved["paired"]["test"]) == {
+        "student - visual",
+        "student_nogate - visual",
+        "teacher - teacher_black",
+    }
     table = (tmp_path / "results.md").read_text()
     for heading in ("Table 1", "Table 3", "Table 4", "Table 5"):
         assert heading in table
+    assert "## Table 1: teacher, visual-only baseline and PKD student (test split, dev alongside)" in table
+    assert "| valence (test) | arousal (test) | valence (dev) | arousal (dev) |" in table
+    for section in ("## Paired differences", "### test split", "### dev split", "One seed: an anecdote"):
+        assert section in table
     assert "27.82" in table  # the RECOLA-size student of Table 3
-    assert json.loads((tmp_path / "results.json").read_text())["seeds"] == [0]
     for png in ("figure4.png", "training_curves.png"):
-        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / png).read_bytes()[:8] == PNG
+    if saved["gate"]:  # written only by gated students whose loop stores the gate's diagnostics
+        assert (tmp_path / "gate.png").read_bytes()[:8] == PNG
+    else:
+        assert "gate.png: not written, no gate diagnostics found" in table
 
     # Started again, the runner reuses every finished run instead of training it again.
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval.json")}
-    assert len(stamps) == len(paper.METHODS)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json")}
+    assert len(stamps) == 2 * len(paper.METHODS)  # eval.json and eval_test.json
     paper.run_all(config, tmp_path)
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval.json")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json")} == stamps
 
 
 def test_recola_runner_config_needs_data_root(tmp_path):
-    import pytest
-
     from configs import recola_paper
 
     config = recola_paper.get_config()
-    assert config.model.vgg_width == 1.0 and config.experiment.seeds == (0, 1, 2)
+    assert config.model.vgg_width == 1.0 and config.experiment.seeds == (0, 1, 2, 3, 4)
+    assert config.experiment.corpus_test == 0
     with pytest.raises(ValueError, match=r"data\.root is not set"):
         paper.run_all(config, tmp_path)
+
+
+def test_final_splits_follow_the_prepared_cache(tmp_path):
+    config = demo.get_config("smoke")
+    config.unlock()
+    config.data.cache = str(tmp_path / "cache")
+    assert paper.method_config(config, "visual", 0, tmp_path).eval.final_splits == ()  # not prepared
+    (tmp_path / "cache").mkdir()
+    videos = {"train_1": {"split": "train", "status": "ok"}, "test_1": {"split": "test", "status": "ok"}}
+    (tmp_path / "cache/manifest.json").write_text(json.dumps({"version": 1, "videos": videos}))
+    student = paper.method_config(config, "student", 3, tmp_path)
+    assert student.eval.final_splits == ("test",) and student.seed == 3
+    assert student.teacher.workdir == str(tmp_path / "runs/teacher/seed_3")
+    videos["test_1"]["status"] = "failed"  # a failed test video is no test split
+    (tmp_path / "cache/manifest.json").write_text(json.dumps({"version": 1, "videos": videos}))
+    assert paper.method_config(config, "teacher", 0, tmp_path).eval.final_splits == ()
+    assert paper.gated(config, "student") and not paper.gated(config, "student_nogate")
+
+
+def _eval(valence: float, arousal: float, videos: tuple[str, ...]) -> dict:
+    """An `eval.json` of the loop's structure with the given mean-over-videos CCC."""
+    scores = {"valence": valence, "arousal": arousal}
+    return {
+        "raw": {
+            "mean_over_videos": scores,
+            "concatenated": scores,
+            "per_video": dict.fromkeys(videos, scores),
+        },
+        "mean_ccc": (valence + arousal) / 2,
+        "score": "mean_over_videos",
+    }
+
+
+def _results(seeds: list[int], with_test: bool) -> dict:
+    """Hand-made runner results: the student beats the baseline by 0.05 +- 0.01 on arousal, not on valence."""
+    rng = np.random.default_rng(0)
+    offsets = {"teacher": 0.3, "teacher_black": 0.29, "visual": 0.0, "student": 0.0, "student_nogate": 0.01}
+    evals = {}
+    for split, videos in (("dev", ("dev_1",)), ("test", ("test_1", "test_2"))):
+        evals[split] = {m: {} for m in offsets}
+        for s in seeds:
+            seed_effect = rng.normal(0, 0.1)  # shared by every method of the seed: paired away
+            for m, off in offsets.items():
+                gain = 0.05 + rng.normal(0, 0.01) if m == "student" else 0.0
+                noise = rng.normal(0, 0.03, 2)
+                evals[split][m][s] = _eval(
+                    0.2 + off + seed_effect + noise[0], 0.1 + off + seed_effect + gain, videos
+                )
+    summary = {s: report.summarize(evals[s]) for s in evals}
+    complexity = {"student (this config)": {"params_M": 0.1, "GMACs_per_frame": 0.01}}
+    return {
+        "config": {"data": {"dataset": "synthetic", "window_subsequences": 0, "root": "x"}},
+        "seeds": seeds,
+        "headline_split": "test" if with_test else "dev",
+        "methods": evals["dev"],
+        "summary": summary["dev"],
+        "test": {"methods": evals["test"], "summary": summary["test"]} if with_test else None,
+        "paired": {
+            s: report_paired.paired_table(evals[s]) for s in (("test", "dev") if with_test else ("dev",))
+        },
+        "gate": {},
+        "gate_png": False,
+        "complexity": complexity,
+        "runtime_s": 60.0,
+    }
+
+
+def test_paired_differences_tell_a_real_effect_from_seed_noise():
+    results = _results(list(range(5)), with_test=True)
+    row = results["paired"]["test"]["student - visual"]
+    assert row["seeds"] == [0, 1, 2, 3, 4] and row["targets"]["arousal"]["n"] == 5
+    assert row["targets"]["arousal"]["excludes_zero"]  # +0.05 with seed-to-seed spread 0.01
+    assert row["targets"]["arousal"]["mean"] == pytest.approx(0.05, abs=0.02)
+    text = report.markdown(results)
+    assert "Scores on the held-out test split (2 videos with ratings" in text
+    assert "| valence (test) | arousal (test) | valence (dev) | arousal (dev) |" in text
+    section = text[text.index("## Paired differences") :]
+    assert section.index("### test split") < section.index("### dev split")
+    assert "| Student (PKD, paper gate) − Visual-only baseline |" in section
+    assert "excludes 0" in section and "includes 0" in section
+    assert "gate.png: not written, no gate diagnostics found" in text
+
+
+def test_without_a_test_split_the_tables_say_dev():
+    results = _results([0, 1, 2], with_test=False)
+    text = report.markdown(results)
+    assert "(test" not in text and "### test split" not in text
+    assert "## Table 1: teacher, visual-only baseline and PKD student (dev split)" in text
+    assert "| method | valence (dev) | arousal (dev) |" in text
+    assert "RECOLA's test labels are not public" in text and "### dev split" in text
+
+
+def test_strong_report_has_one_seed_paired_differences():
+    results = _results([0], with_test=False)
+    results["config"]["data"]["window_subsequences"] = 8
+    results["complexity"] = {
+        "student (this config)": {"params_M": 0.1, "GMACs_per_frame": 0.01, "GMACs_per_window": 1}
+    }
+    text = report.markdown(results)
+    assert "Table 6" in text and "## Paired differences" in text
+    assert "(one seed: an anecdote, no interval)" in text
+
+
+def test_gate_figure_and_diagnostics(tmp_path):
+    seeds = [0, 1]
+    assert not report.gate_figure(tmp_path, ["student"], seeds, tmp_path / "gate.png")
+    assert report.gate_diagnostics(tmp_path, ["student"], seeds) == {}
+    rng = np.random.default_rng(0)
+    for seed in seeds:
+        run = tmp_path / "runs/student" / f"seed_{seed}"
+        (run / "gate").mkdir(parents=True)
+        gamma = rng.uniform(0.2, 1.5, 300).astype(np.float32)
+        np.savez(run / "gate/gammas.npz", gamma=gamma)
+        theta = float(np.quantile(gamma, 0.5))
+        meta = {"context": "window", "window_frames": 250, "theta": theta, "theta_quantile": 0.5,
+                "expected_distilled_share": 0.5}  # fmt: skip
+        (run / "gate.json").write_text(json.dumps(meta))
+    assert report.gate_figure(tmp_path, ["student", "student_nogate"], seeds, tmp_path / "gate.png")
+    assert (tmp_path / "gate.png").read_bytes()[:8] == PNG
+    gate = report.gate_diagnostics(tmp_path, ["student"], seeds)
+    assert set(gate["student"]) == {"0", "1"} and gate["student"]["1"]["clip_starts"] == 300
+    results = _results(seeds, with_test=True) | {"gate": gate, "gate_png": True}
+    text = report.markdown(results)
+    assert "context window, 250 frames" in text and "quantile 0.5 of the teacher's gamma" in text
+    assert "gate.png: the teacher's gamma over the training clip starts" in text

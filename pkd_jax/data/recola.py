@@ -5,7 +5,10 @@
     ratings_gold_standard/{arousal,valence}/<id>.arff       gold standard, one row per 40 ms, or
     ratings_gold_standard/<id>.csv                          `arousal;valence` rows (used when no ARFF)
 
-Ids `train_k` form the train split and `dev_k` the dev split; others (the unlabelled test set) are skipped.
+Ids `train_k` form the train split and `dev_k` the dev split. `test_k` recordings form the test split when
+their gold standard exists (synthetic corpora generated with `n_test`); real RECOLA's test recordings have
+no public ratings, so a `test_k` without any rating file is skipped (logged, not a failure), as are ids of
+any other form.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ if TYPE_CHECKING:
 
 _LOG = logging.getLogger(__name__)
 
-SPLITS = {"train": "train", "dev": "dev"}  # id prefix -> split
+SPLITS = {"train": "train", "dev": "dev", "test": "test"}  # id prefix -> split
+# Splits kept only where ratings exist: RECOLA's test labels are withheld, which is no broken input.
+NEEDS_RATINGS = ("test",)
 NEEDS_DETECTOR = True
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
 _ID = re.compile(r"([A-Za-z]+)_(\d+)")
@@ -53,30 +58,39 @@ def _natural_key(video_id: str) -> tuple[str, int, str]:
 
 
 def discover(src: str | Path) -> list[RecolaJob]:
-    """Every train/dev recording that has a video or a rating file under `src`: train first, natural order."""
+    """Every train/dev recording that has a video or a rating file under `src`, and every test recording
+    that has a rating file: train first, then dev, then test, natural order within a split."""
     root = Path(src)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: corpus folder missing")
     gold = root / "ratings_gold_standard"
     videos = {p.stem: p for p in sorted((root / "recordings_video").glob("*")) if p.suffix in VIDEO_SUFFIXES}
-    ids = set(videos)
-    ids |= {p.stem for d in ("arousal", "valence") for p in (gold / d).glob("*.arff")}
-    ids |= {p.stem for p in gold.glob("*.csv")}
-    jobs, ignored = [], []
-    for video_id in sorted(ids, key=_natural_key):
+    rated = {p.stem for d in ("arousal", "valence") for p in (gold / d).glob("*.arff")}
+    rated |= {p.stem for p in gold.glob("*.csv")}
+    jobs, ignored, unlabelled = [], [], []
+    for video_id in sorted(set(videos) | rated, key=_natural_key):
         m = _ID.fullmatch(video_id)
         split = SPLITS.get(m.group(1)) if m else None
         if split is None:
             ignored.append(video_id)
             continue
+        if split in NEEDS_RATINGS and video_id not in rated:
+            unlabelled.append(video_id)
+            continue
         video = videos.get(video_id, root / "recordings_video" / f"{video_id}.mp4")
         jobs.append(RecolaJob(video_id, split, video, root / "recordings_audio" / f"{video_id}.wav", gold))
     jobs.sort(key=lambda j: (list(SPLITS.values()).index(j.split), _natural_key(j.video_id)))
     if ignored:
-        _LOG.info("%s: ignoring %d recordings outside train/dev: %s", root, len(ignored), ignored[:5])
+        _LOG.info("%s: ignoring %d recordings outside train/dev/test: %s", root, len(ignored), ignored[:5])
+    if unlabelled:
+        _LOG.info(
+            "%s: skipping %d test recordings without gold standard (RECOLA's are not public): %s",
+            root, len(unlabelled), unlabelled[:5],
+        )  # fmt: skip
     if not jobs:
         raise FileNotFoundError(
-            f"{root}: no train_*/dev_* recordings (looked in recordings_video/ and ratings_gold_standard/)"
+            f"{root}: no train_*/dev_*/labelled test_* recordings "
+            "(looked in recordings_video/ and ratings_gold_standard/)"
         )
     return jobs
 

@@ -35,9 +35,13 @@ Generative model:
 Randomness is derived from ``(seed, video_id)`` via ``numpy.random.SeedSequence``, so a recording
 does not depend on which other recordings are generated or on the number of workers.
 
+Splits: ``train_k`` and ``dev_k`` recordings, and optionally ``test_k`` ones (``n_test``, CLI ``--test``):
+a held-out test split with gold-standard ratings from the same generative model, for scoring models
+that were selected or compared on dev. (Real RECOLA's test recordings have no public ratings.)
+
 CLI::
 
-  python -m pkd_jax.data.synthetic --out=DIR --train=9 --dev=9 --seconds=60 --seed=0
+  python -m pkd_jax.data.synthetic --out=DIR --train=9 --dev=9 --test=3 --seconds=60 --seed=0
   python -m pkd_jax.data.synthetic --out=DIR --layout=affwild2 ...   # Aff-Wild2 layout instead
 
 The Aff-Wild2 layout (``generate_affwild2_corpus``) writes ``cropped_aligned/<video>/%05d.jpg`` face crops
@@ -1225,7 +1229,8 @@ Seed: {meta["seed"]}   recordings: {len(meta["ids"])}   ratings_from: {meta["rat
 Reproduce (Python):
   meta = json.load(open("synthetic.json"))
   generate_corpus(DIR, meta["n_train"], meta["n_dev"], meta["seconds"], meta["seed"],
-                  meta["ratings_from"], SyntheticConfig.from_dict(meta["config"]))
+                  meta["ratings_from"], SyntheticConfig.from_dict(meta["config"]),
+                  n_test=meta["n_test"] or 0)
 
 Layout:
   recordings_video/<id>.mp4                   {meta["config"]["fps"]} fps, yuv420p, \
@@ -1252,6 +1257,8 @@ def generate_corpus(
     config: SyntheticConfig = SyntheticConfig(),  # Frozen, so a shared default is safe.
     workers: int = 1,
     progress: bool = True,
+    *,
+    n_test: int = 0,
 ) -> list[str]:
     """Generates a synthetic corpus in the RECOLA layout.
 
@@ -1267,9 +1274,11 @@ def generate_corpus(
       workers: Number of processes (spawned, so scripts calling this with ``workers > 1`` need an
         ``if __name__ == "__main__":`` guard).
       progress: Show a progress bar across recordings.
+      n_test: Number of ``test_*`` recordings, with gold-standard ratings like the others (a held-out
+        test split; ignored with ``ratings_from``).
 
     Returns:
-      The recording ids, in order.
+      The recording ids, in order: train, dev, then test.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1278,9 +1287,10 @@ def generate_corpus(
         jobs = [(vid, None, emotion) for vid, emotion in ratings.items()]
     else:
         n_frames = round(seconds * config.fps)
-        if n_frames < 1 or n_train < 0 or n_dev < 0:
+        if n_frames < 1 or min(n_train, n_dev, n_test) < 0:
             raise ValueError("need seconds >= 1 frame and non-negative counts")
-        ids = [f"train_{i}" for i in range(1, n_train + 1)] + [f"dev_{i}" for i in range(1, n_dev + 1)]
+        counts = {"train": n_train, "dev": n_dev, "test": n_test}
+        ids = [f"{split}_{i}" for split, n in counts.items() for i in range(1, n + 1)]
         jobs = [(vid, n_frames, None) for vid in ids]
     ids = [job[0] for job in jobs]
     _warn_stale(out, ids)
@@ -1291,9 +1301,10 @@ def generate_corpus(
     meta = {
         "generator": "pkd_jax.data.synthetic",
         "seed": seed,
-        # With ratings_from these three are ignored: ids and lengths come from the rating files.
+        # With ratings_from these four are ignored: ids and lengths come from the rating files.
         "n_train": None if ratings_from is not None else n_train,
         "n_dev": None if ratings_from is not None else n_dev,
+        "n_test": None if ratings_from is not None else n_test,
         "seconds": None if ratings_from is not None else seconds,
         "ratings_from": None if ratings_from is None else str(ratings_from),
         "ids": ids,
@@ -1312,6 +1323,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("out", None, "Output corpus root.", required=True)
     flags.DEFINE_integer("train", 9, "Number of train_* recordings.")
     flags.DEFINE_integer("dev", 9, "Number of dev_* recordings.")
+    flags.DEFINE_integer(
+        "test", 0, "Number of test_* recordings (held-out, with ratings; RECOLA layout only)."
+    )
     flags.DEFINE_float("seconds", 60.0, "Length of each recording in seconds.")
     flags.DEFINE_integer("seed", 0, "Corpus seed (non-negative).")
     flags.DEFINE_string("ratings_from", None, "RECOLA folder whose gold-standard ratings become the latent.")
@@ -1330,12 +1344,12 @@ def main(argv: Sequence[str]) -> None:
         logging.info("--ratings_from given: ids and lengths come from the rating files")
     config = SyntheticConfig(frame_width=f.frame_size, frame_height=f.frame_size)
     if f.layout == "affwild2":
-        if f.ratings_from:
-            raise app.UsageError("--ratings_from is for the RECOLA layout only")
+        if f.ratings_from or f.test:
+            raise app.UsageError("--ratings_from and --test are for the RECOLA layout only")
         ids = generate_affwild2_corpus(f.out, f.train, f.dev, f.seconds, f.seed, config, workers=f.workers)
     else:
         ids = generate_corpus(
-            f.out, f.train, f.dev, f.seconds, f.seed, f.ratings_from, config, workers=f.workers
+            f.out, f.train, f.dev, f.seconds, f.seed, f.ratings_from, config, workers=f.workers, n_test=f.test
         )
     print(f"wrote {len(ids)} recordings to {f.out}")
 

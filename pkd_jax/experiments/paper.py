@@ -17,11 +17,29 @@ Then, for every seed, it trains the methods of the paper's tables:
 `experiment.methods` picks a subset; the strong setting (`configs/demo.py:strong`, Aff-Wild2 layout,
 Table 6) runs teacher, visual, student and student_nogate and scores CCC over all dev frames.
 
-Every run lives in `<workdir>/runs/<method>/seed_<k>`; a finished run (one with `eval.json`) is reused
-when the runner is started again, an unfinished one resumes from its checkpoint. Scores are the raw dev
-CCC at the last step (no model selection on the dev set; the student's teacher is the teacher run of
-the same seed at its last step as well). Outputs: `results.json`, `results.md`, `figure4.png`,
-`training_curves.png`.
+Every run lives in `<workdir>/runs/<method>/seed_<k>`. A finished run has `eval.json` and, when the
+cache has a test split, `eval_test.json`; it is reused when the runner is started again, an unfinished one
+resumes from its checkpoint. Scores are the raw CCC at the last step (no model selection on the dev set;
+the student's teacher is the teacher run of the same seed at its last step as well).
+
+A synthetic corpus in the RECOLA layout can hold a held-out test split (`experiment.corpus_test`
+recordings `test_k` with ratings, `configs/demo.py` has 3): every run then also scores its final model on
+it (`eval.final_splits = ("test",)`), and the tables report test CCC with dev alongside. Without one (real
+RECOLA, whose test labels are not public; the Aff-Wild2 layout) the tables report dev CCC.
+
+Outputs in `<workdir>`:
+
+    results.json           config, seeds, per-run dev results (`methods`) and their mean/std (`summary`),
+                           `test` (the same for the test split, null without one), `headline_split`,
+                           `paired` (per split: per-seed differences student* - visual and
+                           teacher - teacher_black with 95% t-intervals), `gate` (gate.json of every
+                           gated student run), complexity and runtime
+    results.md             Tables 1, 3, 4, 5 (or 6), paired differences, distilled shares, gate notes
+    figure4.png            predictions of teacher, baseline and students on one dev video (first seed)
+    training_curves.png    training loss and dev CCC over steps (first seed)
+    gate.png               distribution of the teacher's gamma over training clip starts with the
+                           threshold theta, per gated student and seed (only when runs wrote
+                           `gate/gammas.npz` and `gate.json`)
 """
 
 from __future__ import annotations
@@ -35,7 +53,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pkd_jax.experiments import report
+from pkd_jax.experiments import report, report_paired
 
 METHODS: dict[str, dict[str, Any]] = {
     "teacher": {"stage": "teacher"},
@@ -61,13 +79,45 @@ def method_config(
     if config.stage == "student":
         config.teacher.workdir = str(run_dir(workdir, "teacher", seed))
         config.teacher.checkpoint = ""
+    config.eval.final_splits = final_splits(config)
     del config["experiment"]
     config.lock()
     return config
 
 
 def run_dir(workdir: Path, method: str, seed: int) -> Path:
+    """Where one method and seed trains and leaves its results."""
     return workdir / "runs" / method / f"seed_{seed}"
+
+
+def final_splits(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """("test",) when the prepared cache has test videos, else (): the splits scored once, at the end."""
+    from pkd_jax.data.cache import Cache
+
+    if not config.data.cache or not (Path(config.data.cache) / "manifest.json").is_file():
+        return ()  # not prepared (yet): nothing to score beyond dev
+    return ("test",) if Cache(config.data.cache).ids("test") else ()
+
+
+def gated(config: ml_collections.ConfigDict, method: str) -> bool:
+    """Whether `method` is a student whose distillation a gate decides (so it may have gate diagnostics)."""
+    return method.startswith("student") and METHODS[method].get("loss.gate", config.loss.gate) != "none"
+
+
+def _warn_corpus_mismatch(root: Path, e: ml_collections.ConfigDict) -> None:
+    """An existing synthetic corpus is reused as it is: say so when it was made with other counts."""
+    meta = json.loads((root / "synthetic.json").read_text())
+    if meta.get("ratings_from"):
+        return  # ids and lengths come from rating files
+    meta.setdefault("n_test", 0)  # corpora from before the test split have none
+    wanted = {"n_train": e.corpus_train, "n_dev": e.corpus_dev, "n_test": e.get("corpus_test", 0),
+              "seconds": e.corpus_seconds}  # fmt: skip
+    differ = {k: (meta.get(k), v) for k, v in wanted.items() if meta.get(k) != v}
+    if differ:
+        logging.warning(
+            "Reusing the synthetic corpus in %s, made with other settings (have, config): %s. Delete it "
+            "(and the cache) to generate the configured one.", root, differ,
+        )  # fmt: skip
 
 
 def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
@@ -80,14 +130,19 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
     affwild2_layout = config.data.dataset == "affwild2" and e.get("corpus_layout") == "affwild2"
     if (config.data.dataset == "synthetic" or affwild2_layout) and not config.data.root:
         config.data.root = str(workdir / "corpus")
+        n_test = e.get("corpus_test", 0)
+        if affwild2_layout and n_test:
+            raise ValueError("experiment.corpus_test: the Aff-Wild2 layout has no test split; set it to 0")
         if not (Path(config.data.root) / "synthetic.json").is_file():
             logging.info("Generating the synthetic corpus in %s.", config.data.root)
             generate = synthetic.generate_affwild2_corpus if affwild2_layout else synthetic.generate_corpus
             generate(
                 config.data.root, e.corpus_train, e.corpus_dev, e.corpus_seconds, e.corpus_seed,
                 config=synthetic.SyntheticConfig(frame_width=e.corpus_frame_size, frame_height=e.corpus_frame_size),
-                workers=config.data.preprocess_workers,
+                workers=config.data.preprocess_workers, **({} if affwild2_layout else {"n_test": n_test}),
             )  # fmt: skip
+        else:
+            _warn_corpus_mismatch(Path(config.data.root), e)
     if not config.data.root:
         from pkd_jax.train.loop import validate_config
 
@@ -111,26 +166,52 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     methods = list(config.experiment.get("methods", tuple(METHODS)))
     if unknown := set(methods) - set(METHODS):
         raise ValueError(f"experiment.methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")
-    evals: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in methods}
+    splits = final_splits(config)
+    # evals[split][method][seed]: the final model's eval.json (dev) or eval_<split>.json.
+    evals: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
+        s: {m: {} for m in methods} for s in ("dev", *splits)
+    }
     for seed in seeds:
         for method in methods:
             out = run_dir(workdir, method, seed)
-            done = out / "eval.json"
-            if done.is_file():
+            files = {"dev": out / "eval.json", **{s: out / f"eval_{s}.json" for s in splits}}
+            if all(f.is_file() for f in files.values()):
                 logging.info("Reusing %s.", out)
-            else:
+            else:  # new, interrupted, or finished before the test split existed: the loop resumes
                 logging.info("Training %s, seed %d.", method, seed)
                 run(method_config(config, method, seed, workdir), out)
-            if not done.is_file():  # stopped by a signal after a checkpoint: resumable, not finished
+            if not files["dev"].is_file():  # stopped by a signal after a checkpoint: resumable, not finished
                 raise RuntimeError(
                     f"{out} stopped before its final evaluation; run the same command to resume"
                 )
-            evals[method][seed] = json.loads(done.read_text())
+            if missing := [f.name for f in files.values() if not f.is_file()]:
+                raise RuntimeError(
+                    f"{out} finished without {missing}: the training loop did not score "
+                    f"config.eval.final_splits={splits}"
+                )
+            for split, path in files.items():
+                evals[split][method][seed] = json.loads(path.read_text())
+    score = config.eval.score
+    headline = "test" if "test" in splits else "dev"
+    test = None
+    if "test" in evals:
+        test = {
+            "methods": _by_seed_name(evals["test"]),
+            "summary": report.summarize(evals["test"], scope=score),
+        }
+    gate_runs = [m for m in methods if gated(config, m)]
     results = {
         "config": json.loads(config.to_json_best_effort()),
         "seeds": list(seeds),
-        "methods": {m: {str(s): e for s, e in runs.items()} for m, runs in evals.items()},
-        "summary": report.summarize(evals, workdir, scope=config.eval.score),
+        "headline_split": headline,
+        "methods": _by_seed_name(evals["dev"]),
+        "summary": report.summarize(evals["dev"], workdir, scope=score),
+        "test": test,
+        "paired": {
+            s: report_paired.paired_table(evals[s], scope=score) for s in dict.fromkeys((headline, "dev"))
+        },
+        "gate": report.gate_diagnostics(workdir, gate_runs, seeds),
+        "gate_png": report.gate_figure(workdir, gate_runs, seeds, workdir / "gate.png"),
         "complexity": report.complexity_table(config),
         "runtime_s": time.perf_counter() - start,
     }
@@ -140,6 +221,11 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     report.training_curves(workdir, methods, seeds[0], workdir / "training_curves.png")
     print((workdir / "results.md").read_text())
     return results
+
+
+def _by_seed_name(runs: dict[str, dict[int, Any]]) -> dict[str, dict[str, Any]]:
+    """JSON keys are strings: {method: {"0": result, ...}}."""
+    return {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in runs.items()}
 
 
 def _enable_compilation_cache(workdir: Path) -> None:

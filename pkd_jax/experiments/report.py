@@ -1,8 +1,10 @@
-"""Tables and figures of the paper runner: mean +- std over seeds, complexity, Figure 4, curves."""
+"""Tables and figures of the paper runner: mean +- std over seeds, complexity, Figure 4, curves, gate."""
 
 from __future__ import annotations
 
 import csv
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from pkd_jax import complexity
+from pkd_jax.experiments import report_paired
 from pkd_jax.train import build
 from pkd_jax.train.metric_writer import read_metrics
 
@@ -43,9 +46,10 @@ def summarize(
     workdir: Path | None = None,
     scope: str = "mean_over_videos",
 ) -> dict[str, Any]:
-    """Per method and target: mean and std over seeds of the raw dev CCC (`scope`: "mean_over_videos"
-    as RECOLA reports it, or "concatenated" over all frames as Aff-Wild2 does), and for students the
-    mean share of sequences distilled."""
+    """Per method and target: mean and std (ddof 0) over seeds of the raw CCC of one split (`scope`:
+    "mean_over_videos" as RECOLA reports it, or "concatenated" over all frames as Aff-Wild2 does), and,
+    given `workdir`, for students the share of sequences distilled: per seed
+    (`distilled_fraction_per_seed`) and its mean over seeds (`distilled_fraction`)."""
     summary = {}
     for method, runs in evals.items():
         per_target: dict[str, list[float]] = {}
@@ -57,8 +61,11 @@ def summarize(
             for t, v in per_target.items()
         }
         if workdir is not None and method.startswith("student"):
-            shares = [distilled_fraction(workdir / "runs" / method / f"seed_{s}") for s in runs]
-            summary[method]["distilled_fraction"] = float(np.mean([x for x in shares if x is not None]))
+            shares = {str(s): distilled_fraction(workdir / "runs" / method / f"seed_{s}") for s in runs}
+            shares = {s: x for s, x in shares.items() if x is not None}
+            if shares:
+                summary[method]["distilled_fraction"] = float(np.mean(list(shares.values())))
+                summary[method]["distilled_fraction_per_seed"] = shares
     return summary
 
 
@@ -103,21 +110,75 @@ def _cell(stats: dict[str, Any] | None) -> str:
     return "n/a" if stats is None else f"{stats['mean']:.3f} ± {stats['std']:.3f}"
 
 
-def _rows(summary: dict[str, Any], methods: list[str], targets: list[str]) -> list[str]:
-    lines = []
+def _label(method: str) -> str:
+    return LABELS.get(method, method)
+
+
+def _targets(summary: dict[str, Any]) -> list[str]:
+    names = ("valence", "arousal")
+    return sorted({t for m in summary.values() for t in m if t in names}, key=names.index)
+
+
+def _splits(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(split, summary) of the table columns: the test split first when there is one, then dev."""
+    test = results.get("test")
+    return [("test", test["summary"]), ("dev", results["summary"])] if test else [("dev", results["summary"])]
+
+
+def _table(results: dict[str, Any], methods: list[str]) -> list[str]:
+    """A Markdown table of `methods`: mean ± std per split and target, then the paper's RECOLA numbers."""
+    splits = _splits(results)
+    targets = _targets(results["summary"])
+    lines = [
+        f"| method | {' | '.join(f'{t} ({split})' for split, _ in splits for t in targets)} | "
+        "paper, RECOLA dev (valence / arousal) |",
+        "|" + "---|" * (len(splits) * len(targets) + 2),
+    ]
     for m in methods:
-        if m in summary:
-            cells = " | ".join(_cell(summary[m].get(t)) for t in targets)
-            paper = " / ".join(f"{x:.3f}" for x in PAPER_RECOLA[m])
-            lines.append(f"| {LABELS[m]} | {cells} | {paper} |")
+        if m in results["summary"]:
+            cells = " | ".join(_cell(summary.get(m, {}).get(t)) for _, summary in splits for t in targets)
+            paper = " / ".join(f"{x:.3f}" for x in PAPER_RECOLA[m]) if m in PAPER_RECOLA else "n/a"
+            lines.append(f"| {_label(m)} | {cells} | {paper} |")
+    return lines
+
+
+def _distilled_shares(summary: dict[str, Any], methods: Sequence[str]) -> str:
+    """Every student's logged share, e.g. "Student (PKD, paper gate) 0.42 (per seed 0.40, 0.44)"."""
+    parts = []
+    for m in methods:
+        stats = summary.get(m, {})
+        if "distilled_fraction" in stats:
+            per_seed = ", ".join(f"{x:.2f}" for x in stats.get("distilled_fraction_per_seed", {}).values())
+            parts.append(f"{_label(m)} {stats['distilled_fraction']:.2f} (per seed {per_seed})")
+    return ", ".join(parts) or "n/a"
+
+
+def _gate_lines(results: dict[str, Any]) -> list[str]:
+    """What the gate was set to and how much it let through, per gated student (from `gate.json`)."""
+    gate = results.get("gate") or {}
+    lines = []
+    for method, runs in gate.items():
+        first = next(iter(runs.values()))
+        window = f", {first['window_frames']} frames" if first["context"] == "window" else ""
+        quantile = [r["theta_quantile"] for r in runs.values()]
+        theta = ", ".join(f"{r['theta']:.3f}" for r in runs.values())
+        how = f"quantile {quantile[0]:g} of the teacher's gamma" if quantile[0] else "absolute"
+        share = np.mean([r["expected_distilled_share"] for r in runs.values()])
+        lines.append(
+            f"- {_label(method)}: context {first['context']}{window}; theta per seed {theta} ({how}); "
+            f"expected distilled share {share:.2f} (mean over {len(runs)} seed(s))"
+        )
+    if results.get("gate_png"):
+        lines.append("- gate.png: the teacher's gamma over the training clip starts, theta marked, per seed.")
+    else:
+        lines.append("- gate.png: not written, no gate diagnostics found.")
     return lines
 
 
 def markdown_strong(results: dict[str, Any]) -> str:
     """`results.md` of the strong setting (Aff-Wild2, Table 6): raw dev CCC over all frames concatenated."""
     summary = results["summary"]
-    names = ("valence", "arousal")
-    targets = sorted({t for m in summary.values() for t in m if t in names}, key=names.index)
+    targets = _targets(summary)
     seeds = results["seeds"]
     methods = [m for m in ("teacher", "visual", "student", "student_nogate") if m in summary]
     per_video = summarize(results["methods"], scope="mean_over_videos")  # secondary: within-video fit
@@ -133,18 +194,14 @@ def markdown_strong(results: dict[str, Any]) -> str:
         f"{' | '.join(f'{t} (mean over videos)' for t in targets)} |",
         "|" + "---|" * (2 * len(targets) + 1),
         *[
-            f"| {LABELS[m]} | {' | '.join(_cell(summary[m].get(t)) for t in targets)} | "
+            f"| {_label(m)} | {' | '.join(_cell(summary[m].get(t)) for t in targets)} | "
             f"{' | '.join(_cell(per_video[m].get(t)) for t in targets)} |"
             for m in methods
         ],
         "",
-        "Share of training sequences distilled: "
-        + ", ".join(
-            f"{LABELS[m]} {summary[m]['distilled_fraction']:.2f}"
-            for m in methods
-            if "distilled_fraction" in summary[m]
-        ),
+        f"Share of training sequences distilled: {_distilled_shares(summary, methods)}",
         "",
+        *report_paired.markdown_section(results.get("paired", {}), LABELS, seeds),
         "## Complexity",
         "",
         "| network | parameters (M) | GMACs per processed frame | GMACs per window |",
@@ -161,27 +218,38 @@ def markdown_strong(results: dict[str, Any]) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """`results.md`: one table per paper table, mean ± std over seeds (raw dev CCC, mean over videos)."""
+    """`results.md`: one table per paper table, mean ± std over seeds of the raw CCC (mean over videos) on
+    the test split with dev alongside, or on dev alone when there is no labelled test split; then the
+    paired differences over seeds and the gate's diagnostics."""
     if results["config"]["data"].get("window_subsequences"):
         return markdown_strong(results)
     summary = results["summary"]
-    names = ("valence", "arousal")
-    targets = sorted({t for m in summary.values() for t in m if t in names}, key=names.index)
-    head = f"| method | {' | '.join(targets)} | paper, RECOLA (valence / arousal) |"
-    rule = "|" + "---|" * (len(targets) + 2)
     seeds = results["seeds"]
+    if results.get("test"):
+        first = next(iter(next(iter(results["test"]["methods"].values())).values()))
+        scores = (
+            f"Scores on the held-out test split ({len(first['raw']['per_video'])} videos with ratings, used "
+            "for no choice), dev alongside"
+        )
+        which = "test split, dev alongside"
+    else:
+        scores = (
+            "Scores on the dev split (no labelled test split: RECOLA's test labels are not public; a synthetic "
+            "corpus has one with experiment.corpus_test > 0)"
+        )
+        which = "dev split"
+    students = [m for m in summary if m.startswith("student")]
     out = [
         "# Results",
         "",
-        f"Dev CCC (raw, mean over dev videos, last training step), mean ± std over {len(seeds)} seeds "
-        f"{seeds}. Corpus: {results['config']['data']['dataset']}. The paper's RECOLA numbers are for "
-        "orientation only: other data, full-size networks and post-processed predictions.",
+        f"{scores}: raw CCC, mean over videos, final model at the last training step (no model selection); "
+        f"mean ± std over {len(seeds)} seeds {seeds}. Corpus: {results['config']['data']['dataset']}. The "
+        "paper's RECOLA numbers are for orientation only: other data, full-size networks and post-processed "
+        "predictions.",
         "",
-        "## Table 1: teacher, visual-only baseline and PKD student",
+        f"## Table 1: teacher, visual-only baseline and PKD student ({which})",
         "",
-        head,
-        rule,
-        *_rows(summary, ["teacher", "visual", "student"], targets),
+        *_table(results, ["teacher", "visual", "student"]),
         "",
         "## Table 3: complexity (per frame)",
         "",
@@ -194,25 +262,20 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Paper: teacher 39.7 M / 10.2 GMACs, student 27.8 M / 4.8 GMACs.",
         "",
-        "## Table 4: the negative-transfer gate",
+        f"## Table 4: the negative-transfer gate ({which})",
         "",
-        head,
-        rule,
-        *_rows(summary, ["student", "student_nogate"], targets),
+        *_table(results, students),
         "",
-        "Share of training sequences distilled (the gate's decision, mean over steps and seeds): "
-        + ", ".join(
-            f"{LABELS[m]} {summary[m]['distilled_fraction']:.2f}"
-            for m in ("student", "student_nogate")
-            if "distilled_fraction" in summary.get(m, {})
-        ),
+        "Share of training sequences distilled (the gate's decision, mean over steps, then over seeds): "
+        + _distilled_shares(summary, students),
         "",
-        "## Table 5: missing faces, frame retention vs black frames (teacher)",
+        *_gate_lines(results),
         "",
-        head,
-        rule,
-        *_rows(summary, ["teacher", "teacher_black"], targets),
+        f"## Table 5: missing faces, frame retention vs black frames (teacher; {which})",
         "",
+        *_table(results, ["teacher", "teacher_black"]),
+        "",
+        *report_paired.markdown_section(results.get("paired", {}), LABELS, seeds),
         f"Runtime of this invocation: {results['runtime_s'] / 60:.1f} min.",
         "",
     ]
@@ -301,3 +364,66 @@ def training_curves(workdir: Path, methods: list[str], seed: int, out: Path) -> 
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def _gate_files(run: Path) -> tuple[dict[str, Any], np.ndarray] | None:
+    """(`gate.json`, gamma float32 [N] from `gate/gammas.npz`) of a student run, or None without both."""
+    meta, gammas = run / "gate.json", run / "gate" / "gammas.npz"
+    if not (meta.is_file() and gammas.is_file()):
+        return None
+    with np.load(gammas) as data:
+        return json.loads(meta.read_text()), np.asarray(data["gamma"], np.float32)
+
+
+def gate_diagnostics(
+    workdir: Path, methods: Sequence[str], seeds: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """{method: {seed: gate.json + "clip_starts"}} of every run of `methods` (gated students) that wrote
+    the gate's diagnostics; methods without any are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        for seed in seeds:
+            found = _gate_files(workdir / "runs" / method / f"seed_{seed}")
+            if found is not None:
+                meta, gamma = found
+                out.setdefault(method, {})[str(seed)] = {**meta, "clip_starts": int(gamma.size)}
+    return out
+
+
+def gate_figure(workdir: Path, methods: Sequence[str], seeds: Sequence[int], out: Path) -> bool:
+    """Histogram of the teacher's gamma over the training clip starts, one curve per seed and its theta as a
+    vertical line, one panel per gated student; returns whether anything was drawn (no file otherwise)."""
+    panels = {}
+    for method in methods:
+        runs = {s: _gate_files(workdir / "runs" / method / f"seed_{s}") for s in seeds}
+        if runs := {s: found for s, found in runs.items() if found is not None}:
+            panels[method] = runs
+    if not panels:
+        out.unlink(missing_ok=True)  # a stale figure from an earlier invocation would mislead
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.4 * len(panels)), squeeze=False)
+    for ax, (method, runs) in zip(axes[:, 0], panels.items(), strict=True):
+        values = np.concatenate([gamma for _, gamma in runs.values()])
+        bins = np.linspace(float(values.min()), float(values.max()) + 1e-6, 51)  # shared, so curves compare
+        for k, (seed, (meta, gamma)) in enumerate(runs.items()):
+            color = f"C{k % 10}"
+            share = float(np.mean(gamma <= meta["theta"]))
+            label = f"seed {seed}: theta {meta['theta']:.3f}, {100 * share:.0f}% of starts distilled"
+            ax.hist(gamma, bins=bins, histtype="step", color=color, lw=1.2, label=label)
+            ax.axvline(meta["theta"], color=color, ls="--", lw=1.0)
+        meta = next(iter(runs.values()))[0]
+        window = f", {meta['window_frames']} frames" if meta["context"] == "window" else ""
+        ax.set_title(f"{_label(method)}: gate context {meta['context']}{window}")
+        ax.set_xlabel("teacher's gamma = 1 - CCC(teacher, labels); distilled where gamma <= theta (dashed)")
+        ax.set_ylabel("clip starts")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True

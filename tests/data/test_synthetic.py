@@ -245,9 +245,11 @@ def test_workers_match_serial(tmp_path: Path) -> None:
 
 def test_cli(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "pkd_jax.data.synthetic", f"--out={tmp_path}", "--train=1", "--dev=1"]
-    cmd += ["--seconds=1", "--seed=4", "--frame_size=64"]
+    cmd += ["--test=1", "--seconds=1", "--seed=4", "--frame_size=64"]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-    assert sorted(p.name for p in (tmp_path / "recordings_video").iterdir()) == ["dev_1.mp4", "train_1.mp4"]
+    videos = sorted(p.name for p in (tmp_path / "recordings_video").iterdir())
+    assert videos == ["dev_1.mp4", "test_1.mp4", "train_1.mp4"]
+    assert (tmp_path / "ratings_gold_standard/arousal/test_1.arff").is_file()
 
 
 def test_data_package_does_not_import_jax() -> None:
