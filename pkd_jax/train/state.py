@@ -78,10 +78,39 @@ def make_optimizer(
 
     groups = {name: adam(optim[field]) for name, field in LR_FIELDS.items() if name in params}
     labels = {name: jax.tree.map(lambda _, n=name: n, subtree) for name, subtree in params.items()}
+    frozen = biases_before_batchnorm(params)
+    if frozen:
+        # Their true gradient is 0 (BatchNorm removes any per-channel shift); Adam would turn the float
+        # rounding noise in it into full learning-rate steps, a random walk that differs between programs.
+        groups["frozen"] = optax.set_to_zero()
+        for path in frozen:
+            node = labels
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = "frozen"
     tx = optax.multi_transform(groups, labels)
     if optim.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip), tx)
     return tx
+
+
+def biases_before_batchnorm(params: Any) -> list[tuple[str, ...]]:
+    """Paths of conv biases that a BatchNorm follows directly (VGG19-BN's `features_<i>/bias` with a
+    BatchNorm at `features_<i + 1>`, torchvision's layout); training leaves them at their initial value."""
+    found = []
+
+    def visit(tree: Any, path: tuple[str, ...]) -> None:
+        if not isinstance(tree, dict):
+            return
+        for name, child in tree.items():
+            if name.startswith("features_") and isinstance(child, dict) and {"kernel", "bias"} <= set(child):
+                following = tree.get(f"features_{int(name.split('_')[1]) + 1}")
+                if isinstance(following, dict) and "scale" in following:
+                    found.append((*path, name, "bias"))
+            visit(child, (*path, name))
+
+    visit(params, ())
+    return found
 
 
 def create_state(variables: dict[str, Any], tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:

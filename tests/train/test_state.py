@@ -37,3 +37,24 @@ def test_affwild2_config_decays_adam_from_epoch_5():
     assert _update_size(optim, 71, steps_per_epoch=10) == pytest.approx(0.64e-3, rel=1e-3)
     weak = common.get_config("teacher", "recola").optim  # the weak setting stays constant
     assert _update_size(weak, 71, steps_per_epoch=10) == pytest.approx(weak.lr_head, rel=1e-3)
+
+
+def test_conv_biases_before_batchnorm_are_not_trained():
+    """Their true gradient is 0; Adam would otherwise step them by the full rate on rounding noise."""
+    from configs import recola_visual
+    from pkd_jax.train import build
+    from pkd_jax.train.state import biases_before_batchnorm
+
+    config = recola_visual.get_config("tiny")
+    variables = build.init_variables(
+        build.build_model(config), {"frames": np.zeros((1, 4, 32, 32, 3), np.uint8)}, 0
+    )
+    params = variables["params"]
+    frozen = biases_before_batchnorm(params)
+    assert len(frozen) == 16 and ("visual_cnn", "features_0", "bias") in frozen  # VGG19's 16 convs
+    tx = make_optimizer(config.optim, params)
+    noise = jax.tree.map(lambda p: jnp.full_like(p, 1e-9), params)  # tiny, as rounding noise is
+    updates, _ = tx.update(noise, tx.init(params), params)
+    assert float(jnp.abs(updates["visual_cnn"]["features_0"]["bias"]).max()) == 0.0
+    assert float(jnp.abs(updates["visual_cnn"]["features_0"]["kernel"]).max()) > 0.0
+    assert float(jnp.abs(updates["head"]["dense_0"]["bias"]).max()) > 0.0  # no BatchNorm after it
