@@ -6,7 +6,8 @@ alone the gate almost never opens. The "window" gate context measures gamma over
 of the same video centred on the clip instead:
 
   1. once before training, the frozen teacher predicts every frame of every training video in one
-     continuous pass (its recurrent state carried across chunks, as in evaluation): the *track*;
+     continuous pass (its recurrent state carried across chunks, as in evaluation): the *track*. The
+     cached teacher mode gets it from the per-frame features it computes anyway; online mode runs it;
   2. for every clip start s, gamma(s) is 1 - CCC of the track against the labels over the window,
      averaged over targets, with invalid labels masked. Track and labels are fixed, so gamma is a
      pure function of (video, start), computed for all starts at once from prefix sums in float64;
@@ -246,7 +247,11 @@ def prepare_gate(
         track = load_or_compute_track(
             workdir / "gate",
             fingerprint(config, teacher_source, cache),
-            lambda: teacher_track(teacher, teacher_variables, cache, config, dtype=dtype),
+            # The cached teacher's pass over every frame already gives the track; online needs its own.
+            lambda: (
+                (teacher_cache or {}).get("teacher_track")
+                or teacher_track(teacher, teacher_variables, cache, config, dtype=dtype)
+            ),
             write=chief,
         )
         per_video = gammas_from_track(

@@ -172,8 +172,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
             teacher_cache = compute_teacher_cache(
                 teacher, sharding.local_view(teacher_variables), cache, clip_frames=config.data.clip_frames,
                 missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s, dtype=dtype,
+                with_track=config.loss.gate_context == "window",
             )  # fmt: skip
-            extra_arrays.update(teacher_cache)
+            extra_arrays.update({k: v for k, v in teacher_cache.items() if k != "teacher_track"})
         gate_arrays, theta, _ = prepare_gate(
             config, workdir, teacher=teacher, teacher_variables=sharding.local_view(teacher_variables),
             teacher_source=teacher_source, cache=cache, teacher_cache=teacher_cache, dtype=dtype, chief=chief,

@@ -5,6 +5,8 @@ teacher output depends on where its clip starts. The cache therefore holds, for 
 every training video, the outputs on frames s .. s + L - 1: arrays [T - L + 1, L, ...] that the input
 pipeline slices by clip start. The expensive part, the per-frame trunks, runs once per frame; only the
 recurrent layer and head run once per clip start. With no augmentation this equals online distillation.
+With `with_track`, the same per-frame features also give the teacher's track for the gate (one pass
+of the recurrent layer over each whole video, see `pkd_jax.train.gate_track`), at no second trunk pass.
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ def compute_teacher_cache(
     split: str = "train",
     chunk_frames: int = 250,
     clips_per_call: int = 256,
+    with_track: bool = False,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """`{"teacher_pred": {video: [S, L, K]}, "teacher_emb": {video: [S, L, D]}}` for `split`."""
+    """`{"teacher_pred": {video: [S, L, K]}, "teacher_emb": {video: [S, L, D]}}` for `split`, and with
+    `with_track` also `"teacher_track": {video: [T, K]}`, the predictions of one continuous pass."""
     features = jax.jit(
         lambda v, frames, audio: teacher.apply(v, frames, audio, train=False, method="frame_features")
     )
     heads = jax.jit(lambda v, vis, aud: teacher.apply(v, vis, aud, method="from_features")[:2])
+    whole = jax.jit(lambda v, vis, aud: teacher.apply(v, vis, aud, method="from_features")[0])
     preds: dict[str, np.ndarray] = {}
     embs: dict[str, np.ndarray] = {}
+    tracks: dict[str, np.ndarray] = {}
     # Every process computes the cache; only process 0 shows it.
     for video_id in tqdm(
         cache.ids(split), desc="teacher cache", unit="video", disable=jax.process_index() != 0
@@ -56,6 +62,8 @@ def compute_teacher_cache(
             visual.append(np.asarray(v[0][keep]))
             audio.append(np.asarray(a[0][keep]))
         visual_seq, audio_seq = np.concatenate(visual), np.concatenate(audio)
+        if with_track:
+            tracks[video_id] = np.asarray(whole(variables, visual_seq[None], audio_seq[None])[0])
         starts = len(visual_seq) - clip_frames + 1
         # [S, L, D] views of every clip window, evaluated in fixed-size groups (one compilation).
         vis_windows = np.lib.stride_tricks.sliding_window_view(visual_seq, clip_frames, axis=0)
@@ -71,7 +79,10 @@ def compute_teacher_cache(
             emb_parts.append(np.asarray(e[:count]))
         preds[video_id] = np.concatenate(pred_parts)
         embs[video_id] = np.concatenate(emb_parts)
-    return {"teacher_pred": preds, "teacher_emb": embs}
+    out = {"teacher_pred": preds, "teacher_emb": embs}
+    if with_track:
+        out["teacher_track"] = tracks
+    return out
 
 
 def _pad_to(x: np.ndarray, n: int) -> np.ndarray:

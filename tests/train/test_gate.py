@@ -36,9 +36,10 @@ def test_track_is_computed_once_and_reused_on_resume(tmp_path, cache, teacher_di
     real = gate_track.teacher_track
     monkeypatch.setattr(gate_track, "teacher_track", lambda *a, **k: calls.append(1) or real(*a, **k))
     teacher = f"--config.teacher.workdir={teacher_dir}"
-    run_main("student", tmp_path / "run", cache, teacher, *WINDOW, "--config.train.num_steps=3")
+    online = "--config.teacher.mode=online"  # the cached mode's track comes with its teacher cache
+    run_main("student", tmp_path / "run", cache, teacher, online, *WINDOW, "--config.train.num_steps=3")
     assert (tmp_path / "run" / "gate" / "track.npz").is_file() and len(calls) == 1
-    run_main("student", tmp_path / "run", cache, teacher, *WINDOW)  # resumes from step 3 to STEPS
+    run_main("student", tmp_path / "run", cache, teacher, online, *WINDOW)  # resumes from 3 to STEPS
     assert len(calls) == 1
     assert [r["step"] for r in read_metrics(tmp_path / "run", "train")][-1] == STEPS
     # A stored track of another teacher checkpoint is not reused.
@@ -46,8 +47,31 @@ def test_track_is_computed_once_and_reused_on_resume(tmp_path, cache, teacher_di
         arrays = {k: stored[k] for k in stored.files}
     arrays["__fingerprint__"] = np.asarray("another teacher")
     np.savez(tmp_path / "run" / "gate" / "track.npz", **arrays)
-    run_main("student", tmp_path / "run", cache, teacher, *WINDOW, f"--config.train.num_steps={STEPS + 3}")
+    run_main(
+        "student", tmp_path / "run", cache, teacher, online, *WINDOW, f"--config.train.num_steps={STEPS + 3}"
+    )
     assert len(calls) == 2
+
+
+def test_cached_teachers_track_equals_the_streamed_track(cache, teacher_dir):
+    from configs import recola_student
+    from pkd_jax.data.cache import Cache
+    from pkd_jax.train import loop, sharding
+    from pkd_jax.train.teacher_cache import compute_teacher_cache
+
+    config = recola_student.get_config("tiny")
+    config.teacher.workdir = str(teacher_dir)
+    config.data.eval_videos_per_batch = 2
+    teacher, variables, _ = loop.load_teacher(config, sharding.make_mesh())
+    opened = Cache(cache)
+    streamed = gate_track.teacher_track(teacher, variables, opened, config)
+    cached = compute_teacher_cache(
+        teacher, variables, opened, clip_frames=config.data.clip_frames, missing_face="retain",
+        audio_window_s=config.data.audio_window_s, with_track=True,
+    )["teacher_track"]  # fmt: skip
+    assert set(cached) == set(streamed) == set(opened.ids("train"))
+    for video_id, track in streamed.items():
+        np.testing.assert_allclose(cached[video_id], track, atol=1e-4)
 
 
 def test_gate_settings_that_cannot_work_are_clear_errors(tmp_path, cache, teacher_dir):
