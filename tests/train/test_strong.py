@@ -136,6 +136,17 @@ def test_teacher_to_student_through_main(tmp_path, corpus, teacher_dir):
     evals = read_metrics(tmp_path / "student", "eval")
     assert [r["step"] for r in evals] == [STEPS] and np.isfinite(evals[0]["mean_ccc"])
 
+    # The window gate context on windows: gamma of each training window from the teacher's track.
+    gate = ["--config.loss.gate_context=window", "--config.loss.gate_window_frames=40"]
+    run_main(
+        "student", tmp_path / "window", corpus, f"--config.teacher.workdir={teacher_dir}", *gate,
+        "--config.loss.theta_quantile=0.5",
+    )  # fmt: skip
+    info = json.loads((tmp_path / "window" / "gate.json").read_text())
+    assert info["context"] == "window" and 0.3 <= info["expected_distilled_share"] <= 0.7
+    assert (tmp_path / "window" / "gate" / "track.npz").is_file()
+    assert all(0.0 <= r["distilled_fraction"] <= 1.0 for r in read_metrics(tmp_path / "window", "train"))
+
 
 def test_strong_configs_and_guards():
     teacher, visual, student = (m.get_config() for m in (affwild2_teacher, affwild2_visual, affwild2_student))
