@@ -61,6 +61,28 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     paper.run_all(config, tmp_path)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json")} == stamps
 
+    # The gate sweep in the same workdir reuses teacher, baseline and no-gate student; trains its grid.
+    from configs import gate_sweep as sweep_config
+    from pkd_jax.experiments import gate_sweep
+
+    sweep = sweep_config.get_config("smoke")
+    sweep.unlock()
+    sweep.data.face_size, sweep.data.clip_frames, sweep.data.batch_size = 32, 4, 4
+    sweep.data.preprocess_workers = 1
+    out = gate_sweep.run_sweep(sweep, tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json") if p in stamps} == stamps
+    shares = out["shares"][0]
+    assert set(shares) == {"window25", "clip", "batch"}
+    for row in shares.values():
+        assert all(0.0 <= row[f"share@{t:g}"] <= 1.0 for t in sweep.experiment.sweep.thetas)
+        assert row["gamma_q5"] <= row["gamma_q50"] <= row["gamma_q95"]
+    assert set(out["scores"]) >= {"visual", "student_nogate", "window25_q0.5", "batch_q0.5"}
+    window = json.loads((tmp_path / "runs/sweep/window25_q0.5/seed_0/gate.json").read_text())
+    assert window["context"] == "window" and window["theta"] == pytest.approx(
+        shares["window25"]["theta@q0.5"]
+    )
+    assert "Gate sweep (dev only)" in (tmp_path / "sweep.md").read_text()
+
 
 def test_recola_runner_config_needs_data_root(tmp_path):
     from configs import recola_paper
