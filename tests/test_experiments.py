@@ -76,7 +76,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     for row in shares.values():
         assert all(0.0 <= row[f"share@{t:g}"] <= 1.0 for t in sweep.experiment.sweep.thetas)
         assert row["gamma_q5"] <= row["gamma_q50"] <= row["gamma_q95"]
-    assert set(out["scores"]) >= {"visual", "student_nogate", "window25_q0.5", "batch_q0.5"}
+    assert set(out["scores"]) >= {"visual", "student_nogate", "window25_q0.5"}
     window = json.loads((tmp_path / "runs/sweep/window25_q0.5/seed_0/gate.json").read_text())
     assert window["context"] == "window" and window["theta"] == pytest.approx(
         shares["window25"]["theta@q0.5"]

@@ -12,14 +12,29 @@ from tests.train.test_train import STEPS, run_main
 WINDOW = ["--config.loss.gate_context=window", "--config.loss.gate_window_frames=25"]
 
 
-def test_window_gate_decides_the_same_in_cached_and_online_modes(tmp_path, cache, teacher_dir):
+def test_window_gate_same_in_both_modes_and_track_computed_once(tmp_path, cache, teacher_dir, monkeypatch):
+    calls = []
+    real = gate_track.teacher_track
+    monkeypatch.setattr(gate_track, "teacher_track", lambda *a, **k: calls.append(1) or real(*a, **k))
     theta = ["--config.loss.theta_quantile=0.5"]  # half the clips distil, whatever the teacher's quality
     teacher = f"--config.teacher.workdir={teacher_dir}"
+    online = "--config.teacher.mode=online"  # the cached mode's track comes with its teacher cache
     run_main("student", tmp_path / "cached", cache, teacher, *WINDOW, *theta)
-    run_main("student", tmp_path / "online", cache, teacher, "--config.teacher.mode=online", *WINDOW, *theta)
-    cached, online = read_metrics(tmp_path / "cached", "train"), read_metrics(tmp_path / "online", "train")
-    for a, b in zip(cached, online, strict=True):
-        # gamma comes from the same stored track and the same clips: identical decisions, exactly.
+    assert not calls
+    # Online: stopped at step 3 and resumed; the stored track is computed once and reused.
+    run_main(
+        "student", tmp_path / "online", cache, teacher, online, *WINDOW, *theta, "--config.train.num_steps=3"
+    )
+    assert (tmp_path / "online" / "gate" / "track.npz").is_file() and len(calls) == 1
+    run_main("student", tmp_path / "online", cache, teacher, online, *WINDOW, *theta)
+    assert len(calls) == 1
+    cached, online_metrics = (
+        read_metrics(tmp_path / "cached", "train"),
+        read_metrics(tmp_path / "online", "train"),
+    )
+    assert [r["step"] for r in online_metrics] == [r["step"] for r in cached] == [3, STEPS]
+    for a, b in zip(cached, online_metrics, strict=True):
+        # gamma comes from the same track and the same clips: identical decisions, exactly.
         for key in ("distilled_fraction", "teacher_gamma", "gamma_q10", "gamma_q50", "gamma_q90"):
             assert a[key] == b[key], key
     info = json.loads((tmp_path / "cached" / "gate.json").read_text())
@@ -31,26 +46,16 @@ def test_window_gate_decides_the_same_in_cached_and_online_modes(tmp_path, cache
     assert json.loads((tmp_path / "online" / "gate.json").read_text()) == info
 
 
-def test_track_is_computed_once_and_reused_on_resume(tmp_path, cache, teacher_dir, monkeypatch):
-    calls = []
-    real = gate_track.teacher_track
-    monkeypatch.setattr(gate_track, "teacher_track", lambda *a, **k: calls.append(1) or real(*a, **k))
-    teacher = f"--config.teacher.workdir={teacher_dir}"
-    online = "--config.teacher.mode=online"  # the cached mode's track comes with its teacher cache
-    run_main("student", tmp_path / "run", cache, teacher, online, *WINDOW, "--config.train.num_steps=3")
-    assert (tmp_path / "run" / "gate" / "track.npz").is_file() and len(calls) == 1
-    run_main("student", tmp_path / "run", cache, teacher, online, *WINDOW)  # resumes from 3 to STEPS
-    assert len(calls) == 1
-    assert [r["step"] for r in read_metrics(tmp_path / "run", "train")][-1] == STEPS
-    # A stored track of another teacher checkpoint is not reused.
-    with np.load(tmp_path / "run" / "gate" / "track.npz") as stored:
-        arrays = {k: stored[k] for k in stored.files}
-    arrays["__fingerprint__"] = np.asarray("another teacher")
-    np.savez(tmp_path / "run" / "gate" / "track.npz", **arrays)
-    run_main(
-        "student", tmp_path / "run", cache, teacher, online, *WINDOW, f"--config.train.num_steps={STEPS + 3}"
-    )
-    assert len(calls) == 2
+def test_a_stored_track_of_another_teacher_is_recomputed(tmp_path):
+    computed = []
+    track = {"train_1": np.ones((5, 2), np.float32)}
+    compute = lambda: computed.append(1) or track
+    gate_track.load_or_compute_track(tmp_path, "teacher A", compute)
+    again = gate_track.load_or_compute_track(tmp_path, "teacher A", compute)
+    np.testing.assert_array_equal(again["train_1"], track["train_1"])
+    assert len(computed) == 1
+    gate_track.load_or_compute_track(tmp_path, "teacher B", compute)
+    assert len(computed) == 2
 
 
 def test_cached_teachers_track_equals_the_streamed_track(cache, teacher_dir):
