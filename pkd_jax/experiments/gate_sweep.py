@@ -28,6 +28,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from pkd_jax import metrics
 from pkd_jax.data.cache import Cache
 from pkd_jax.experiments import paper, stats
 from pkd_jax.experiments.report import distilled_fraction
@@ -77,16 +78,19 @@ def teacher_gammas(
     cache = Cache(config.data.cache)
     targets = build.target_indices(config)
     dtype = build.compute_dtype(config)
-    track = gate_track.teacher_track(teacher, variables, cache, config, dtype=dtype)
     clip = config.data.clip_frames
+    # One trunk pass gives both the clip predictions and the track, as in the loop's cached mode.
+    teacher_cache = compute_teacher_cache(
+        teacher, variables, cache, clip_frames=clip, missing_face=config.data.missing_face,
+        audio_window_s=config.data.audio_window_s, dtype=dtype, with_track=True,
+    )  # fmt: skip
     out = {}
     for w in windows:
-        per_video = gate_track.gammas_from_track(track, cache, targets, clip_frames=clip, window_frames=w)
+        per_video = gate_track.gammas_from_track(
+            teacher_cache["teacher_track"], cache, targets, clip_frames=clip, window_frames=w
+        )
         out[f"window{w}"] = np.concatenate(list(per_video.values()))
-    cached = compute_teacher_cache(
-        teacher, variables, cache, clip_frames=clip, missing_face=config.data.missing_face,
-        audio_window_s=config.data.audio_window_s, dtype=dtype,
-    )["teacher_pred"]  # fmt: skip
+    cached = teacher_cache["teacher_pred"]
     clip_values, pool = [], []
     for video_id, clip_pred in cached.items():
         video = cache.video(video_id)
@@ -109,12 +113,10 @@ def _batch_gammas(pool: list[tuple[np.ndarray, ...]], batch_size: int, seed: int
     values = []
     for _ in range(BATCH_DRAWS):
         pick = rng.integers(len(preds), size=batch_size)
-        w = masks[pick].reshape(-1) > 0
-        x = preds[pick].reshape(-1, preds.shape[-1])[w].astype(np.float64)
-        y = labels[pick].reshape(-1, labels.shape[-1])[w].astype(np.float64)
-        cov = np.mean((x - x.mean(0)) * (y - y.mean(0)), axis=0)
-        ccc = 2 * cov / (x.var(0) + y.var(0) + (x.mean(0) - y.mean(0)) ** 2 + 1e-8)
-        values.append(np.mean(1 - ccc))
+        w = masks[pick].reshape(-1)
+        x = preds[pick].reshape(-1, preds.shape[-1])
+        y = labels[pick].reshape(-1, labels.shape[-1])
+        values.append(np.mean([1.0 - metrics.ccc_np(x[:, k], y[:, k], w) for k in range(x.shape[1])]))
     return np.asarray(values)
 
 
