@@ -5,8 +5,8 @@ windows for tests and CPU runs). Example:
         --config.data.root=/data/Aff-Wild2 --config.teacher.workdir=runs/affwild2_teacher
 """
 
-from configs import common
+from pkd_jax import defaults
 
 
 def get_config(arg: str | None = None):
-    return common.affwild2_stage_config("student", arg)
+    return defaults.affwild2_stage_config("student", arg)

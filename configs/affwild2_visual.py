@@ -5,8 +5,8 @@ windows for tests and CPU runs). Example:
         --config.data.root=/data/Aff-Wild2
 """
 
-from configs import common
+from pkd_jax import defaults
 
 
 def get_config(arg: str | None = None):
-    return common.affwild2_stage_config("visual", arg)
+    return defaults.affwild2_stage_config("visual", arg)

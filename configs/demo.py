@@ -3,7 +3,7 @@
     python -m pkd_jax.experiments.paper --config=configs/demo.py --workdir=runs/demo
 
 The same hyper-parameters serve every method (no per-method tuning); the gate's settings come from
-`configs/common.py`, chosen on dev by `configs/gate_sweep.py`. Five seeds of teacher, visual-only baseline
+`pkd_jax/defaults.py`, chosen on dev by `configs/gate_sweep.py`. Five seeds of teacher, visual-only baseline
 and the two students keep `make demo` within 15 minutes on a 2-core CPU. Arguments: `table5` (also the
 teacher with black frames for missing faces, Table 5), `smoke` (a seconds-long version for tests, with
 every method), `strong` (the strong setting of Table 6 instead: tiny R3D-18 + LSTM and ResNet-18 with
@@ -15,15 +15,15 @@ frames concatenated):
 
 import ml_collections
 
-from configs import common
+from pkd_jax import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_args(arg, ("smoke", "strong", "table5"))
+    args = defaults.parse_args(arg, ("smoke", "strong", "table5"))
     if "strong" in args:
         return _strong("smoke" in args)
-    c = common.get_config("teacher", "synthetic")
-    common.tiny(c)
+    c = defaults.get_config("teacher", "synthetic")
+    defaults.tiny(c)
     c.data.face_size = 40  # enough pixels for the synthetic mouth and brow expressions
     c.data.clip_frames = 8  # frames per training clip
     c.data.batch_size = 8  # clips per step
@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 300  # steps between checkpoints
     c.eval.save_predictions = True  # needed for the Figure-4 plot
 
-    c.experiment = e = common.experiment_fields()
+    c.experiment = e = defaults.experiment_fields()
     e.corpus_test = 3  # held-out test recordings: the headline scores, dev stays for reference
     e.methods = ("teacher", "visual", "student", "student_nogate")  # Tables 1 and 4
     if "table5" in args:
@@ -57,8 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def _strong(smoke: bool) -> ml_collections.ConfigDict:
     """The strong setting at demo size: windows of 8 sub-sequences of 8 frames, 4 of them per clip."""
-    c = common.affwild2(common.get_config("teacher", "affwild2"))
-    common.tiny_affwild2(c)
+    c = defaults.affwild2(defaults.get_config("teacher", "affwild2"))
+    defaults.tiny_affwild2(c)
     c.data.face_size = 40  # enough pixels for the synthetic mouth and brow expressions
     c.data.window_subsequences = 8  # JCA over 8 time steps, as in the paper
     c.data.subsequence_frames = 8  # 8 x 8 = 64-frame (2.6 s) windows
@@ -76,7 +76,7 @@ def _strong(smoke: bool) -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 300  # steps between checkpoints
     c.eval.save_predictions = True  # needed for the Figure-4 plot
 
-    c.experiment = e = common.experiment_fields()
+    c.experiment = e = defaults.experiment_fields()
     e.seeds = (0,)  # one seed keeps the demo to a few minutes
     e.methods = ("teacher", "visual", "student", "student_nogate")  # Table 6 and the gate ablation
     e.corpus_layout = "affwild2"  # generate the synthetic corpus in the Aff-Wild2 layout

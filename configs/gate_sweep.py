@@ -3,17 +3,18 @@
     python -m pkd_jax.experiments.gate_sweep --config=configs/gate_sweep.py --workdir=runs/gate_sweep
 
 The demo's training settings (`configs/demo.py`), seeds 0-2, and a grid of paper-gate students. Its
-tables (`sweep.md`) are where the demo's and RECOLA's gate defaults in `configs/common.py` come from.
+tables (`sweep.md`) are where the demo's and RECOLA's gate defaults in `pkd_jax/defaults.py` come from.
 Argument `smoke`: a seconds-long version for tests.
 """
 
 import ml_collections
 
-from configs import common, demo
+from configs import demo
+from pkd_jax import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_args(arg, ("smoke",))
+    args = defaults.parse_args(arg, ("smoke",))
     c = demo.get_config("smoke" if "smoke" in args else None)
     c.unlock()
     e = c.experiment

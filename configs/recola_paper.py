@@ -8,14 +8,14 @@ Argument `released_code` switches to the released code's choices, as for the sta
 
 import ml_collections
 
-from configs import common
+from pkd_jax import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_args(arg, ("released_code",))
-    c = common.get_config("teacher", "recola")
+    args = defaults.parse_args(arg, ("released_code",))
+    c = defaults.get_config("teacher", "recola")
     if "released_code" in args:
-        common.apply_released_code(c)
-    c.experiment = common.experiment_fields()
+        defaults.apply_released_code(c)
+    c.experiment = defaults.experiment_fields()
     c.lock()
     return c

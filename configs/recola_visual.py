@@ -5,8 +5,8 @@
         --config.data.root=/data/RECOLA
 """
 
-from configs import common
+from pkd_jax import defaults
 
 
 def get_config(arg: str | None = None):
-    return common.stage_config("visual", "recola", arg)
+    return defaults.stage_config("visual", "recola", arg)

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from configs import common, demo, recola_student, recola_teacher, recola_visual
+from configs import demo, recola_student, recola_teacher, recola_visual
+from pkd_jax import defaults
 
 
 def test_stage_files_and_released_code_argument():
@@ -30,7 +31,7 @@ def test_configs_are_locked_and_arguments_checked():
 
 
 def test_every_config_field_has_a_comment():
-    source = (Path(common.__file__)).read_text()
+    source = (Path(defaults.__file__)).read_text()
     inside_get_config = source[source.index("def get_config") : source.index("def apply_released_code")]
     assignments = [line for line in inside_get_config.splitlines() if re.match(r"\s+\w+\.\w+ = ", line)]
     assert len(assignments) > 40

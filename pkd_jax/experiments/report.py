@@ -76,11 +76,11 @@ def complexity_table(config: ml_collections.ConfigDict) -> dict[str, dict[str, f
     Strong setting: the networks need a whole window, so its MACs are counted (`GMACs_per_window`) and
     divided by the frames the trunk sees (L sub-sequences x C sampled frames) for `GMACs_per_frame`.
     """
-    from configs import common
+    from pkd_jax import defaults
 
     strong = build.is_windowed(config)
-    full = common.affwild2(common.get_config("teacher", "affwild2")) if strong else None
-    full = full or common.get_config("teacher", "recola")
+    full = defaults.affwild2(defaults.get_config("teacher", "affwild2")) if strong else None
+    full = full or defaults.get_config("teacher", "recola")
     rows = {}
     for label, source in (("this config", config), ("Aff-Wild2 sizes" if strong else "RECOLA sizes", full)):
         for kind in ("student", "teacher"):

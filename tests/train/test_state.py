@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
+from pkd_jax import defaults
 from pkd_jax.train.state import make_optimizer, step_decay
 
 
@@ -30,12 +30,12 @@ def _update_size(optim, step_count: int, steps_per_epoch: int) -> float:
 
 
 def test_affwild2_config_decays_adam_from_epoch_5():
-    optim = common.affwild2(common.get_config("teacher", "affwild2")).optim
+    optim = defaults.affwild2(defaults.get_config("teacher", "affwild2")).optim
     # Adam's step on a constant gradient is the learning rate itself, so the update shows the schedule.
     assert _update_size(optim, 1, steps_per_epoch=10) == pytest.approx(1e-3, rel=1e-3)
     assert _update_size(optim, 51, steps_per_epoch=10) == pytest.approx(0.8e-3, rel=1e-3)  # step 50: epoch 5
     assert _update_size(optim, 71, steps_per_epoch=10) == pytest.approx(0.64e-3, rel=1e-3)
-    weak = common.get_config("teacher", "recola").optim  # the weak setting stays constant
+    weak = defaults.get_config("teacher", "recola").optim  # the weak setting stays constant
     assert _update_size(weak, 71, steps_per_epoch=10) == pytest.approx(weak.lr_head, rel=1e-3)
 
 
