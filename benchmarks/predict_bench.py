@@ -44,7 +44,6 @@ def make_workdir(workdir: Path, config_name: str, config_arg: str | None, seed: 
     import importlib
 
     from pkd_jax.data.cache import CacheWriter
-    from pkd_jax.data.preprocess import PreprocessConfig
     from pkd_jax.train import build
     from pkd_jax.train.checkpoint import Checkpointer
     from pkd_jax.train.state import create_state, make_optimizer
@@ -55,7 +54,7 @@ def make_workdir(workdir: Path, config_name: str, config_arg: str | None, seed: 
     config.unlock()
     cache = workdir / "face_settings_cache"
     CacheWriter(
-        cache, dataset="synthetic", config=PreprocessConfig(face_size=config.data.face_size).to_dict()
+        cache, dataset="synthetic", config=build.preprocess_config(config).to_dict()
     ).finalize([])
     config.data.cache = str(cache)
     model = build.build_student(config)

@@ -214,8 +214,6 @@ def benchmark(
 def data_benchmark(config: ml_collections.ConfigDict, what: str, **kw: Any) -> list[dict[str, Any]]:
     """`--what=preprocess|pipeline` on the config's corpus, or on a synthetic one under `corpus_root`."""
     from pkd_jax import data_bench
-    from pkd_jax.data.pipeline import PipelineConfig
-    from pkd_jax.data.preprocess import PreprocessConfig
 
     dataset, src = data_bench.corpus_for(
         config, kw["corpus_root"], train=kw["corpus_train"], dev=kw["corpus_dev"],
@@ -223,7 +221,7 @@ def data_benchmark(config: ml_collections.ConfigDict, what: str, **kw: Any) -> l
     )  # fmt: skip
     if what == "preprocess":
         result = data_bench.bench_preprocess(
-            dataset, src, PreprocessConfig(face_size=config.data.face_size), workers=kw["workers"]
+            dataset, src, build.preprocess_config(config), workers=kw["workers"]
         )
         return [result]
     from pkd_jax.train.loop import open_cache
@@ -233,12 +231,9 @@ def data_benchmark(config: ml_collections.ConfigDict, what: str, **kw: Any) -> l
     cache = open_cache(c)
     results = []
     for with_audio in (False, True):
-        pipeline = PipelineConfig(
-            clip_frames=config.data.clip_frames, batch_size=config.data.batch_size,
-            missing_face=config.data.missing_face, with_audio=with_audio,
-            audio_window_s=config.data.audio_window_s, augment=config.data.augment,
-            **build.window_fields(config),
-        )  # fmt: skip
+        pipeline = build.pipeline_config(
+            config, batch_size=config.data.batch_size, with_audio=with_audio, train=True
+        )
         r = data_bench.bench_pipeline(cache, pipeline, batches=kw["batches"])
         results.append(
             {

@@ -17,8 +17,9 @@ import numpy as np
 
 from pkd_jax.data import synthetic
 from pkd_jax.data.cache import Cache
+from pkd_jax.data.corpus_to_cache import preprocess_corpus
 from pkd_jax.data.pipeline import PipelineConfig, train_dataset
-from pkd_jax.data.preprocess import PreprocessConfig, preprocess_corpus
+from pkd_jax.data.preprocess_config import PreprocessConfig
 
 
 def synthetic_corpus(root: str | Path, *, train: int, dev: int, seconds: float, frame_size: int) -> Path:

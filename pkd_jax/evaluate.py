@@ -18,7 +18,7 @@ import numpy as np
 
 from pkd_jax import metrics
 from pkd_jax.data.cache import TARGETS, Cache
-from pkd_jax.data.pipeline import PipelineConfig, eval_batches, eval_windows
+from pkd_jax.data.pipeline import eval_batches, eval_windows
 from pkd_jax.models import Student, Teacher
 from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
@@ -76,11 +76,12 @@ def predict_windows(
     training; a sub-sequence's prediction (made for its last frame) is given to all of its frames, so
     every frame of the video gets exactly one prediction and CCC runs over all of them.
     """
-    pipeline = PipelineConfig(
-        clip_frames=config.data.clip_frames, batch_size=config.data.eval_windows_per_batch,
-        missing_face=config.data.missing_face, with_audio=isinstance(model, Teacher),
-        audio_window_s=config.data.audio_window_s, **build.window_fields(config),
-    )  # fmt: skip
+    pipeline = build.pipeline_config(
+        config,
+        batch_size=config.data.eval_windows_per_batch,
+        with_audio=isinstance(model, Teacher),
+        train=False,
+    )
     apply = jax.jit(lambda v, b: model.apply(v, *build.model_inputs(model, b, dtype), train=False)[0])
     sub = pipeline.subsequence_frames
     preds: dict[str, np.ndarray] = {}

@@ -2,7 +2,7 @@
 
     python -m pkd_jax.preprocess --dataset=recola|affwild2|synthetic --src=DIR --out=CACHE [--workers=N]
 
-Every field of `pkd_jax.data.preprocess.PreprocessConfig` is also a flag (`--face_size`, `--detector`,
+Every field of `pkd_jax.data.preprocess_config.PreprocessConfig` is also a flag (`--face_size`, `--detector`,
 `--n_mels`, ...). Exits with status 1 when any video failed (2 when nothing could start: no corpus, a
 cache of another configuration); rerunning resumes where it stopped.
 """
@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from pkd_jax.data.preprocess import DATASETS, PreprocessConfig, preprocess_corpus
+from pkd_jax.data.corpus_to_cache import DATASETS, preprocess_corpus
+from pkd_jax.data.preprocess_config import PreprocessConfig
 
 FLAGS = flags.FLAGS
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from configs import recola_student, recola_teacher
-from pkd_jax import export, predict, weights
+from pkd_jax import inference, weights
+from pkd_jax.inference import export
 from pkd_jax.models import ResNet18
 from pkd_jax.train import build, loop
 from tests.test_predict import make_cache, make_workdir
@@ -28,13 +29,13 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory) -> predict.Trained:
+def student(tmp_path_factory) -> inference.Trained:
     root = tmp_path_factory.mktemp("export")
     workdir = make_workdir(root / "student", recola_student.get_config("tiny"), make_cache(root / "cache"))
-    return predict.load_trained(workdir)
+    return inference.load_trained(workdir)
 
 
-def reference(trained: predict.Trained, frames: np.ndarray, carry=None):
+def reference(trained: inference.Trained, frames: np.ndarray, carry=None):
     """The model's own streaming step, jitted from the Python source."""
     pred, _, carry = jax.jit(
         lambda f, c: trained.model.apply(trained.variables, f / 255.0, c, method="stream")
@@ -45,7 +46,7 @@ def reference(trained: predict.Trained, frames: np.ndarray, carry=None):
 def test_exported_student_round_trips_for_any_frame_count_and_carries_state(student, tmp_path):
     exported = export.export_student(student)
     assert [str(d) for d in exported.in_avals[0].shape] == ["b", "t", "32", "32", "3"]
-    meta = export.metadata(student, exported, predict.preprocess_settings(student.config)[0])
+    meta = export.metadata(student, exported, inference.preprocess_settings(student.config)[0])
     export.save(tmp_path / "student.jax_export", exported, meta)
     restored, meta = export.load(tmp_path / "student.jax_export")
     rng = np.random.default_rng(0)
@@ -85,7 +86,7 @@ def test_export_cli_and_bad_inputs(student, tmp_path):
         export.load(tmp_path / "missing.jax_export")
     teacher_dir = make_workdir(tmp_path / "teacher", recola_teacher.get_config("tiny"), None)
     with pytest.raises(ValueError, match="a teacher checkpoint; export serves students"):
-        export.inference_function(predict.load_trained(teacher_dir))
+        export.inference_function(inference.load_trained(teacher_dir))
 
 
 # ---------------------------------------------------------------------------------------------------------

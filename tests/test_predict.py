@@ -16,10 +16,10 @@ import pytest
 import soundfile
 
 from configs import recola_student, recola_teacher
-from pkd_jax import predict
+from pkd_jax import inference
 from pkd_jax.data import synthetic
 from pkd_jax.data.cache import CacheError, CacheWriter, VideoRecord
-from pkd_jax.data.preprocess import PreprocessConfig
+from pkd_jax.data.preprocess_config import PreprocessConfig
 from pkd_jax.data.video import VideoError, VideoReader
 from pkd_jax.train import build
 from pkd_jax.train.checkpoint import Checkpointer
@@ -105,15 +105,15 @@ def videos(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def predictor(student_dir) -> predict.Predictor:
-    return predict.Predictor(predict.load_trained(student_dir), chunk_frames=CHUNK)
+def predictor(student_dir) -> inference.Predictor:
+    return inference.Predictor(inference.load_trained(student_dir), chunk_frames=CHUNK)
 
 
-def one_pass(trained: predict.Trained, path: Path) -> tuple[np.ndarray, np.ndarray]:
+def one_pass(trained: inference.Trained, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Reference: every crop of the video at once, the retain policy as the training pipeline applies it
     (index of the last face), then one call of the network over the whole sequence."""
-    settings, _ = predict.preprocess_settings(trained.config)
-    cropper = predict.make_cropper(settings)
+    settings, _ = inference.preprocess_settings(trained.config)
+    cropper = inference.make_cropper(settings)
     crops, found = zip(*(cropper(frame) for frame in VideoReader(path, settings["fps"])), strict=True)
     found = np.asarray(found)
     last = np.maximum.accumulate(np.where(found, np.arange(len(found)), -1))
@@ -136,7 +136,7 @@ def test_long_face_absent_span_is_detected_and_the_last_face_retained(predictor,
     visible = np.asarray(latent["face_visible"], bool)
     settings = predictor.settings
     chunks = list(
-        predict.face_chunks(
+        inference.face_chunks(
             videos["away"], predictor.cropper, fps=settings["fps"], chunk_frames=CHUNK, missing_face="retain"
         )
     )
@@ -144,7 +144,7 @@ def test_long_face_absent_span_is_detected_and_the_last_face_retained(predictor,
     found = np.concatenate([f for _, f in chunks])
     assert [len(f) for _, f in chunks] == [16] * 6 + [4]
     assert np.mean(found == visible) >= 0.95  # the detector agrees with the generator's ground truth
-    spans = predict.absent_spans(found)
+    spans = inference.absent_spans(found)
     start, stop = max(spans, key=lambda s: s[1] - s[0])
     assert stop - start >= 45
     # The span crosses chunk boundaries: every frame of it shows the face of the frame before it.
@@ -153,7 +153,7 @@ def test_long_face_absent_span_is_detected_and_the_last_face_retained(predictor,
     black = np.concatenate(
         [
             c
-            for c, _ in predict.face_chunks(
+            for c, _ in inference.face_chunks(
                 videos["away"],
                 predictor.cropper,
                 fps=settings["fps"],
@@ -169,7 +169,7 @@ def test_long_face_absent_span_is_detected_and_the_last_face_retained(predictor,
 def test_corrupt_and_faceless_videos_raise_errors_naming_the_file(predictor, videos):
     with pytest.raises(VideoError, match=r"corrupt\.mp4: cannot open video"):
         predictor.predict(videos["corrupt"])
-    with pytest.raises(predict.PredictError, match=r"noface.mp4: no face found in any of its 20 frames"):
+    with pytest.raises(inference.PredictError, match=r"noface.mp4: no face found in any of its 20 frames"):
         predictor.predict(videos["noface"])
     with pytest.raises(ValueError, match="takes no audio"):
         predictor.predict(videos["steady"], audio=videos["away_wav"])
@@ -219,8 +219,8 @@ def test_cli_writes_csv_plot_summary_and_fails_only_the_bad_videos_without_audio
 
 def test_teacher_checkpoint_uses_the_audio_it_is_given(tmp_path, cache, videos):
     teacher_dir = make_workdir(tmp_path / "teacher", recola_teacher.get_config("tiny"), cache)
-    teacher = predict.Predictor(
-        predict.load_trained(checkpoint=teacher_dir / "checkpoints" / "3"), chunk_frames=CHUNK
+    teacher = inference.Predictor(
+        inference.load_trained(checkpoint=teacher_dir / "checkpoints" / "3"), chunk_frames=CHUNK
     )
     assert teacher.trained.is_teacher and teacher.trained.step == 3
     speech = teacher.predict(videos["away"], audio=videos["away_wav"])
@@ -235,7 +235,7 @@ def test_teacher_checkpoint_uses_the_audio_it_is_given(tmp_path, cache, videos):
     container = teacher.predict(muxed)
     assert np.abs(container.pred - speech.pred).mean() < 0.5 * np.abs(quiet.pred - speech.pred).mean()
     # The synthetic mp4 has no audio track: the container is the default source, and its absence is named.
-    with pytest.raises(predict.PredictError, match=r"steady\.mp4: no audio stream"):
+    with pytest.raises(inference.PredictError, match=r"steady\.mp4: no audio stream"):
         teacher.predict(videos["steady"])
 
 
@@ -265,11 +265,11 @@ def mux_with_audio(video: Path, samples: np.ndarray, rate: int, out: Path) -> Pa
 
 def test_bad_workdirs_caches_and_checkpoints_are_named(tmp_path, student_dir, cache, caplog):
     with pytest.raises(FileNotFoundError, match=r"nowhere/config\.json does not exist"):
-        predict.load_trained(tmp_path / "nowhere")
+        inference.load_trained(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="exactly one of"):
-        predict.load_trained(student_dir, student_dir / "checkpoints" / "3")
+        inference.load_trained(student_dir, student_dir / "checkpoints" / "3")
     with pytest.raises(ValueError, match=r"<workdir>/checkpoints/<step>"):
-        predict.load_trained(checkpoint=student_dir)
+        inference.load_trained(checkpoint=student_dir)
     # A config whose face size disagrees with the checkpoint: the VGG's fc no longer fits.
     other = tmp_path / "other"
     other.mkdir()
@@ -278,17 +278,17 @@ def test_bad_workdirs_caches_and_checkpoints_are_named(tmp_path, student_dir, ca
     (other / "config.json").write_text(json.dumps(config))
     (other / "checkpoints").symlink_to(student_dir / "checkpoints")
     with pytest.raises(ValueError, match=r"checkpoint .*3/state does not match the student model .*fc"):
-        predict.load_trained(other)
+        inference.load_trained(other)
     # The training cache's face size must be the model's.
-    config = predict.read_config(student_dir / "config.json")
+    config = inference.read_config(student_dir / "config.json")
     config.data.face_size = 48
     with pytest.raises(CacheError, match=r"manifest.json: faces of 32 px, the model takes 48 px"):
-        predict.preprocess_settings(config, cache)
+        inference.preprocess_settings(config, cache)
     # A model without its training cache falls back to preprocessing's defaults, and says so.
     config.data.face_size, config.data.cache, config.data.root = FACE_SIZE, "", ""
-    with caplog.at_level("WARNING", logger="pkd_jax.predict"):
-        settings, found = predict.preprocess_settings(config)
+    with caplog.at_level("WARNING", logger="pkd_jax.inference"):
+        settings, found = inference.preprocess_settings(config)
     assert found is None and settings == PreprocessConfig(face_size=FACE_SIZE).to_dict()
     assert "the config names none" in caplog.text
     with pytest.raises(CacheError, match=r"elsewhere/manifest\.json: no feature cache here"):
-        predict.preprocess_settings(config, tmp_path / "elsewhere")
+        inference.preprocess_settings(config, tmp_path / "elsewhere")

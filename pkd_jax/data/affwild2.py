@@ -20,7 +20,6 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -28,10 +27,8 @@ import numpy as np
 from pkd_jax.data.align import AlignedVideo, LabelError, Length, reconcile_lengths
 from pkd_jax.data.audio import AudioError, fit_length, load_container_audio
 from pkd_jax.data.faces import FaceCropper, resize_square
+from pkd_jax.data.preprocess_config import PreprocessConfig
 from pkd_jax.data.video import probe_video
-
-if TYPE_CHECKING:
-    from pkd_jax.data.preprocess import PreprocessConfig
 
 SPLITS = {"Train_Set": "train", "Validation_Set": "dev"}
 NEEDS_DETECTOR = False

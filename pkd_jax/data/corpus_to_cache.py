@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -37,89 +36,13 @@ from pkd_jax.data import affwild2, recola
 from pkd_jax.data.audio import log_mel
 from pkd_jax.data.cache import CacheWriter, VideoRecord
 from pkd_jax.data.faces import FaceCropper, create_detector
+from pkd_jax.data.preprocess_config import PreprocessConfig
 
 _LOG = logging.getLogger(__name__)
 
 # Corpus readers: each module has `discover(src) -> jobs`, `extract(job, config, cropper) -> AlignedVideo`
 # and `NEEDS_DETECTOR`. Synthetic corpora are written in the RECOLA layout.
 DATASETS: dict[str, ModuleType] = {"recola": recola, "synthetic": recola, "affwild2": affwild2}
-
-
-def _field(default: Any, text: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": text})
-
-
-@dataclasses.dataclass(frozen=True)
-class PreprocessConfig:
-    """Everything that determines the cache's content; stored as the manifest's `config`."""
-
-    fps: int = _field(25, "Frame rate of the cache (videos and Aff-Wild2 rows are resampled to it).")
-    face_size: int = _field(112, "Side of the square face crops in pixels.")
-    detector: str = _field("haar", "Face detector: a registered name or 'module:factory'.")
-    face_margin: float = _field(
-        0.2, "Context around the detected face box, as a fraction of its size per side."
-    )
-    detect_width: int = _field(320, "Frames wider than this are downscaled for face detection.")
-    min_face_fraction: float = _field(
-        0.15, "Smallest face detected, as a fraction of the frame's shorter side."
-    )
-    redetect_every: int = _field(
-        10,
-        "Full-frame face detection every this many frames; the face is tracked in between (1: always full).",
-    )
-    sample_rate: int = _field(16000, "Audio sampling rate in Hz.")
-    n_fft: int = _field(512, "STFT window length in samples (32 ms at 16 kHz).")
-    hop: int = _field(160, "STFT hop in samples (10 ms at 16 kHz).")
-    n_mels: int = _field(64, "Mel bands.")
-    fmin: float = _field(0.0, "Lowest mel band edge in Hz.")
-    fmax: float = _field(8000.0, "Highest mel band edge in Hz (at most sample_rate / 2).")
-    log_floor: float = _field(1e-6, "Added to the mel power before the log.")
-    length_tolerance_fraction: float = _field(
-        0.02, "Stream lengths of a video may differ by this fraction of the longest (or the frames below)."
-    )
-    length_tolerance_frames: int = _field(25, "Stream lengths of a video may differ by this many frames.")
-
-    def __post_init__(self) -> None:
-        if self.sample_rate % self.fps or (self.sample_rate // self.fps) % self.hop:
-            raise ValueError(
-                f"sample_rate={self.sample_rate} must be a multiple of fps * hop = {self.fps * self.hop} so "
-                "that each video frame owns a whole number of mel frames"
-            )
-        if min(self.face_size, self.detect_width, self.redetect_every) < 1 or self.face_margin < 0:
-            raise ValueError("face_size, detect_width and redetect_every must be positive, face_margin >= 0")
-        if not 0 < self.min_face_fraction <= 1:
-            raise ValueError(f"min_face_fraction={self.min_face_fraction} must be in (0, 1]")
-        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
-            raise ValueError(
-                f"need 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, fmax={self.fmax}"
-            )
-        if self.n_fft < self.hop:
-            raise ValueError(f"n_fft={self.n_fft} must be at least hop={self.hop}")
-        if self.length_tolerance_fraction < 0 or self.length_tolerance_frames < 0:
-            raise ValueError("length tolerances must be non-negative")
-
-    @property
-    def samples_per_frame(self) -> int:
-        return self.sample_rate // self.fps
-
-    @property
-    def mel_per_frame(self) -> int:
-        return self.samples_per_frame // self.hop
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def detector_options(self) -> dict[str, Any]:
-        """Keyword arguments for `faces.create_detector`."""
-        return {
-            "detect_width": self.detect_width,
-            "min_face_fraction": self.min_face_fraction,
-            "redetect_every": self.redetect_every,
-        }
-
-    def digest(self) -> str:
-        """Short hash identifying this configuration in every video's meta.json."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclasses.dataclass

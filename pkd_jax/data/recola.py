@@ -18,7 +18,6 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,10 +25,8 @@ from pkd_jax.data import recola_format
 from pkd_jax.data.align import AlignedVideo, LabelError, Length, reconcile_lengths
 from pkd_jax.data.audio import fit_length, load_wav
 from pkd_jax.data.faces import FaceCropper
+from pkd_jax.data.preprocess_config import PreprocessConfig
 from pkd_jax.data.video import VideoReader
-
-if TYPE_CHECKING:
-    from pkd_jax.data.preprocess import PreprocessConfig
 
 _LOG = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
-"""Models and inputs from a config: the one place that maps config fields onto module arguments."""
+"""Models, inputs and data settings from a config: the one place that maps config fields onto module
+arguments (networks, loss, feature cache, preprocessing and input pipeline)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -10,6 +12,8 @@ import ml_collections
 
 from pkd_jax import losses
 from pkd_jax.data.cache import TARGETS
+from pkd_jax.data.pipeline import PipelineConfig
+from pkd_jax.data.preprocess_config import PreprocessConfig
 from pkd_jax.models import Student, Teacher
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -46,6 +50,35 @@ def window_fields(config: ml_collections.ConfigDict) -> dict[str, int]:
         "subsequences": config.data.window_subsequences,
         "subsequence_frames": config.data.subsequence_frames,
     }
+
+
+def cache_dir(config: ml_collections.ConfigDict) -> Path | None:
+    """The feature cache: `data.cache`, else `<data.root>/pkd_jax_cache`; None when the config names neither."""
+    if not (config.data.cache or config.data.root):
+        return None
+    return Path(config.data.cache or Path(config.data.root) / "pkd_jax_cache")
+
+
+def preprocess_config(config: ml_collections.ConfigDict) -> PreprocessConfig:
+    """The preprocessing a training config builds its cache with: the defaults at its face size."""
+    return PreprocessConfig(face_size=config.data.face_size)
+
+
+def pipeline_config(
+    config: ml_collections.ConfigDict, *, batch_size: int, with_audio: bool, train: bool
+) -> PipelineConfig:
+    """The input pipeline's settings; `train` adds the config's augmentation and seed to the clip stream."""
+    d = config.data
+    extra = {"augment": d.augment, "seed": config.seed} if train else {}
+    return PipelineConfig(
+        clip_frames=d.clip_frames,
+        batch_size=batch_size,
+        missing_face=d.missing_face,
+        with_audio=with_audio,
+        audio_window_s=d.audio_window_s,
+        **extra,
+        **window_fields(config),
+    )
 
 
 def teacher_embedding_size(config: ml_collections.ConfigDict) -> int:

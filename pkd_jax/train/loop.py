@@ -23,16 +23,16 @@ from absl import logging
 from tqdm import tqdm
 
 from pkd_jax.data.cache import Cache
-from pkd_jax.data.pipeline import PipelineConfig, train_dataset
+from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.evaluate import evaluate
-from pkd_jax.models import Teacher
 from pkd_jax.train import build, sharding
-from pkd_jax.train.checkpoint import Checkpointer, abstract_like, check_tree_shapes
+from pkd_jax.train.checkpoint import Checkpointer, abstract_like
 from pkd_jax.train.gate_track import prepare_gate, validate_gate_config
 from pkd_jax.train.metric_writer import MetricWriter
 from pkd_jax.train.state import create_state, make_optimizer
 from pkd_jax.train.steps import make_stream_step, make_train_step
 from pkd_jax.train.teacher_cache import compute_teacher_cache
+from pkd_jax.train.workdir import load_teacher
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -65,16 +65,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.eval.final_splits: unknown split(s) {sorted(unknown_splits)}")
 
 
-def cache_dir(config: ml_collections.ConfigDict) -> Path:
-    return Path(config.data.cache or Path(config.data.root) / "pkd_jax_cache")
-
-
 def open_cache(config: ml_collections.ConfigDict) -> Cache:
     """The feature cache of the configured corpus, preprocessing the corpus first when it has none."""
-    directory = cache_dir(config)
+    directory = build.cache_dir(config)
     # Many processes share one cache directory: process 0 builds it while the others wait.
     if sharding.is_chief() and not (directory / "manifest.json").exists():
-        from pkd_jax.data.preprocess import PreprocessConfig, preprocess_corpus
+        from pkd_jax.data.corpus_to_cache import preprocess_corpus
 
         if not config.data.root or not Path(config.data.root).is_dir():
             raise FileNotFoundError(f"no feature cache at {directory} and no corpus at {config.data.root!r}")
@@ -83,7 +79,7 @@ def open_cache(config: ml_collections.ConfigDict) -> Cache:
             config.data.dataset,
             config.data.root,
             directory,
-            config=PreprocessConfig(face_size=config.data.face_size),
+            config=build.preprocess_config(config),
             workers=config.data.preprocess_workers,
         )
     if jax.process_count() > 1:
@@ -96,55 +92,6 @@ def open_cache(config: ml_collections.ConfigDict) -> Cache:
                 "every process must see the cache (and the workdir) on a shared disk"
             )
     return Cache(directory)
-
-
-def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple[Teacher, Any, str]:
-    """The frozen teacher named by `config.teacher`: its model (from its own config), its variables and
-    the checkpoint they came from (`<workdir>/checkpoints/<step>`, absolute)."""
-    source = Path(config.teacher.checkpoint or config.teacher.workdir)
-    workdir = source if config.teacher.workdir else source.parent.parent
-    config_path = workdir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"teacher not found: {config_path} does not exist (train the teacher first)")
-    teacher_config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    if teacher_config.stage != "teacher":
-        raise ValueError(f"{config_path}: stage {teacher_config.stage!r} is not a teacher")
-    if tuple(teacher_config.targets) != tuple(build.target_names(config)):
-        raise ValueError(
-            f"{config_path}: the teacher predicts {tuple(teacher_config.targets)}, "
-            f"the student {tuple(build.target_names(config))}"
-        )
-    if teacher_config.data.face_size != config.data.face_size:
-        raise ValueError(
-            f"{config_path}: the teacher was trained on {teacher_config.data.face_size}px faces, "
-            f"the student is configured for {config.data.face_size}px"
-        )
-    teacher = build.build_teacher(teacher_config)
-    checkpointer = Checkpointer(workdir / "checkpoints", async_save=False)
-    step = int(source.name) if config.teacher.checkpoint else checkpointer.best_step()
-    if step is None:
-        raise FileNotFoundError(f"teacher not found: no checkpoint in {workdir / 'checkpoints'}")
-    # Placed straight onto this run's mesh: the teacher may have been trained on other devices.
-    restored = checkpointer.restore_tree(step, sharding.replicated(mesh))
-    variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
-    checkpointer.close()
-    expected = jax.eval_shape(
-        lambda: teacher.init(jax.random.key(0), *_dummy_teacher_inputs(teacher_config, variables))
-    )
-    check_tree_shapes(
-        expected,
-        variables,
-        f"teacher checkpoint {workdir}/checkpoints/{step}",
-        "the configured teacher architecture",
-    )
-    logging.info("Teacher: %s, step %d.", workdir, step)
-    return teacher, sharding.replicate(variables, mesh), f"{workdir.resolve()}/checkpoints/{step}"
-
-
-def _dummy_teacher_inputs(teacher_config: ml_collections.ConfigDict, variables: Any) -> tuple:
-    # The audio input size is not in the config; the trunks only need the channel count to match.
-    channels = variables["params"]["audio_cnn"]["conv1"]["kernel"].shape[2]
-    return build.example_inputs(teacher_config, teacher=True, audio_channels=channels)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -181,15 +128,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
         )  # fmt: skip
         extra_arrays.update(gate_arrays)
 
-    pipeline = PipelineConfig(
-        clip_frames=config.data.clip_frames,
+    pipeline = build.pipeline_config(
+        config,
         batch_size=sharding.per_process_batch_size(config.data.batch_size, mesh),
-        missing_face=config.data.missing_face,
         with_audio=config.stage == "teacher" or teacher_mode == "online",
-        audio_window_s=config.data.audio_window_s,
-        augment=config.data.augment,
-        seed=config.seed,
-        **build.window_fields(config),
+        train=True,
     )
     dataset = train_dataset(
         cache, pipeline, shard_index=jax.process_index(), shard_count=jax.process_count(),

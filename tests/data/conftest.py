@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from pkd_jax.data import synthetic
-from pkd_jax.data.preprocess import PreprocessConfig, preprocess_corpus
+from pkd_jax.data.corpus_to_cache import preprocess_corpus
+from pkd_jax.data.preprocess_config import PreprocessConfig
 
 TINY_IDS = ("train_1", "train_2", "dev_1")
 TINY_SECONDS = 6.0

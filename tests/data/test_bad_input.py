@@ -113,7 +113,7 @@ def test_small_length_mismatch_truncates_with_a_warning(bad_run, tiny_cache):
 
 
 def test_rerun_retries_only_the_failures(bad_run, tiny_config, capsys):
-    from pkd_jax.data.preprocess import preprocess_corpus
+    from pkd_jax.data.corpus_to_cache import preprocess_corpus
 
     root, cache, _ = bad_run
     (root / "recordings_audio" / "train_4.wav").rename(root / "recordings_audio" / "train_2.wav")

@@ -17,8 +17,9 @@ from pkd_jax.data import recola_format, synthetic
 from pkd_jax.data.align import Length, LengthMismatchError, reconcile_lengths
 from pkd_jax.data.audio import log_mel
 from pkd_jax.data.cache import Cache
+from pkd_jax.data.corpus_to_cache import preprocess_corpus
 from pkd_jax.data.faces import create_detector, square_crop_box
-from pkd_jax.data.preprocess import PreprocessConfig, preprocess_corpus
+from pkd_jax.data.preprocess_config import PreprocessConfig
 from pkd_jax.data.video import VideoReader, select_nearest
 
 IDS = ("train_1", "train_2", "dev_1")

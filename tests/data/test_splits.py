@@ -12,7 +12,7 @@ import pytest
 
 from pkd_jax.data import recola, synthetic
 from pkd_jax.data.cache import Cache
-from pkd_jax.data.preprocess import preprocess_corpus
+from pkd_jax.data.corpus_to_cache import preprocess_corpus
 
 SECONDS = 2.0
 SMALL = synthetic.SyntheticConfig(frame_width=128, frame_height=128)
