@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pkd_jax import bench  # noqa: E402
+from pkd_jax.perf import train_step as bench  # noqa: E402
 from pkd_jax.train import build, sharding  # noqa: E402
 from tests.torch_reference import StudentTorch, TeacherTorch  # noqa: E402
 

@@ -54,6 +54,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from pkd_jax.experiments import report, report_paired
+from pkd_jax.perf.complexity import complexity_table
 
 METHODS: dict[str, dict[str, Any]] = {
     "teacher": {"stage": "teacher"},
@@ -212,7 +213,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
         },
         "gate": report.gate_diagnostics(workdir, gate_runs, seeds),
         "gate_png": report.gate_figure(workdir, gate_runs, seeds, workdir / "gate.png"),
-        "complexity": report.complexity_table(config),
+        "complexity": complexity_table(config),
         "runtime_s": time.perf_counter() - start,
     }
     (workdir / "results.json").write_text(json.dumps(results, indent=2))

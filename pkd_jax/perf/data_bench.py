@@ -20,6 +20,7 @@ from pkd_jax.data.cache import Cache
 from pkd_jax.data.corpus_to_cache import preprocess_corpus
 from pkd_jax.data.pipeline import PipelineConfig, train_dataset
 from pkd_jax.data.preprocess_config import PreprocessConfig
+from pkd_jax.train import build
 
 
 def synthetic_corpus(root: str | Path, *, train: int, dev: int, seconds: float, frame_size: int) -> Path:
@@ -112,3 +113,57 @@ def bench_pipeline(
         "batch_ms_median": 1e3 * sorted(times)[len(times) // 2],
         "frames_per_s": batches * frames / total,
     }
+
+
+def data_benchmark(config: ml_collections.ConfigDict, what: str, **kw: Any) -> list[dict[str, Any]]:
+    """`--what=preprocess|pipeline` on the config's corpus, or on a synthetic one under `corpus_root`."""
+
+    dataset, src = corpus_for(
+        config, kw["corpus_root"], train=kw["corpus_train"], dev=kw["corpus_dev"],
+        seconds=kw["corpus_seconds"], frame_size=kw["corpus_frame_size"],
+    )  # fmt: skip
+    if what == "preprocess":
+        result = bench_preprocess(dataset, src, build.preprocess_config(config), workers=kw["workers"])
+        return [result]
+    from pkd_jax.train.loop import open_cache
+
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.data.dataset, c.data.root = dataset, str(src)
+    cache = open_cache(c)
+    results = []
+    for with_audio in (False, True):
+        pipeline = build.pipeline_config(
+            config, batch_size=config.data.batch_size, with_audio=with_audio, train=True
+        )
+        r = bench_pipeline(cache, pipeline, batches=kw["batches"])
+        results.append(
+            {
+                "what": "pipeline",
+                "kind": "teacher" if with_audio else "student",
+                "cache": str(cache.root),
+                **r,
+            }
+        )
+    return results
+
+
+def format_data_table(results: list[dict[str, Any]]) -> str:
+    """`--what=preprocess|pipeline` results, one line each."""
+    rows = []
+    for r in results:
+        if r["what"] == "preprocess":
+            per_cpu = f", {r['frames_per_cpu_s']:.1f} per CPU-second" if r["frames_per_cpu_s"] else ""
+            face = r["face_detection_frames_per_s"]
+            rows.append(
+                f"preprocess {r['videos']} videos, {r['frames']} frames in {r['wall_s']:.1f} s: "
+                f"{r['frames_per_s']:.1f} frames/s{per_cpu}; face detection {face:.1f} frames/s "
+                f"({100 * r['face_detection_share']:.0f}% of the time), faces in "
+                f"{100 * r['face_found_fraction']:.1f}% of frames; failed: {r['failed_videos'] or 'none'}"
+            )
+        else:
+            rows.append(
+                f"pipeline {r['kind']:8} clips ({'with' if r['with_audio'] else 'no'} audio): "
+                f"{r['frames_per_s']:.0f} frames/s, median {r['batch_ms_median']:.1f} ms per batch of "
+                f"{r['frames_per_batch']} frames"
+            )
+    return "\n".join(rows)

@@ -13,7 +13,11 @@ from typing import Any
 import jax
 import jax.extend
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+
+from pkd_jax import defaults
+from pkd_jax.train import build
 
 
 def param_count(variables: Any) -> int:
@@ -89,3 +93,38 @@ def per_frame_inputs(
     if model_kind == "teacher":
         return frames, jnp.zeros((1, 1, *audio_shape))
     return (frames,)
+
+
+def complexity_table(config: ml_collections.ConfigDict) -> dict[str, dict[str, float]]:
+    """Parameters and per-frame MACs of student and teacher, at this config's sizes and at full size
+    (RECOLA's for the weak setting, Aff-Wild2's for the strong one).
+
+    Strong setting: the networks need a whole window, so its MACs are counted (`GMACs_per_window`) and
+    divided by the frames the trunk sees (L sub-sequences x C sampled frames) for `GMACs_per_frame`.
+    """
+    strong = build.is_windowed(config)
+    full = defaults.affwild2(defaults.get_config("teacher", "affwild2")) if strong else None
+    full = full or defaults.get_config("teacher", "recola")
+    rows = {}
+    for label, source in (("this config", config), ("Aff-Wild2 sizes" if strong else "RECOLA sizes", full)):
+        for kind in ("student", "teacher"):
+            c = ml_collections.ConfigDict(source.to_dict())
+            c.stage = kind
+            c.targets = ("arousal",)  # the paper trains one model per dimension
+            model = build.build_model(c)
+            if strong:
+                inputs = build.example_inputs(c, teacher=kind == "teacher")
+                frames = c.data.window_subsequences * c.data.clip_frames
+            else:
+                audio = (64, round(c.data.audio_window_s * 100), 1)  # 64 mels, 10 ms hop
+                inputs = per_frame_inputs(kind, c.data.face_size, audio)
+                frames = 1
+            variables = jax.eval_shape(lambda m=model, x=inputs: m.init(jax.random.key(0), *x))
+            forward = lambda v, *x, m=model: m.apply(v, *x, train=False)
+            macs = count_macs(forward, variables, *inputs) / 1e9
+            rows[f"{kind} ({label})"] = {
+                "params_M": param_count(variables) / 1e6,
+                "GMACs_per_frame": macs / frames,
+                **({"GMACs_per_window": macs} if strong else {}),
+            }
+    return rows
