@@ -53,9 +53,7 @@ def make_workdir(workdir: Path, config_name: str, config_arg: str | None, seed: 
     config = importlib.import_module(f"configs.{config_name}").get_config(config_arg)
     config.unlock()
     cache = workdir / "face_settings_cache"
-    CacheWriter(
-        cache, dataset="synthetic", config=build.preprocess_config(config).to_dict()
-    ).finalize([])
+    CacheWriter(cache, dataset="synthetic", config=build.preprocess_config(config).to_dict()).finalize([])
     config.data.cache = str(cache)
     model = build.build_student(config)
     size = config.data.face_size
