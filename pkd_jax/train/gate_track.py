@@ -109,7 +109,7 @@ def teacher_track(
     (strong setting): windows tiling the video, each sub-sequence's prediction given to its frames.
     The student's missing-face policy and audio window apply, as the teacher sees them in distillation.
     """
-    from pkd_jax.evaluate import predict_videos, predict_windows
+    from pkd_jax.train.evaluate import predict_videos, predict_windows
 
     if build.is_windowed(config):
         return predict_windows(teacher, variables, cache, split, config, dtype=dtype)

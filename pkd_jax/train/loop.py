@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
-from pkd_jax.evaluate import evaluate
 from pkd_jax.train import build, sharding
 from pkd_jax.train.checkpoint import Checkpointer, abstract_like
+from pkd_jax.train.evaluate import evaluate
 from pkd_jax.train.gate_track import prepare_gate, validate_gate_config
 from pkd_jax.train.metric_writer import MetricWriter
 from pkd_jax.train.state import create_state, make_optimizer
