@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pkd_jax.models.conv import choose_impl, conv_gemm, conv_xla
 

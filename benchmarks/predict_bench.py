@@ -26,7 +26,6 @@ import numpy as np
 from absl import app, flags
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `configs` is a folder of the checkout, not part of the package
 
 _ROOT = flags.DEFINE_string(
     "root", str(Path(tempfile.gettempdir()) / "pkd_jax_predict_bench"), "Work folder."
@@ -41,7 +40,7 @@ _JSON = flags.DEFINE_boolean("json", False, "Print the result as JSON instead of
 
 def make_workdir(workdir: Path, config_name: str, config_arg: str | None, seed: int = 0) -> Path:
     """A workdir with a randomly initialised model of the config, and a manifest of face settings."""
-    import importlib
+    import importlib.util
 
     from pkd_jax.data.cache import CacheWriter
     from pkd_jax.train import build
@@ -50,7 +49,10 @@ def make_workdir(workdir: Path, config_name: str, config_arg: str | None, seed: 
 
     if (workdir / "config.json").is_file():
         return workdir
-    config = importlib.import_module(f"configs.{config_name}").get_config(config_arg)
+    spec = importlib.util.spec_from_file_location(config_name, REPO / "configs" / f"{config_name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # a config file of this checkout; it imports only pkd_jax
+    config = module.get_config(config_arg)
     config.unlock()
     cache = workdir / "face_settings_cache"
     CacheWriter(cache, dataset="synthetic", config=build.preprocess_config(config).to_dict()).finalize([])

@@ -4,7 +4,7 @@
         [--kinds=visual,student_cached,teacher] [--batch=2] [--steps=5] [--warmup=2] [--json]
 
 pkd_jax's side is the jitted step of `pkd_jax.bench` (`build_train` on a `random_batch`). The PyTorch
-side builds the reference networks of `tests/torch_reference.py` at the config's sizes, the loss that
+side builds the reference networks of `pkd_jax/testing/torch_reference.py` at the config's sizes, the loss that
 `pkd_jax.losses.compose` computes for the config (1 - CCC, the cosine distillation term and its gate),
 and Adam with the same per-module learning rates, in `train()` mode with every core. One step is
 forward + backward + optimizer update on both sides, input scaling (uint8 -> [0, 1]) included.
@@ -23,10 +23,8 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -36,13 +34,9 @@ import torch
 from absl import app, flags
 from ml_collections import config_flags
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from pkd_jax.perf import train_step as bench  # noqa: E402
-from pkd_jax.train import build, sharding  # noqa: E402
-from tests.torch_reference import StudentTorch, TeacherTorch  # noqa: E402
+from pkd_jax.perf import train_step as bench
+from pkd_jax.testing.torch_reference import StudentTorch, TeacherTorch
+from pkd_jax.train import build, sharding
 
 DEFAULT_KINDS = ("visual", "student_cached", "teacher")
 

@@ -22,7 +22,7 @@ from tests.test_predict import make_cache, make_workdir
 
 torch = pytest.importorskip("torch")
 
-from tests.torch_reference import ResNet18Torch, VGG19BNTorch, randomize_batch_norm_  # noqa: E402
+from pkd_jax.testing.torch_reference import ResNet18Torch, VGG19BNTorch, randomize_batch_norm_  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)

@@ -20,6 +20,16 @@ from pkd_jax.models import (  # noqa: E402
     Student,
     Teacher,
 )
+from pkd_jax.testing.torch_reference import (  # noqa: E402
+    JointCrossAttentionTorch,
+    R3D18Torch,
+    ResNet18Torch,
+    StudentTorch,
+    TeacherTorch,
+    VGG19BNTorch,
+    make_rnn,
+    randomize_batch_norm_,
+)
 from pkd_jax.weights import (  # noqa: E402
     gru_from_torch,
     load_torch_file,
@@ -30,16 +40,6 @@ from pkd_jax.weights import (  # noqa: E402
     student_from_torch,
     teacher_from_torch,
     vgg19_bn_from_torch,
-)
-from tests.torch_reference import (  # noqa: E402
-    JointCrossAttentionTorch,
-    R3D18Torch,
-    ResNet18Torch,
-    StudentTorch,
-    TeacherTorch,
-    VGG19BNTorch,
-    make_rnn,
-    randomize_batch_norm_,
 )
 
 TOL = 1e-4

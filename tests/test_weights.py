@@ -12,6 +12,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pkd_jax.models import GRU, VGG19BN, ResNet18  # noqa: E402
+from pkd_jax.testing.torch_reference import (  # noqa: E402
+    ResNet18Torch,
+    StudentTorch,
+    TeacherTorch,
+    VGG19BNTorch,
+    make_rnn,
+    randomize_batch_norm_,
+)
 from pkd_jax.weights import (  # noqa: E402
     flatten_tree,
     gru_from_torch,
@@ -26,14 +34,6 @@ from pkd_jax.weights import (  # noqa: E402
     teacher_from_torch,
     torch_to_npz,
     vgg19_bn_from_torch,
-)
-from tests.torch_reference import (  # noqa: E402
-    ResNet18Torch,
-    StudentTorch,
-    TeacherTorch,
-    VGG19BNTorch,
-    make_rnn,
-    randomize_batch_norm_,
 )
 
 torch.set_num_threads(2)

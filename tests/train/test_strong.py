@@ -183,7 +183,7 @@ def test_student_projects_its_embedding_onto_an_attended_teacher_embedding():
 
 def test_pretrained_r3d18_weights_load_through_the_config(tmp_path):
     torch = pytest.importorskip("torch")
-    from tests.torch_reference import R3D18Torch
+    from pkd_jax.testing.torch_reference import R3D18Torch
 
     config = affwild2_visual.get_config("tiny").unlock()
     ref = R3D18Torch(width=config.model.r3d_width)  # torchvision names, 400-class fc included
