@@ -5,7 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pkd_jax.models import GRU, LSTM, VGG19BN, JointCrossAttention, MLPHead, ResNet18, Student, Teacher
+from pkd_jax.models import (
+    GRU,
+    LSTM,
+    VGG19BN,
+    JCASettings,
+    JointCrossAttention,
+    MLPHead,
+    ResNet18,
+    Student,
+    Teacher,
+)
 from pkd_jax.models.vgg import feature_layer_indices
 
 TINY = dict(vgg_width=0.125, visual_features=16, rnn_hidden=24, cnn_dropout=0.2)
@@ -125,7 +135,7 @@ def test_recurrent_layers_carry_shapes():
 def test_joint_cross_attention_shapes_residual_and_length_check():
     audio = jax.random.normal(jax.random.key(0), (2, 8, 32))
     visual = jax.random.normal(jax.random.key(1), (2, 8, 48))
-    jca = JointCrossAttention(length=8, dim=16, k=4, hidden=12)
+    jca = JointCrossAttention(JCASettings(length=8, dim=16, k=4, hidden=12))
     v = jca.init(jax.random.key(2), audio, visual, train=False)
     assert v["params"]["w_ja"].shape == (8, 8) and v["params"]["w_a"].shape == (8, 4)
     assert v["params"]["w_ca"]["kernel"].shape == (32, 4)  # 2d' -> k

@@ -15,6 +15,7 @@ from pkd_jax.models import (  # noqa: E402
     LSTM,
     R3D18,
     VGG19BN,
+    JCASettings,
     JointCrossAttention,
     ResNet18,
     Student,
@@ -240,7 +241,8 @@ def test_joint_cross_attention_matches_the_equations_in_torch(embedding):
     audio, visual = torch.randn(3, length, 24), torch.randn(3, length, 20)
     with torch.no_grad():
         want_pred, want_hidden, want_attended = (t.numpy() for t in ref(audio, visual))
-    model = JointCrossAttention(length=length, embedding=embedding, **sizes)
+    settings = JCASettings(length=length, embedding=embedding, dim=16, k=6, hidden=12)
+    model = JointCrossAttention(settings, num_targets=sizes["num_targets"])
     inputs = (jnp.asarray(audio.numpy()), jnp.asarray(visual.numpy()))
     variables = merge_into(abstract_variables(model, *inputs, train=False), jca_from_torch(ref))
     pred, emb = run(model, variables, *inputs, train=False)

@@ -1,6 +1,6 @@
 """Flax modules of pkd_jax: trunks, recurrent layers, fusion and the Teacher / Student networks."""
 
-from pkd_jax.models.fusion import ConcatFusionHead, JointCrossAttention, MLPHead
+from pkd_jax.models.fusion import ConcatFusionHead, JCASettings, JointCrossAttention, MLPHead
 from pkd_jax.models.pkd import Student, Teacher
 from pkd_jax.models.r3d import R3D18
 from pkd_jax.models.resnet import ResNet18
@@ -13,6 +13,7 @@ __all__ = [
     "R3D18",
     "VGG19BN",
     "ConcatFusionHead",
+    "JCASettings",
     "JointCrossAttention",
     "MLPHead",
     "ResNet18",

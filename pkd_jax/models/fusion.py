@@ -1,7 +1,8 @@
 """Heads and audio-visual fusion.
 
 `MLPHead` is the student's head; `ConcatFusionHead` is the weak-setting teacher's concat-MLP fusion;
-`JointCrossAttention` is the strong setting's fusion (Praveen et al., see REFERENCE section 3).
+`JointCrossAttention` is the strong setting's fusion (Praveen et al.; equations in docs/method.md), sized
+by `JCASettings`, the one declaration of its settings.
 
 Activations: the released code has none between its linear layers, the paper's text speaks of
 "non-linear transformations". `activation="none"` reproduces the code, `"relu"` the text. With an
@@ -11,6 +12,7 @@ is the layer's post-activation output.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -21,6 +23,24 @@ from pkd_jax.models.common import get_activation
 
 # What `JointCrossAttention` returns as the distilled embedding (see its docstring).
 JCA_EMBEDDINGS = ("hidden", "attended")
+
+
+@dataclasses.dataclass(frozen=True)
+class JCASettings:
+    """Sizes of joint cross-attention; the training config sets each as `model.jca_<name>`, except
+    `length`, which is the window's sub-sequence count (`data.window_subsequences`)."""
+
+    length: int = 8  # L: time steps attended over
+    dim: int = 128  # d': the size audio and visual features are projected to
+    k: int = 32  # the attention's hidden size
+    hidden: int = 128  # regressor hidden layer (2d' -> hidden -> targets)
+    dropout: float = 0.6  # before the regressor's output layer
+    embedding: str = "hidden"  # the distilled embedding: "hidden" (regressor layer) or "attended" (2d')
+
+    @property
+    def embedding_size(self) -> int:
+        """Size of the embedding `JointCrossAttention` returns."""
+        return self.hidden if self.embedding == "hidden" else 2 * self.dim
 
 
 class MLPHead(nn.Module):
@@ -78,7 +98,7 @@ class ConcatFusionHead(nn.Module):
 
 
 class JointCrossAttention(nn.Module):
-    """Joint cross-attention fusion over a window of L time steps (REFERENCE section 3).
+    """Joint cross-attention fusion over a window of L time steps (docs/method.md, strong setting).
 
     Audio and visual features [B, L, d] are first projected to d' = `dim`; with J = [Xa, Xv] (L x 2d'):
       Ca = tanh(Xa^T W_ja J / sqrt(2d')),  Ha = ReLU(Ca W_ca + Xa^T W_a),  Xatt_a = (Ha W_ha)^T + Xa
@@ -94,48 +114,44 @@ class JointCrossAttention(nn.Module):
     expects 640 inputs, which does not match its own 2 x 128 attended features).
     """
 
-    length: int
-    dim: int = 128
-    k: int = 32
-    hidden: int = 128
-    dropout: float = 0.6
+    settings: JCASettings = JCASettings()
     num_targets: int = 2
-    embedding: str = "hidden"
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, audio: jax.Array, visual: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:
-        if audio.shape[1] != self.length or visual.shape[1] != self.length:
+        s = self.settings
+        if audio.shape[1] != s.length or visual.shape[1] != s.length:
             raise ValueError(
-                f"joint cross-attention was built for {self.length} steps, got audio "
+                f"joint cross-attention was built for {s.length} steps, got audio "
                 f"{audio.shape[1]} and visual {visual.shape[1]}"
             )
-        xa = nn.Dense(self.dim, dtype=self.dtype, name="audio_proj")(audio)
-        xv = nn.Dense(self.dim, dtype=self.dtype, name="visual_proj")(visual)
+        xa = nn.Dense(s.dim, dtype=self.dtype, name="audio_proj")(audio)
+        xv = nn.Dense(s.dim, dtype=self.dtype, name="visual_proj")(visual)
         joint = jnp.concatenate([xa, xv], axis=-1)  # [B, L, 2d']
-        scale = (2 * self.dim) ** -0.5
+        scale = (2 * s.dim) ** -0.5
         init = nn.initializers.lecun_normal()
 
         def attend(x: jax.Array, side: str) -> jax.Array:
-            w_j = self.param(f"w_j{side}", init, (self.length, self.length))
-            w_x = self.param(f"w_{side}", init, (self.length, self.k))
-            w_h = self.param(f"w_h{side}", init, (self.k, self.length))
+            w_j = self.param(f"w_j{side}", init, (s.length, s.length))
+            w_x = self.param(f"w_{side}", init, (s.length, s.k))
+            w_h = self.param(f"w_h{side}", init, (s.k, s.length))
             # Correlation of each feature channel with the joint representation: [B, d', 2d'].
             corr = jnp.tanh(jnp.einsum("bld,lm,bme->bde", x, w_j, joint) * scale)
             h = nn.relu(
-                nn.Dense(self.k, use_bias=False, dtype=self.dtype, name=f"w_c{side}")(corr)
+                nn.Dense(s.k, use_bias=False, dtype=self.dtype, name=f"w_c{side}")(corr)
                 + jnp.einsum("bld,lk->bdk", x, w_x)
             )  # [B, d', k]
             return jnp.einsum("bdk,kl->bld", h, w_h) + x
 
-        if self.embedding not in JCA_EMBEDDINGS:
-            raise ValueError(f"unknown JCA embedding {self.embedding!r}; choose one of {JCA_EMBEDDINGS}")
+        if s.embedding not in JCA_EMBEDDINGS:
+            raise ValueError(f"unknown JCA embedding {s.embedding!r}; choose one of {JCA_EMBEDDINGS}")
         fused = jnp.concatenate([attend(xa, "a"), attend(xv, "v")], axis=-1)
-        hidden = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="regressor_hidden")(fused))
-        dropped = nn.Dropout(self.dropout, deterministic=not train)(hidden)
+        hidden = nn.relu(nn.Dense(s.hidden, dtype=self.dtype, name="regressor_hidden")(fused))
+        dropped = nn.Dropout(s.dropout, deterministic=not train)(hidden)
         out = nn.Dense(self.num_targets, dtype=self.dtype, name="regressor_out")(dropped)
-        return out, hidden if self.embedding == "hidden" else fused
+        return out, hidden if s.embedding == "hidden" else fused
 
     def embedding_size(self) -> int:
         """Size of the returned embedding."""
-        return self.hidden if self.embedding == "hidden" else 2 * self.dim
+        return self.settings.embedding_size

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from pkd_jax.models.common import merge_time, split_time
-from pkd_jax.models.fusion import ConcatFusionHead, JointCrossAttention, MLPHead
+from pkd_jax.models.fusion import ConcatFusionHead, JCASettings, JointCrossAttention, MLPHead
 from pkd_jax.models.r3d import R3D18
 from pkd_jax.models.resnet import ResNet18
 from pkd_jax.models.temporal import RECURRENT, zero_carry
@@ -127,7 +127,7 @@ class Teacher(_VisualTemporal):
     `fusion="concat"` (weak setting): per-frame audio, concatenated with the recurrent visual output
     and an MLP (`ConcatFusionHead`). `fusion="jca"` (strong setting): one audio window per sub-sequence,
     joint cross-attention between the ResNet-18 audio features and the LSTM visual features over the
-    window's `jca_length` steps (`JointCrossAttention`); its embedding is chosen by `jca_embedding`.
+    window's `jca.length` steps (`JointCrossAttention`); its embedding is chosen by `jca.embedding`.
     """
 
     audio_width: float = 1.0
@@ -136,12 +136,7 @@ class Teacher(_VisualTemporal):
     num_targets: int = 2
     activation: str = "none"
     fusion: str = "concat"
-    jca_length: int = 8
-    jca_dim: int = 128
-    jca_k: int = 32
-    jca_hidden: int = 128
-    jca_dropout: float = 0.6
-    jca_embedding: str = "hidden"
+    jca: JCASettings = JCASettings()  # fusion="jca" only
 
     def setup(self) -> None:
         self.setup_visual()
@@ -155,16 +150,7 @@ class Teacher(_VisualTemporal):
                 dtype=self.dtype,
             )
         elif self.fusion == "jca":
-            self.head = JointCrossAttention(
-                length=self.jca_length,
-                dim=self.jca_dim,
-                k=self.jca_k,
-                hidden=self.jca_hidden,
-                dropout=self.jca_dropout,
-                num_targets=self.num_targets,
-                embedding=self.jca_embedding,
-                dtype=self.dtype,
-            )
+            self.head = JointCrossAttention(self.jca, num_targets=self.num_targets, dtype=self.dtype)
         else:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {FUSIONS}")
 

@@ -3,6 +3,7 @@ arguments (networks, loss, feature cache, preprocessing and input pipeline)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from pkd_jax import losses
 from pkd_jax.data.cache import TARGETS
 from pkd_jax.data.pipeline import PipelineConfig
 from pkd_jax.data.preprocess_config import PreprocessConfig
-from pkd_jax.models import Student, Teacher
+from pkd_jax.models import JCASettings, Student, Teacher
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -87,10 +88,17 @@ def teacher_embedding_size(config: ml_collections.ConfigDict) -> int:
     Only the strong setting's `jca_embedding="attended"` teacher (2d') differs from the student's
     embedding layer; the JCA regressor's hidden layer and the weak teacher's fused layer match it.
     """
-    m = config.model
-    if m.fusion == "jca" and m.jca_embedding == "attended":
-        return 2 * m.jca_dim
+    if config.model.fusion == "jca" and config.model.jca_embedding == "attended":
+        return jca_settings(config).embedding_size
     return 0
+
+
+def jca_settings(config: ml_collections.ConfigDict) -> JCASettings:
+    """Joint cross-attention's settings: `model.jca_<name>` for each, the window length for `length`."""
+    names = [f.name for f in dataclasses.fields(JCASettings) if f.name != "length"]
+    return JCASettings(
+        length=config.data.window_subsequences, **{name: config.model[f"jca_{name}"] for name in names}
+    )
 
 
 def _visual_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -130,12 +138,7 @@ def build_teacher(config: ml_collections.ConfigDict) -> Teacher:
         fusion_visual_features=m.fusion_visual_features,
         fused_features=tuple(m.fused_features),
         fusion=m.fusion,
-        jca_length=config.data.window_subsequences,
-        jca_dim=m.jca_dim,
-        jca_k=m.jca_k,
-        jca_hidden=m.jca_hidden,
-        jca_dropout=m.jca_dropout,
-        jca_embedding=m.jca_embedding,
+        jca=jca_settings(config),
         **_visual_kwargs(config),
     )
 
