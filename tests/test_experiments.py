@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import demo
-from pkd_jax.experiments import paper, report, report_paired
+from pkd_jax.experiments import report, report_paired, runner
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -19,9 +19,9 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     config.data.face_size, config.data.clip_frames, config.data.batch_size = 32, 4, 4
     config.data.preprocess_workers = 1
     assert config.experiment.corpus_test == 1
-    results = paper.run_all(config, tmp_path)
+    results = runner.run_all(config, tmp_path)
 
-    assert set(results["methods"]) == set(paper.METHODS)
+    assert set(results["methods"]) == set(runner.METHODS)
     for method, stats in results["summary"].items():
         assert {"valence", "arousal"} <= set(stats), method
         assert all(abs(stats[t]["mean"]) <= 1 for t in ("valence", "arousal"))
@@ -31,7 +31,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     # The held-out test split: every run scored its final model on it (eval.final_splits).
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["seeds"] == [0] and saved["headline_split"] == "test"
-    assert set(saved["test"]["methods"]) == set(paper.METHODS)
+    assert set(saved["test"]["methods"]) == set(runner.METHODS)
     for method, stats in saved["test"]["summary"].items():
         assert all(abs(stats[t]["mean"]) <= 1 for t in ("valence", "arousal")), method
     assert set(saved["paired"]) == {"test", "dev"}
@@ -57,13 +57,13 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
 
     # Started again, the runner reuses every finished run instead of training it again.
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json")}
-    assert len(stamps) == 2 * len(paper.METHODS)  # eval.json and eval_test.json
-    paper.run_all(config, tmp_path)
+    assert len(stamps) == 2 * len(runner.METHODS)  # eval.json and eval_test.json
+    runner.run_all(config, tmp_path)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json")} == stamps
 
     # The gate sweep in the same workdir reuses teacher, baseline and no-gate student; trains its grid.
     from configs import gate_sweep as sweep_config
-    from pkd_jax.experiments import gate_sweep
+    from pkd_jax.experiments import sweep as gate_sweep
 
     sweep = sweep_config.get_config("smoke")
     sweep.unlock()
@@ -91,24 +91,24 @@ def test_recola_runner_config_needs_data_root(tmp_path):
     assert config.model.vgg_width == 1.0 and config.experiment.seeds == (0, 1, 2, 3, 4)
     assert config.experiment.corpus_test == 0
     with pytest.raises(ValueError, match=r"data\.root is not set"):
-        paper.run_all(config, tmp_path)
+        runner.run_all(config, tmp_path)
 
 
 def test_final_splits_follow_the_prepared_cache(tmp_path):
     config = demo.get_config("smoke")
     config.unlock()
     config.data.cache = str(tmp_path / "cache")
-    assert paper.method_config(config, "visual", 0, tmp_path).eval.final_splits == ()  # not prepared
+    assert runner.method_config(config, "visual", 0, tmp_path).eval.final_splits == ()  # not prepared
     (tmp_path / "cache").mkdir()
     videos = {"train_1": {"split": "train", "status": "ok"}, "test_1": {"split": "test", "status": "ok"}}
     (tmp_path / "cache/manifest.json").write_text(json.dumps({"version": 1, "videos": videos}))
-    student = paper.method_config(config, "student", 3, tmp_path)
+    student = runner.method_config(config, "student", 3, tmp_path)
     assert student.eval.final_splits == ("test",) and student.seed == 3
     assert student.teacher.workdir == str(tmp_path / "runs/teacher/seed_3")
     videos["test_1"]["status"] = "failed"  # a failed test video is no test split
     (tmp_path / "cache/manifest.json").write_text(json.dumps({"version": 1, "videos": videos}))
-    assert paper.method_config(config, "teacher", 0, tmp_path).eval.final_splits == ()
-    assert paper.gated(config, "student") and not paper.gated(config, "student_nogate")
+    assert runner.method_config(config, "teacher", 0, tmp_path).eval.final_splits == ()
+    assert runner.gated(config, "student") and not runner.gated(config, "student_nogate")
 
 
 def _eval(valence: float, arousal: float, videos: tuple[str, ...]) -> dict:

@@ -1,0 +1,199 @@
+"""The paper runner's library: methods x seeds trained into one workdir, then tables and figures.
+
+The command line and the description of its outputs: `pkd_jax.experiments.paper`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+from absl import logging
+
+from pkd_jax.experiments import report, report_paired
+from pkd_jax.perf.complexity import complexity_table
+
+METHODS: dict[str, dict[str, Any]] = {
+    "teacher": {"stage": "teacher"},
+    "teacher_black": {"stage": "teacher", "data.missing_face": "black"},
+    "visual": {"stage": "visual"},
+    "student": {"stage": "student", "loss.gate": "paper"},
+    "student_nogate": {"stage": "student", "loss.gate": "none"},
+}
+
+
+def method_config(
+    base: ml_collections.ConfigDict, method: str, seed: int, workdir: Path
+) -> ml_collections.ConfigDict:
+    """The training config of one method and seed, derived from the experiment config."""
+    config = ml_collections.ConfigDict(base.to_dict())
+    for key, value in METHODS[method].items():
+        node = config
+        *parents, leaf = key.split(".")
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    config.seed = seed
+    if config.stage == "student":
+        config.teacher.workdir = str(run_dir(workdir, "teacher", seed))
+        config.teacher.checkpoint = ""
+    config.eval.final_splits = final_splits(config)
+    del config["experiment"]
+    config.lock()
+    return config
+
+
+def run_dir(workdir: Path, method: str, seed: int) -> Path:
+    """Where one method and seed trains and leaves its results."""
+    return workdir / "runs" / method / f"seed_{seed}"
+
+
+def final_splits(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """("test",) when the prepared cache has test videos, else (): the splits scored once, at the end."""
+    from pkd_jax.data.cache import Cache
+
+    if not config.data.cache or not (Path(config.data.cache) / "manifest.json").is_file():
+        return ()  # not prepared (yet): nothing to score beyond dev
+    return ("test",) if Cache(config.data.cache).ids("test") else ()
+
+
+def gated(config: ml_collections.ConfigDict, method: str) -> bool:
+    """Whether `method` is a student whose distillation a gate decides (so it may have gate diagnostics)."""
+    return method.startswith("student") and METHODS[method].get("loss.gate", config.loss.gate) != "none"
+
+
+def _warn_corpus_mismatch(root: Path, e: ml_collections.ConfigDict) -> None:
+    """An existing synthetic corpus is reused as it is: say so when it was made with other counts."""
+    meta = json.loads((root / "synthetic.json").read_text())
+    if meta.get("ratings_from"):
+        return  # ids and lengths come from rating files
+    meta.setdefault("n_test", 0)  # corpora from before the test split have none
+    wanted = {"n_train": e.corpus_train, "n_dev": e.corpus_dev, "n_test": e.get("corpus_test", 0),
+              "seconds": e.corpus_seconds}  # fmt: skip
+    differ = {k: (meta.get(k), v) for k, v in wanted.items() if meta.get(k) != v}
+    if differ:
+        logging.warning(
+            "Reusing the synthetic corpus in %s, made with other settings (have, config): %s. Delete it "
+            "(and the cache) to generate the configured one.", root, differ,
+        )  # fmt: skip
+
+
+def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
+    """Generates (synthetic) and preprocesses the corpus when needed; returns the config pointing at it."""
+    from pkd_jax.data import synthetic
+    from pkd_jax.train.loop import open_cache
+
+    config = ml_collections.ConfigDict(config.to_dict())
+    e = config.experiment
+    affwild2_layout = config.data.dataset == "affwild2" and e.get("corpus_layout") == "affwild2"
+    if (config.data.dataset == "synthetic" or affwild2_layout) and not config.data.root:
+        config.data.root = str(workdir / "corpus")
+        n_test = e.get("corpus_test", 0)
+        if affwild2_layout and n_test:
+            raise ValueError("experiment.corpus_test: the Aff-Wild2 layout has no test split; set it to 0")
+        if not (Path(config.data.root) / "synthetic.json").is_file():
+            logging.info("Generating the synthetic corpus in %s.", config.data.root)
+            generate = synthetic.generate_affwild2_corpus if affwild2_layout else synthetic.generate_corpus
+            generate(
+                config.data.root, e.corpus_train, e.corpus_dev, e.corpus_seconds, e.corpus_seed,
+                config=synthetic.SyntheticConfig(frame_width=e.corpus_frame_size, frame_height=e.corpus_frame_size),
+                workers=config.data.preprocess_workers, **({} if affwild2_layout else {"n_test": n_test}),
+            )  # fmt: skip
+        else:
+            _warn_corpus_mismatch(Path(config.data.root), e)
+    if not config.data.root:
+        from pkd_jax.train.loop import validate_config
+
+        validate_config(config)  # stops with what to set
+    if not config.data.cache:
+        config.data.cache = str(workdir / "cache")
+    open_cache(config)  # preprocesses on first use
+    return config
+
+
+def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Trains (or reuses) every method for every seed and writes the reports."""
+    from pkd_jax.train.loop import run
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    enable_compilation_cache(workdir)
+    start = time.perf_counter()
+    config = prepare_data(config, workdir)
+    seeds = tuple(config.experiment.seeds)
+    methods = list(config.experiment.get("methods", tuple(METHODS)))
+    if unknown := set(methods) - set(METHODS):
+        raise ValueError(f"experiment.methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")
+    splits = final_splits(config)
+    # evals[split][method][seed]: the final model's eval.json (dev) or eval_<split>.json.
+    evals: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
+        s: {m: {} for m in methods} for s in ("dev", *splits)
+    }
+    for seed in seeds:
+        for method in methods:
+            out = run_dir(workdir, method, seed)
+            files = {"dev": out / "eval.json", **{s: out / f"eval_{s}.json" for s in splits}}
+            if all(f.is_file() for f in files.values()):
+                logging.info("Reusing %s.", out)
+            else:  # new, interrupted, or finished before the test split existed: the loop resumes
+                logging.info("Training %s, seed %d.", method, seed)
+                run(method_config(config, method, seed, workdir), out)
+            if not files["dev"].is_file():  # stopped by a signal after a checkpoint: resumable, not finished
+                raise RuntimeError(
+                    f"{out} stopped before its final evaluation; run the same command to resume"
+                )
+            if missing := [f.name for f in files.values() if not f.is_file()]:
+                raise RuntimeError(
+                    f"{out} finished without {missing}: the training loop did not score "
+                    f"config.eval.final_splits={splits}"
+                )
+            for split, path in files.items():
+                evals[split][method][seed] = json.loads(path.read_text())
+    score = config.eval.score
+    headline = "test" if "test" in splits else "dev"
+    test = None
+    if "test" in evals:
+        test = {
+            "methods": _by_seed_name(evals["test"]),
+            "summary": report.summarize(evals["test"], scope=score),
+        }
+    gate_runs = [m for m in methods if gated(config, m)]
+    results = {
+        "config": json.loads(config.to_json_best_effort()),
+        "seeds": list(seeds),
+        "headline_split": headline,
+        "methods": _by_seed_name(evals["dev"]),
+        "summary": report.summarize(evals["dev"], workdir, scope=score),
+        "test": test,
+        "paired": {
+            s: report_paired.paired_table(evals[s], scope=score) for s in dict.fromkeys((headline, "dev"))
+        },
+        "gate": report.gate_diagnostics(workdir, gate_runs, seeds),
+        "gate_png": report.gate_figure(workdir, gate_runs, seeds, workdir / "gate.png"),
+        "complexity": complexity_table(config),
+        "runtime_s": time.perf_counter() - start,
+    }
+    (workdir / "results.json").write_text(json.dumps(results, indent=2))
+    (workdir / "results.md").write_text(report.markdown(results))
+    report.figure4(workdir, config, seeds[0], workdir / "figure4.png")
+    report.training_curves(workdir, methods, seeds[0], workdir / "training_curves.png")
+    print((workdir / "results.md").read_text())
+    return results
+
+
+def _by_seed_name(runs: dict[str, dict[int, Any]]) -> dict[str, dict[str, Any]]:
+    """JSON keys are strings: {method: {"0": result, ...}}."""
+    return {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in runs.items()}
+
+
+def enable_compilation_cache(workdir: Path) -> None:
+    """Methods and seeds share programs: compile each once, even across runner restarts."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:  # the caller already chose one
+        return
+    jax.config.update("jax_compilation_cache_dir", str(workdir / "xla_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
