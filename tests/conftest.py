@@ -9,3 +9,11 @@ _CACHE.mkdir(parents=True, exist_ok=True)
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def outside_checkout_env() -> dict[str, str]:
+    """The environment of a user's shell elsewhere: no PYTHONPATH, so only the installed `pkd_jax` is
+    importable (the checkout's `configs` and `tests` folders are not)."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -1,4 +1,5 @@
-"""The bench command on a tiny config: JSON fields, HLO dump, profile trace, complexity."""
+"""The bench command on a tiny config: JSON fields, HLO dump, profile trace, complexity (run outside the
+checkout, on a user's own config file that builds on the installed defaults)."""
 
 import json
 import subprocess
@@ -7,19 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import outside_checkout_env
+
 REPO = Path(__file__).resolve().parents[1]
+USER_CONFIG = """from pkd_jax import defaults
 
 
-def run_bench(*args: str) -> list[dict]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pkd_jax.bench",
-        f"--config={REPO / 'configs' / 'recola_student.py'}:tiny",
-        "--json",
-        *args,
-    ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+def get_config(arg=None):
+    return defaults.stage_config("student", "recola", arg)
+"""
+
+
+def run_bench(*args: str, config: str | None = None, cwd: Path = REPO) -> list[dict]:
+    config = config or f"{REPO / 'configs' / 'recola_student.py'}:tiny"
+    cmd = [sys.executable, "-m", "pkd_jax.bench", f"--config={config}", "--json", *args]
+    done = subprocess.run(
+        cmd, cwd=cwd, env=outside_checkout_env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -49,8 +54,9 @@ def test_bench_train_json_hlo_and_profile(tmp_path):
     assert list((tmp_path / "profile").rglob("*.xplane.pb"))
 
 
-def test_bench_complexity_reports_table3_sizes():
-    (result,) = run_bench("--complexity")
+def test_bench_complexity_reports_table3_sizes_outside_the_checkout(tmp_path):
+    (tmp_path / "my_config.py").write_text(USER_CONFIG)
+    (result,) = run_bench("--complexity", config=f"{tmp_path / 'my_config.py'}:tiny", cwd=tmp_path)
     assert abs(result["student (RECOLA sizes)"]["params_M"] - 27.8) < 0.1
     assert abs(result["student (RECOLA sizes)"]["GMACs_per_frame"] - 4.8) < 0.2
 

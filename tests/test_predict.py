@@ -24,6 +24,7 @@ from pkd_jax.data.video import VideoError, VideoReader
 from pkd_jax.train import build
 from pkd_jax.train.checkpoint import Checkpointer
 from pkd_jax.train.state import create_state, make_optimizer
+from tests.conftest import outside_checkout_env
 
 REPO = Path(__file__).resolve().parents[1]
 FACE_SIZE = 32  # the tiny configs' face size
@@ -196,7 +197,11 @@ def test_cli_writes_csv_plot_summary_and_fails_only_the_bad_videos_without_audio
         f"sys.argv = {argv!r}\n"
         "runpy.run_module('pkd_jax.predict', run_name='__main__', alter_sys=True)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    # From outside the checkout: the installed package alone must read the workdir (no `configs`).
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=outside_checkout_env(), capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode == 1, output  # two of four videos failed
     assert "AUDIO_MODULES []" in done.stdout
