@@ -205,7 +205,7 @@ def affwild2(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.model.embed_index = 1
     for group in ("visual_cnn", "temporal", "head", "audio_cnn"):
         c.optim[f"lr_{group}"] = 1e-3
-    c.optim.lr_decay = 0.8  # x0.8 every 2 epochs from epoch 5 (REFERENCE section 3)
+    c.optim.lr_decay = 0.8  # x0.8 every 2 epochs from epoch 5 (docs/method.md, Strong setting)
     c.eval.score = "concatenated"  # Aff-Wild2 reports CCC over all validation frames
     c.teacher.mode = "online"  # random windows: no per-clip-start teacher cache
     return c

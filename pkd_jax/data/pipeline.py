@@ -13,8 +13,8 @@ masked by `frame_mask`. `first_chunk` tells the evaluator to reset the recurrent
 Windows (strong setting, `subsequences` > 0): an element is a window of `subsequences` (L)
 consecutive sub-sequences of `subsequence_frames` (S) frames; from each sub-sequence `clip_frames` (C)
 frames are taken at a fixed stride ending on its last frame (S=32, C=8: frames 3, 7, ..., 31), and
-the sub-sequence's label is its last frame's (REFERENCE section 3). Training windows start uniformly
-at random over every video (videos shorter than a window are padded with masked sub-sequences);
+the sub-sequence's label is its last frame's (docs/method.md, Strong setting). Training windows start
+uniformly at random over every video (videos shorter than a window are padded with masked sub-sequences);
 evaluation windows (`eval_windows`) tile every video from frame 0. Window batches hold, per time step,
 a clip and one audio window centred on the sub-sequence:
     frames       uint8 [B, L, C, S, S, 3]

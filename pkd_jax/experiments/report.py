@@ -14,7 +14,8 @@ import numpy as np
 from pkd_jax.experiments import report_paired
 from pkd_jax.train.metric_writer import read_metrics
 
-# RECOLA dev, mean CCC (valence, arousal) as the paper reports them (post-processed; see REFERENCE).
+# RECOLA dev, mean CCC (valence, arousal) as the paper reports them
+# (post-processed; docs/method.md, Paper results).
 PAPER_RECOLA = {
     "teacher": (0.472, 0.586),
     "teacher_black": (0.40, 0.53),

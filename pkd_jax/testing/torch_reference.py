@@ -8,7 +8,7 @@ Parameter names reproduce the layouts `pkd_jax.weights` reads:
     `rnn.rnn.*`, `rnn.out_layer<N>.*`, and for the teacher `spec_cnn.cnn_spec_backbone.<child>.*`, a
     ResNet-18 without its fc wrapped as `nn.Sequential` of its children).
   - `R3D18Torch`: torchvision `r3d_18` names (`stem.0`, `layer2.0.conv1.0`, `layer2.0.downsample.1`, `fc`).
-  - `JointCrossAttentionTorch`: the joint cross-attention equations of REFERENCE section 3, written in
+  - `JointCrossAttentionTorch`: the joint cross-attention equations of docs/method.md, written in
     the paper's orientation (features x time), with its own parameter names (see the parity test).
 Widths scale like the Flax models (`max(1, round(c * width))`), so small versions match small Flax ones.
 """
