@@ -13,10 +13,14 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+# Two worker processes, one test file each at a time (a file's fixtures are built once): XLA compiles on
+# one thread, so two processes use both cores of a small machine. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 
-# The paper's experiments on the bundled synthetic corpus (generated on first use), tiny networks, 3 seeds.
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# The paper's experiments on the bundled synthetic corpus (generated on first use), tiny networks, 5 seeds.
 demo: $(STAMP)
 	$(VENV)/bin/python -m pkd_jax.experiments.paper --config=configs/demo.py --workdir=$(DEMO_DIR)
 

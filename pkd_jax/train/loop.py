@@ -68,6 +68,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def open_cache(config: ml_collections.ConfigDict) -> Cache:
     """The feature cache of the configured corpus, preprocessing the corpus first when it has none."""
     directory = build.cache_dir(config)
+    if directory is None:
+        raise ValueError("the config names no corpus: set config.data.root (or config.data.cache)")
     # Many processes share one cache directory: process 0 builds it while the others wait.
     if sharding.is_chief() and not (directory / "manifest.json").exists():
         from pkd_jax.data.corpus_to_cache import preprocess_corpus
