@@ -96,6 +96,7 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     lo.theta_quantile = 0.75  # > 0: theta is this quantile of the teacher's gamma over the training clips
     lo.gate_context = "window"  # where gamma is measured: "window", "clip" (paper text) or "batch" (code)
     lo.gate_window_frames = 250  # gate_context="window": frames of the video, centred on the clip
+    lo.custom = ""  # set by the Python API: module:qualname of a user loss; empty for the config's own
 
     c.teacher = t = ml_collections.ConfigDict()  # the frozen teacher of a student
     t.workdir = ""  # student only: the teacher's workdir (its best checkpoint is used)

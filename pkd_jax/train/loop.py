@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
+import functools
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from pkd_jax import losses
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.train import build, sharding
@@ -32,7 +36,7 @@ from pkd_jax.train.metric_writer import MetricWriter
 from pkd_jax.train.state import create_state, make_optimizer
 from pkd_jax.train.steps import make_stream_step, make_train_step
 from pkd_jax.train.teacher_cache import compute_teacher_cache
-from pkd_jax.train.workdir import load_teacher
+from pkd_jax.train.workdir import load_teacher, read_config
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -96,14 +100,67 @@ def open_cache(config: ml_collections.ConfigDict) -> Cache:
     return Cache(directory)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Trains `config.stage` in `workdir`, resuming from its latest checkpoint; returns the final eval."""
+def loss_name(fn: Any) -> str:
+    """`module:qualname` of a user loss; a functools.partial or a callable object is named by its type."""
+    qualname = None if isinstance(fn, functools.partial) else getattr(fn, "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    if not isinstance(qualname, str) or not isinstance(module, str):
+        module, qualname = type(fn).__module__, type(fn).__qualname__
+    return f"{module}:{qualname}"
+
+
+def has_checkpoint(workdir: Path) -> bool:
+    """Whether `workdir` holds a finished checkpoint (`checkpoints/<step>`), which a run resumes from."""
+    directory = workdir / "checkpoints"
+    return directory.is_dir() and any(p.name.isdigit() and p.is_dir() for p in directory.iterdir())
+
+
+def with_loss(config: ml_collections.ConfigDict, workdir: Path, loss_fn: Any) -> ml_collections.ConfigDict:
+    """The config to record, `loss.custom` naming `loss_fn` (a copy; the caller's config is unchanged).
+
+    A resumed workdir must train with the loss it started with: a config.json that names a user loss
+    needs the same one (by name), and one that names none resumes only with the config's own loss.
+    """
+    given = loss_name(loss_fn) if loss_fn is not None else ""
+    if loss_fn is None and config.loss.get("custom", ""):
+        raise ValueError(
+            f"config.loss.custom={config.loss.custom!r} but no loss function was given: the field is set "
+            "by the Python API (pkd_jax.api.train(config, workdir, loss=fn)); pass that function"
+        )
+    if has_checkpoint(workdir) and (workdir / "config.json").is_file():
+        recorded = read_config(workdir / "config.json").loss.get("custom", "")
+        if recorded != given:
+            trained = f"the user loss {recorded!r}" if recorded else "the config's own loss"
+            now = f"the user loss {given!r}" if given else "no loss function"
+            raise ValueError(
+                f"{workdir} has checkpoints trained with {trained} (its config.json has loss.custom="
+                f"{recorded!r}), but this run was given {now}; pass the same loss to resume, or train in a "
+                "new workdir"
+            )
+    if loss_fn is None:
+        return config
+    config = copy.deepcopy(config)
+    with config.unlocked():
+        config.loss.custom = given
+    return config
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, loss_fn: losses.LossFn | None = None
+) -> dict[str, Any]:
+    """Trains `config.stage` in `workdir`, resuming from its latest checkpoint; returns the final eval.
+
+    `loss_fn(outputs, batch) -> (loss, metrics)` replaces the config's loss (`build.build_loss`); it is
+    recorded by name in config.json as `loss.custom`, and a resumed run must pass the same one.
+    """
     validate_config(config)
     workdir = Path(workdir)
+    config = with_loss(config, workdir, loss_fn)
     workdir.mkdir(parents=True, exist_ok=True)
     chief = jax.process_index() == 0
-    if chief:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    if chief:  # written whole, then renamed: other processes may be reading the previous one
+        (workdir / "config.json.tmp").write_text(config.to_json_best_effort(indent=2))
+        os.replace(workdir / "config.json.tmp", workdir / "config.json")
     mesh = sharding.make_mesh()
     cache = open_cache(config)
     targets = build.target_indices(config)
@@ -147,7 +204,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any
     variables = load_pretrained(config, variables)
     tx = make_optimizer(config.optim, variables["params"], steps_per_epoch=steps_per_epoch(config, cache))
     state = sharding.replicate(create_state(variables, tx, state_rng), mesh)
-    loss_fn = build.build_loss(config, theta=theta)
+    if loss_fn is None:
+        loss_fn = build.build_loss(config, theta=theta)
     train_step = jax.jit(
         make_train_step(
             model, tx, loss_fn, targets=targets, dtype=dtype, teacher=teacher, teacher_mode=teacher_mode

@@ -8,7 +8,7 @@ A step whose loss is not finite leaves the state unchanged; the loop sees it in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -39,6 +39,18 @@ def teacher_outputs(
     """The frozen teacher in inference mode (running BN statistics, no dropout), without gradients."""
     pred, emb = teacher.apply(teacher_variables, *model_inputs(teacher, batch, dtype), train=False)
     return jax.lax.stop_gradient(pred), jax.lax.stop_gradient(emb)
+
+
+def loss_and_metrics(result: Any) -> tuple[jax.Array, Metrics]:
+    """A loss function's `(loss, metrics)`, checked, with `loss` added to the metrics when missing (a
+    user loss may report only some metrics, or none)."""
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping)):
+        raise TypeError(f"a loss function returns (loss, metrics dict), not {type(result).__name__}")
+    loss, metrics = result
+    shaped = {k: jnp.shape(v) for k, v in metrics.items() if jnp.shape(v) != ()}
+    if jnp.shape(loss) != () or shaped:
+        raise ValueError(f"a loss and its metrics must be scalars; got loss {jnp.shape(loss)}, {shaped}")
+    return loss, {"loss": loss, **metrics}
 
 
 def make_train_step(
@@ -82,7 +94,7 @@ def make_train_step(
                 rngs={"dropout": dropout_key},
                 mutable=["batch_stats"],
             )
-            loss, metrics = loss_fn({"pred": pred, "emb": emb, **extra}, loss_batch)
+            loss, metrics = loss_and_metrics(loss_fn({"pred": pred, "emb": emb, **extra}, loss_batch))
             return loss, (metrics, updates["batch_stats"])
 
         (loss, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
