@@ -1,0 +1,104 @@
+"""The concordance correlation coefficient, the CCC loss term and the masks they share.
+
+Predictions and labels are [B, T, K]; masks are [B, T] (or the full shape). Masked positions may hold
+anything, NaN included: every function here zeroes them before use.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Outputs = Mapping[str, Array]
+Batch = Mapping[str, Any]
+TermFn = Callable[[Outputs, Batch], Array]
+LossFn = Callable[[Outputs, Batch], tuple[Array, dict[str, Array]]]
+
+CCC_EPS = 1e-8
+
+
+def _expand_mask(mask: Array | None, like: Array) -> Array:
+    """A float mask broadcast to `like`'s shape; frame masks [B, T] gain trailing axes."""
+    if mask is None:
+        return jnp.ones(like.shape, jnp.float32)
+    mask = jnp.asarray(mask, jnp.float32)
+    mask = mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
+    return jnp.broadcast_to(mask, like.shape)
+
+
+def ccc(
+    pred: Array,
+    target: Array,
+    mask: Array | None = None,
+    axis: int | tuple[int, ...] | None = None,
+    eps: float = CCC_EPS,
+) -> Array:
+    """Concordance correlation coefficient (eq. 3) over `axis` (all axes when None).
+
+    CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2), with population moments over the
+    frames where `mask` is 1. `eps` in the denominator keeps constant inputs finite: CCC is 0 then, with
+    finite gradients. Masked positions may hold anything, NaN included; they are zeroed before use.
+
+    Args:
+      pred, target: arrays of the same shape, e.g. [B, T, K].
+      mask: 1 for frames that count; any prefix shape of `pred` ([B, T] for [B, T, K]) or its full shape.
+      axis: the axes to reduce: (0, 1) for CCC over the flattened batch per target, 1 per sequence.
+      eps: stabiliser in the denominator.
+
+    Returns:
+      CCC with the `axis` dimensions removed.
+    """
+    pred = jnp.asarray(pred, jnp.float32)
+    target = jnp.asarray(target, jnp.float32)
+    w = _expand_mask(mask, pred)
+    valid = w > 0
+    pred = jnp.where(valid, pred, 0.0)
+    target = jnp.where(valid, target, 0.0)
+    n = jnp.maximum(jnp.sum(w, axis=axis, keepdims=True), 1.0)
+    mean_p = jnp.sum(w * pred, axis=axis, keepdims=True) / n
+    mean_t = jnp.sum(w * target, axis=axis, keepdims=True) / n
+    dp = w * (pred - mean_p)
+    dt = w * (target - mean_t)
+    var_p = jnp.sum(dp * dp, axis=axis, keepdims=True) / n
+    var_t = jnp.sum(dt * dt, axis=axis, keepdims=True) / n
+    cov = jnp.sum(dp * dt, axis=axis, keepdims=True) / n
+    value = 2.0 * cov / (var_p + var_t + (mean_p - mean_t) ** 2 + eps)
+    return jnp.squeeze(value, axis=axis) if axis is not None else value.reshape(())
+
+
+def ccc_loss(pred: Array, target: Array, mask: Array | None = None, *, per_sequence: bool = False) -> Array:
+    """1 - CCC for [B, T, K] inputs, averaged over targets.
+
+    Returns a scalar computed over the flattened batch, or with `per_sequence` one value per
+    sequence [B] (a sequence with no valid frame gets 0).
+    """
+    if per_sequence:
+        values = 1.0 - ccc(pred, target, mask, axis=1)  # [B, K]
+        has_frames = jnp.sum(_expand_mask(mask, pred), axis=1) > 0
+        return jnp.mean(jnp.where(has_frames, values, 0.0), axis=-1)
+    return jnp.mean(1.0 - ccc(pred, target, mask, axis=tuple(range(pred.ndim - 1))))
+
+
+def label_mask(batch: Batch) -> Array | None:
+    """Frames whose label counts: `label_mask` times `frame_mask`, whichever are present."""
+    masks = [batch[k] for k in ("label_mask", "frame_mask") if batch.get(k) is not None]
+    if not masks:
+        return None
+    return functools.reduce(lambda a, b: jnp.asarray(a, jnp.float32) * b, masks)
+
+
+def ccc_term(reduction: str) -> TermFn:
+    """L_ccc of the student's predictions, "flattened" over the batch or "per_sequence"."""
+    if reduction not in ("flattened", "per_sequence"):
+        raise ValueError(f"unknown CCC reduction {reduction!r}; use 'flattened' or 'per_sequence'")
+    per_sequence = reduction == "per_sequence"
+
+    def term(outputs: Outputs, batch: Batch) -> Array:
+        return ccc_loss(outputs["pred"], batch["labels"], label_mask(batch), per_sequence=per_sequence)
+
+    return term

@@ -1,0 +1,151 @@
+"""`compose`: the student's loss from a CCC term, a distillation term and a gate, by name or function.
+
+    loss = mean over valid sequences of (w_ccc * L_ccc + w_cos * L_distill)
+
+with broadcasting, so batch-level and per-sequence pieces mix freely: a per-sequence term [B] gets each
+sequence's gate weight; a batch-level (scalar) term is broadcast over the sequences, i.e. scaled by the
+mean gate weight of the valid sequences.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax.numpy as jnp
+
+from pkd_jax.losses.ccc import Array, Batch, LossFn, Outputs, TermFn, _expand_mask, ccc_term, label_mask
+from pkd_jax.losses.distill import cosine_term, mse_term, response_term
+from pkd_jax.losses.gates import GATE_CONTEXTS, GateFn, _accepts_gamma, gate_gamma, make_gate
+from pkd_jax.losses.pkdot import pkdot_term
+from pkd_jax.losses.relational import rkd_term, similarity_term
+
+# name -> (factory(**options) -> term, level): "sequence" terms give one value per sequence [B], so a
+# per-sequence gate weighs each sequence; "batch" terms give a scalar, scaled by the mean gate weight.
+DISTILL_TERMS: dict[str, tuple[Callable[..., TermFn], str]] = {
+    "per_frame": (functools.partial(cosine_term, "per_frame"), "sequence"),  # the paper's L_cos
+    "flattened": (functools.partial(cosine_term, "flattened"), "batch"),  # the released code's L_cos
+    "mse": (mse_term, "sequence"),  # FitNets feature regression
+    "similarity": (similarity_term, "batch"),  # similarity-preserving KD
+    "rkd": (rkd_term, "batch"),  # relational KD: distances and angles
+    "pkdot": (pkdot_term, "batch"),  # PKDOT: Sinkhorn divergence of similarity structures
+    "response": (functools.partial(response_term, metric="ccc"), "sequence"),  # 1 - CCC to the teacher
+    "response_mse": (functools.partial(response_term, metric="mse"), "sequence"),  # squared error
+}
+
+
+def distill_term(name: str, options: Mapping[str, Any] | None = None) -> TermFn:
+    """The registered distillation term `name`, its factory called with `options` as keywords."""
+    if name not in DISTILL_TERMS:
+        raise ValueError(f"unknown distillation term {name!r}; choose one of {sorted(DISTILL_TERMS)}")
+    factory, _ = DISTILL_TERMS[name]
+    options = dict(options or {})
+    accepted = list(inspect.signature(factory).parameters)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"distillation term {name!r} takes no option {unknown}; its options: {accepted}")
+    return factory(**options)
+
+
+def _masked_quantiles(values: Array, weights: Array, qs: tuple[float, ...]) -> list[Array]:
+    """Quantiles of `values` [B] over the sequences with weight > 0."""
+    kept = jnp.where(weights > 0, values, jnp.nan)
+    return [jnp.nan_to_num(jnp.nanquantile(kept, q)) for q in qs]
+
+
+def _sequence_weights(batch: Batch) -> Array:
+    """1 for sequences with at least one labelled frame; those are averaged over."""
+    mask = label_mask(batch)
+    labels = batch["labels"]
+    if mask is None:
+        return jnp.ones(labels.shape[:1], jnp.float32)
+    return (jnp.sum(_expand_mask(mask, labels[..., 0]), axis=1) > 0).astype(jnp.float32)
+
+
+def compose(
+    *,
+    ccc: str | TermFn = "flattened",
+    distill: str | TermFn | None = "per_frame",
+    gate: str | GateFn = "paper",
+    alpha: float = 0.2,
+    theta: float = 0.2,
+    gate_context: str | None = None,
+    distill_options: Mapping[str, Any] | None = None,
+) -> LossFn:
+    """Builds `loss_fn(outputs, batch) -> (loss, metrics)` from names or functions.
+
+    Args:
+      ccc: "flattened", "per_sequence" or a term function.
+      distill: a name of `DISTILL_TERMS` ("per_frame", "flattened" (released code), ...), a term
+        function, or None for plain CCC training (teacher and visual-only baseline); then `gate` is unused.
+      gate: "none", "paper", "released_code" or a function (teacher_pred, labels, mask) -> GateWeights.
+      alpha: weight of L_cos in the "none" and "paper" gates.
+      theta: threshold on gamma = 1 - CCC_teacher in the "paper" and "released_code" gates.
+      gate_context: where gamma is measured: "clip", "window" or "batch" (see `gate_gamma`); None: each
+        built-in gate's own (the paper gate per clip, the released code's over the batch). A user gate
+        receives it as the keyword `gamma` if its signature has one; otherwise a context is an error.
+      distill_options: keywords for a named term's factory (e.g. {"k": 30, "blur": 0.1} for "pkdot");
+        only with a name.
+
+    Metrics: `loss`, `ccc_loss`, and when distilling `cos_loss` (the distillation term, whichever it is),
+    `distilled_fraction` (share of sequences, or batches for batch-level gates, where distillation was
+    on), `teacher_gamma`, `ccc_weight` and `cos_weight` (means), and `gamma_q10`, `gamma_q50`,
+    `gamma_q90` (quantiles of gamma over the batch's sequences).
+    """
+    ccc_fn = ccc_term(ccc) if isinstance(ccc, str) else ccc
+    if distill is None:
+
+        def ccc_only(outputs: Outputs, batch: Batch) -> tuple[Array, dict[str, Array]]:
+            seq = _sequence_weights(batch)
+            value = jnp.broadcast_to(ccc_fn(outputs, batch), seq.shape)
+            loss = jnp.sum(seq * value) / jnp.maximum(jnp.sum(seq), 1.0)
+            return loss, {"loss": loss, "ccc_loss": loss}
+
+        return ccc_only
+
+    if isinstance(distill, str):
+        cos_fn = distill_term(distill, distill_options)
+    elif distill_options:
+        raise ValueError("distill_options apply to a named distillation term, not to a function")
+    else:
+        cos_fn = distill
+    gate_fn = make_gate(gate, alpha=alpha, theta=theta) if isinstance(gate, str) else gate
+    if gate_context is not None:
+        if gate_context not in GATE_CONTEXTS:
+            raise ValueError(f"unknown gate context {gate_context!r}; choose one of {list(GATE_CONTEXTS)}")
+        if not _accepts_gamma(gate_fn):
+            raise ValueError(
+                f"gate {getattr(gate_fn, '__name__', gate_fn)!r} takes no `gamma` keyword, so it cannot "
+                f"use gate_context={gate_context!r}; add `gamma=None` to its signature or drop the context"
+            )
+
+    def loss_fn(outputs: Outputs, batch: Batch) -> tuple[Array, dict[str, Array]]:
+        seq = _sequence_weights(batch)
+        count = jnp.maximum(jnp.sum(seq), 1.0)
+        mean = lambda x: jnp.sum(seq * jnp.broadcast_to(x, seq.shape)) / count
+        l_ccc, l_cos = ccc_fn(outputs, batch), cos_fn(outputs, batch)
+        teacher_pred, labels, mask = outputs["teacher_pred"], batch["labels"], label_mask(batch)
+        if gate_context is None:
+            weights = gate_fn(teacher_pred, labels, mask)
+        else:
+            gamma = gate_gamma(gate_context, teacher_pred, labels, mask, batch)
+            weights = gate_fn(teacher_pred, labels, mask, gamma=gamma)
+        loss = mean(weights.ccc * l_ccc + weights.cos * l_cos)
+        q10, q50, q90 = _masked_quantiles(jnp.broadcast_to(weights.gamma, seq.shape), seq, (0.1, 0.5, 0.9))
+        metrics = {
+            "loss": loss,
+            "ccc_loss": mean(l_ccc),
+            "cos_loss": mean(l_cos),
+            "distilled_fraction": mean(weights.distilled),
+            "teacher_gamma": mean(weights.gamma),
+            "ccc_weight": mean(weights.ccc),
+            "cos_weight": mean(weights.cos),
+            "gamma_q10": q10,
+            "gamma_q50": q50,
+            "gamma_q90": q90,
+        }
+        return loss, metrics
+
+    return loss_fn
