@@ -6,7 +6,8 @@ The same hyper-parameters serve every method (no per-method tuning); the gate's 
 `pkd_jax/defaults.py`, chosen on dev by `configs/gate_sweep.py`. Five seeds of teacher, visual-only baseline
 and the two students keep `make demo` within 15 minutes on a 2-core CPU. Arguments: `table5` (also the
 teacher with black frames for missing faces, Table 5), `smoke` (a seconds-long version for tests, with
-every method), `strong` (the strong setting of Table 6 instead: tiny R3D-18 + LSTM and ResNet-18 with
+every method), `distill` (every distillation term of `pkd_jax.losses` with the paper gate, next to the
+cosine student, under the same seeds; with `smoke`, in seconds), `strong` (the strong setting of Table 6 instead: tiny R3D-18 + LSTM and ResNet-18 with
 joint cross-attention fusion, on a synthetic corpus in the Aff-Wild2 layout, scored by CCC over all dev
 frames concatenated):
 
@@ -16,10 +17,11 @@ frames concatenated):
 import ml_collections
 
 from pkd_jax import defaults
+from pkd_jax.experiments.runner import DISTILL_METHODS as DISTILL_TERMS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = defaults.parse_args(arg, ("smoke", "strong", "table5"))
+    args = defaults.parse_args(arg, ("smoke", "strong", "table5", "distill"))
     if "strong" in args:
         return _strong("smoke" in args)
     c = defaults.get_config("teacher", "synthetic")
@@ -41,8 +43,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     e.methods = ("teacher", "visual", "student", "student_nogate")  # Tables 1 and 4
     if "table5" in args:
         e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")  # + Table 5
+    if "distill" in args:  # every distillation term of pkd_jax.losses, paper gate, the same paired seeds
+        e.methods = ("teacher", "visual", "student", *(f"student_{t}" for t in DISTILL_TERMS))
     if "smoke" in args:
         e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")
+        if "distill" in args:
+            e.methods = ("teacher", "visual", "student", *(f"student_{t}" for t in DISTILL_TERMS))
         e.seeds = (0,)
         e.corpus_train, e.corpus_dev, e.corpus_seconds = 2, 1, 8.0
         e.corpus_test = 1

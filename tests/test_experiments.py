@@ -125,10 +125,11 @@ def _eval(valence: float, arousal: float, videos: tuple[str, ...]) -> dict:
     }
 
 
-def _results(seeds: list[int], with_test: bool) -> dict:
+def _results(seeds: list[int], with_test: bool, extra_methods: tuple[str, ...] = ()) -> dict:
     """Hand-made runner results: the student beats the baseline by 0.05 +- 0.01 on arousal, not on valence."""
     rng = np.random.default_rng(0)
     offsets = {"teacher": 0.3, "teacher_black": 0.29, "visual": 0.0, "student": 0.0, "student_nogate": 0.01}
+    offsets |= dict.fromkeys(extra_methods, 0.0)
     evals = {}
     for split, videos in (("dev", ("dev_1",)), ("test", ("test_1", "test_2"))):
         evals[split] = {m: {} for m in offsets}
@@ -173,6 +174,26 @@ def test_paired_differences_tell_a_real_effect_from_seed_noise():
     assert "| Student (PKD, paper gate) − Visual-only baseline |" in section
     assert "excludes 0" in section and "includes 0" in section
     assert "gate.png: not written, no gate diagnostics found" in text
+
+
+def test_the_distillation_table_lists_every_term_with_its_paired_difference():
+    terms = tuple(f"student_{t}" for t in runner.DISTILL_METHODS)
+    assert set(terms) <= set(runner.METHODS)
+    assert all(runner.METHODS[m]["loss.distill"] == m.removeprefix("student_") for m in terms)
+    text = report.markdown(_results(list(range(3)), with_test=True, extra_methods=terms))
+    table = text[text.index("## Distillation terms") : text.index("## Table 5")]
+    for label in (
+        "MSE feature regression",
+        "similarity-preserving",
+        "relational KD",
+        "PKDOT optimal transport",
+        "response CCC",
+    ):
+        assert f"| Student (paper gate, {label}) |" in table
+    assert "| Student (PKD, no gate) |" not in table
+    paired = text[text.index("## Paired differences") :]
+    assert "| Student (paper gate, PKDOT optimal transport) − Visual-only baseline |" in paired
+    assert "## Distillation terms" not in report.markdown(_results([0, 1], with_test=False))
 
 
 def test_without_a_test_split_the_tables_say_dev():

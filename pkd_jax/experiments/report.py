@@ -30,6 +30,11 @@ LABELS = {
     "visual": "Visual-only baseline",
     "student": "Student (PKD, paper gate)",
     "student_nogate": "Student (PKD, no gate)",
+    "student_mse": "Student (paper gate, MSE feature regression)",
+    "student_similarity": "Student (paper gate, similarity-preserving)",
+    "student_rkd": "Student (paper gate, relational KD)",
+    "student_pkdot": "Student (paper gate, PKDOT optimal transport)",
+    "student_response": "Student (paper gate, response CCC)",
 }
 
 
@@ -65,6 +70,22 @@ def summarize(
                 summary[method]["distilled_fraction"] = float(np.mean(list(shares.values())))
                 summary[method]["distilled_fraction_per_seed"] = shares
     return summary
+
+
+def _distill_table(results: dict[str, Any], which: str) -> list[str]:
+    """The distillation terms side by side (`configs/demo.py:distill`); nothing when none was trained."""
+    summary = results["test"]["summary"] if results.get("test") else results["summary"]
+    terms = [m for m in summary if m.startswith("student_") and m != "student_nogate"]
+    if not terms:
+        return []
+    return [
+        f"## Distillation terms, all with the paper gate ({which})",
+        "",
+        *_table(results, ["visual", "student", *terms]),
+        "",
+        "Share of training sequences distilled: " + _distilled_shares(summary, ["student", *terms]),
+        "",
+    ]
 
 
 def _cell(stats: dict[str, Any] | None) -> str:
@@ -225,13 +246,14 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"## Table 4: the negative-transfer gate ({which})",
         "",
-        *_table(results, students),
+        *_table(results, [m for m in ("student", "student_nogate") if m in summary]),
         "",
         "Share of training sequences distilled (the gate's decision, mean over steps, then over seeds): "
         + _distilled_shares(summary, students),
         "",
         *_gate_lines(results),
         "",
+        *_distill_table(results, which),
         f"## Table 5: missing faces, frame retention vs black frames (teacher; {which})",
         "",
         *_table(results, ["teacher", "teacher_black"]),

@@ -23,6 +23,15 @@ METHODS: dict[str, dict[str, Any]] = {
     "student": {"stage": "student", "loss.gate": "paper"},
     "student_nogate": {"stage": "student", "loss.gate": "none"},
 }
+# The distillation terms of `pkd_jax.losses` beyond the paper's cosine, each a student with the paper gate
+# (`configs/demo.py:distill` trains them all next to the cosine student under the same seeds).
+DISTILL_METHODS = ("mse", "similarity", "rkd", "pkdot", "response")
+METHODS.update(
+    {
+        f"student_{term}": {"stage": "student", "loss.gate": "paper", "loss.distill": term}
+        for term in DISTILL_METHODS
+    }
+)
 
 
 def method_config(
