@@ -74,7 +74,7 @@ def summarize(
 
 def _distill_table(results: dict[str, Any], which: str) -> list[str]:
     """The distillation terms side by side (`configs/demo.py:distill`); nothing when none was trained."""
-    summary = results["test"]["summary"] if results.get("test") else results["summary"]
+    summary = results["summary"]  # the dev summary holds the training logs' distilled shares
     terms = [m for m in summary if m.startswith("student_") and m != "student_nogate"]
     if not terms:
         return []
