@@ -119,4 +119,7 @@ right.tick_params(axis="x", rotation=30)
 fig.tight_layout()
 plt.show()
 for n, row, s in zip(names, ccc, share, strict=True):
-    print(f"{n:24} valence {row[0]:+.3f} arousal {row[1]:+.3f}" + (f" distilled {s:.2f}" if s is not None else ""))
+    print(
+        f"{n:24} valence {row[0]:+.3f} arousal {row[1]:+.3f}"
+        + (f" distilled {s:.2f}" if s is not None else "")
+    )

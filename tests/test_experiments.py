@@ -19,9 +19,16 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     config.data.face_size, config.data.clip_frames, config.data.batch_size = 32, 4, 4
     config.data.preprocess_workers = 1
     assert config.experiment.corpus_test == 1
+    assert set(config.experiment.methods) == {
+        "teacher",
+        "teacher_black",
+        "visual",
+        "student",
+        "student_nogate",
+    }
     results = runner.run_all(config, tmp_path)
 
-    assert set(results["methods"]) == set(runner.METHODS)
+    assert set(results["methods"]) == set(config.experiment.methods)
     for method, stats in results["summary"].items():
         assert {"valence", "arousal"} <= set(stats), method
         assert all(abs(stats[t]["mean"]) <= 1 for t in ("valence", "arousal"))
@@ -31,7 +38,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     # The held-out test split: every run scored its final model on it (eval.final_splits).
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["seeds"] == [0] and saved["headline_split"] == "test"
-    assert set(saved["test"]["methods"]) == set(runner.METHODS)
+    assert set(saved["test"]["methods"]) == set(config.experiment.methods)
     for method, stats in saved["test"]["summary"].items():
         assert all(abs(stats[t]["mean"]) <= 1 for t in ("valence", "arousal")), method
     assert set(saved["paired"]) == {"test", "dev"}
@@ -57,7 +64,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
 
     # Started again, the runner reuses every finished run instead of training it again.
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json")}
-    assert len(stamps) == 2 * len(runner.METHODS)  # eval.json and eval_test.json
+    assert len(stamps) == 2 * len(config.experiment.methods)  # eval.json and eval_test.json
     runner.run_all(config, tmp_path)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json")} == stamps
 
