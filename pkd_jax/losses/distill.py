@@ -8,6 +8,9 @@ all-zero embeddings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -58,6 +61,16 @@ def cosine_distillation(
     raise ValueError(f"unknown cosine distillation variant {variant!r}; use 'per_frame' or 'flattened'")
 
 
+def embedding_term(fn: Callable[..., Array], **options: Any) -> TermFn:
+    """A `compose` term `fn(teacher_emb, emb, frame_mask, **options)`: a distillation function of the
+    teacher's and the student's embeddings over the batch's real frames."""
+
+    def term(outputs: Outputs, batch: Batch) -> Array:
+        return fn(outputs["teacher_emb"], outputs["emb"], batch.get("frame_mask"), **options)
+
+    return term
+
+
 def cosine_term(variant: str) -> TermFn:
     """L_cos between teacher and student embeddings over real frames (labels are not needed).
 
@@ -65,18 +78,7 @@ def cosine_term(variant: str) -> TermFn:
     "flattened" gives the released code's single batch-level value (a per-sequence gate then scales
     it by the share of sequences it keeps).
     """
-    per_sequence = variant == "per_frame"
-
-    def term(outputs: Outputs, batch: Batch) -> Array:
-        return cosine_distillation(
-            outputs["teacher_emb"],
-            outputs["emb"],
-            batch.get("frame_mask"),
-            variant=variant,
-            per_sequence=per_sequence,
-        )
-
-    return term
+    return embedding_term(cosine_distillation, variant=variant, per_sequence=variant == "per_frame")
 
 
 def _frame_weights(mask: Array | None, like: Array) -> Array:
@@ -120,10 +122,7 @@ def mse_distillation(teacher_emb: Array, student_emb: Array, mask: Array | None 
 def mse_term() -> TermFn:
     """The "mse" term of `compose`: `mse_distillation` per sequence [B], so per-sequence gates apply."""
 
-    def term(outputs: Outputs, batch: Batch) -> Array:
-        return mse_distillation(outputs["teacher_emb"], outputs["emb"], batch.get("frame_mask"))
-
-    return term
+    return embedding_term(mse_distillation)
 
 
 RESPONSE_METRICS = ("ccc", "mse")

@@ -12,7 +12,8 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-from pkd_jax.losses.ccc import Array, Batch, Outputs, TermFn, _expand_mask
+from pkd_jax.losses.ccc import Array, TermFn, _expand_mask
+from pkd_jax.losses.distill import embedding_term
 
 PKDOT_K = 30  # columns kept per row, the authors' topk
 PKDOT_BLUR = 0.1  # geomloss' blur; epsilon = blur ** 2 for p = 2
@@ -160,15 +161,6 @@ def pkdot_term(
 ) -> TermFn:
     """The "pkdot" term of `compose`: `pkdot_distillation` over the batch's real frames, a scalar."""
 
-    def term(outputs: Outputs, batch: Batch) -> Array:
-        return pkdot_distillation(
-            outputs["teacher_emb"],
-            outputs["emb"],
-            batch.get("frame_mask"),
-            k=k,
-            blur=blur,
-            threshold=threshold,
-            max_iterations=max_iterations,
-        )
-
-    return term
+    return embedding_term(
+        pkdot_distillation, k=k, blur=blur, threshold=threshold, max_iterations=max_iterations
+    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pkd_jax.losses.ccc import Array, Batch, Outputs, TermFn, _expand_mask
+from pkd_jax.losses.ccc import Array, TermFn, _expand_mask
+from pkd_jax.losses.distill import embedding_term
 
 NORM_EPS = 1e-8
 RKD_DISTANCE_WEIGHT = 1.0  # lambda_D of Park et al.
@@ -63,10 +64,7 @@ def similarity_distillation(teacher_emb: Array, student_emb: Array, mask: Array 
 def similarity_term() -> TermFn:
     """The "similarity" term of `compose`: `similarity_distillation`, a scalar."""
 
-    def term(outputs: Outputs, batch: Batch) -> Array:
-        return similarity_distillation(outputs["teacher_emb"], outputs["emb"], batch.get("frame_mask"))
-
-    return term
+    return embedding_term(similarity_distillation)
 
 
 def _distances(x: Array, eps: float = NORM_EPS) -> Array:
@@ -134,13 +132,4 @@ def rkd_distillation(
 def rkd_term(distance_weight: float = RKD_DISTANCE_WEIGHT, angle_weight: float = RKD_ANGLE_WEIGHT) -> TermFn:
     """The "rkd" term of `compose`: `rkd_distillation`, a scalar."""
 
-    def term(outputs: Outputs, batch: Batch) -> Array:
-        return rkd_distillation(
-            outputs["teacher_emb"],
-            outputs["emb"],
-            batch.get("frame_mask"),
-            distance_weight=distance_weight,
-            angle_weight=angle_weight,
-        )
-
-    return term
+    return embedding_term(rkd_distillation, distance_weight=distance_weight, angle_weight=angle_weight)
