@@ -33,7 +33,11 @@ LossFn = Callable[[Any, Any], tuple[Any, dict[str, Any]]]
 
 
 def train(
-    config: ml_collections.ConfigDict, workdir: str | Path, *, loss: LossFn | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    loss: LossFn | None = None,
+    allow_config_change: bool = False,
 ) -> dict[str, Any]:
     """Trains `config.stage` in `workdir` (resuming from its latest checkpoint); returns the last dev eval.
 
@@ -46,6 +50,9 @@ def train(
         (and a student's `teacher_pred`, `teacher_emb`); `batch` has `labels` [B, T, K], `label_mask`,
         `frame_mask` and, for a student with the window gate, `gate_gamma` [B]. Metrics are scalars;
         `loss` is added to them when missing.
+      allow_config_change: Resume a workdir whose checkpoints were trained with other data, loss or
+        optimizer settings, recording the changes in its `config_amendments.jsonl` (see
+        `pkd_jax.train.config_drift`); without it such a resume is an error listing the fields.
 
     Returns:
       The last dev evaluation (`{"raw", "mean_ccc", "score", ...}`); empty when the workdir had already
@@ -53,7 +60,8 @@ def train(
 
     Raises:
       ValueError: for an unknown config field, an invalid config, or a workdir whose checkpoints were
-        trained with another loss than the one given.
+        trained with another loss or config than the one given.
+      WorkdirInUseError: when another run holds the workdir.
     """
     if not isinstance(config, ml_collections.ConfigDict):
         raise TypeError(f"config must be an ml_collections.ConfigDict, not {type(config).__name__}")
@@ -64,7 +72,7 @@ def train(
         raise ValueError(
             f"unknown config field(s) {unknown} (a typo?); pkd_jax.defaults.get_config lists every field"
         )
-    return loop.run(config, workdir, loss_fn=loss)
+    return loop.run(config, workdir, loss_fn=loss, allow_config_change=allow_config_change)
 
 
 def load(workdir: str | Path, checkpoint: int | None = None) -> Trained:

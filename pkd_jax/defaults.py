@@ -23,6 +23,7 @@ from __future__ import annotations
 import ml_collections
 
 STAGES = ("teacher", "visual", "student")
+DATASETS = ("recola", "synthetic", "affwild2")  # corpus layouts `data.dataset` names
 
 
 def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict:

@@ -5,7 +5,10 @@
 
 The stage (teacher, visual baseline, student) comes from the config. Any config field can be overridden
 on the command line (`--config.optim.lr_head=3e-4`); configs are locked, so a mistyped key is an error
-that names it. Re-running the same command resumes from the workdir's latest checkpoint.
+that names it. Re-running the same command resumes from the workdir's latest checkpoint; a resume with
+changed data, loss or optimizer fields is refused (listing them) unless `--allow_config_change` is given,
+and then recorded in `<workdir>/config_amendments.jsonl` (docs/workdirs.md). A mistake in the config,
+data or workdir ends with one line naming it and exit status 1; `--verbose` shows the traceback.
 
 Many processes (hosts, or GPUs) train one model together when the flags below or the environment
 describe the job: `--coordinator_address=host0:1234 --num_processes=N --process_id=i` on every process,
@@ -39,6 +42,11 @@ _LOCAL_DEVICES = flags.DEFINE_list(
     "local_device_ids", None, "Multi-process: the local devices this process drives (default: all, or "
     "one per task inside srun; also $JAX_LOCAL_DEVICE_IDS)."
 )  # fmt: skip
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume although data, loss or optimizer fields differ from the "
+    "workdir's config; the changes are recorded in config_amendments.jsonl from the resumed step."
+)  # fmt: skip
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of an error, not only its message.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -58,7 +66,7 @@ def main(argv: list[str]) -> None:
         os.environ.setdefault("TQDM_DISABLE", "1")
     from pkd_jax.train import loop
 
-    result = loop.run(_CONFIG.value, _WORKDIR.value)
+    result = loop.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
     if result and chief:
         raw = result["raw"]
         print(
@@ -66,5 +74,18 @@ def main(argv: list[str]) -> None:
         )
 
 
+def cli(argv: list[str]) -> None:
+    """`main` for the command line: a user's mistake is one line on stderr and exit status 1."""
+    from pkd_jax.train.resume import CheckpointDamagedError
+    from pkd_jax.train.workdir_lock import WorkdirInUseError
+
+    try:
+        main(argv)
+    except (ValueError, OSError, FloatingPointError, WorkdirInUseError, CheckpointDamagedError) as e:
+        if _VERBOSE.value:
+            raise
+        raise SystemExit(f"error: {e}") from None
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli)

@@ -41,6 +41,7 @@ Modules: `ccc` (CCC, masks), `gates`, `distill` (cosine, feature, response terms
 
 from pkd_jax.losses.ccc import (
     CCC_EPS,
+    CCC_REDUCTIONS,
     Array,
     Batch,
     LossFn,
@@ -64,6 +65,7 @@ from pkd_jax.losses.distill import (
 )
 from pkd_jax.losses.gates import (
     GATE_CONTEXTS,
+    GATE_NAMES,
     GateFn,
     GateWeights,
     gate_gamma,
@@ -77,9 +79,11 @@ from pkd_jax.losses.relational import rkd_distillation, rkd_term, similarity_dis
 
 __all__ = [
     "CCC_EPS",
+    "CCC_REDUCTIONS",
     "COS_EPS",
     "DISTILL_TERMS",
     "GATE_CONTEXTS",
+    "GATE_NAMES",
     "RESPONSE_METRICS",
     "Array",
     "Batch",

@@ -92,9 +92,12 @@ def label_mask(batch: Batch) -> Array | None:
     return functools.reduce(lambda a, b: jnp.asarray(a, jnp.float32) * b, masks)
 
 
+CCC_REDUCTIONS = ("flattened", "per_sequence")
+
+
 def ccc_term(reduction: str) -> TermFn:
     """L_ccc of the student's predictions, "flattened" over the batch or "per_sequence"."""
-    if reduction not in ("flattened", "per_sequence"):
+    if reduction not in CCC_REDUCTIONS:
         raise ValueError(f"unknown CCC reduction {reduction!r}; use 'flattened' or 'per_sequence'")
     per_sequence = reduction == "per_sequence"
 

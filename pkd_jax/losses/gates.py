@@ -98,6 +98,7 @@ def gate_released_code(
 
 
 GateFn = Callable[[Array, Array, Array | None], GateWeights]
+GATE_NAMES = ("none", "paper", "released_code")  # the built-in gates of `make_gate`
 
 
 def make_gate(name: str, *, alpha: float = 0.2, theta: float = 0.2) -> GateFn:
@@ -107,8 +108,9 @@ def make_gate(name: str, *, alpha: float = 0.2, theta: float = 0.2) -> GateFn:
         "paper": functools.partial(gate_paper, alpha=alpha, theta=theta),
         "released_code": functools.partial(gate_released_code, theta=theta),
     }
+    assert set(gates) == set(GATE_NAMES)
     if name not in gates:
-        raise ValueError(f"unknown gate {name!r}; choose one of {sorted(gates)} or pass a function")
+        raise ValueError(f"unknown gate {name!r}; choose one of {list(GATE_NAMES)} or pass a function")
     return gates[name]
 
 

@@ -12,6 +12,7 @@ of processes, which finds none for itself, moves its iterator to a position give
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,24 @@ def set_iterator_position(iterator: Any, position: int) -> None:
 def abstract_like(tree: Any) -> Any:
     """Shape/dtype/sharding skeleton of `tree`, the restore target."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def silence_stray_callbacks() -> None:
+    """Drops the 'Event loop is closed' errors TensorStore's pending reads raise after a failed restore.
+
+    Orbax restores on an asyncio loop that closes when one read fails; the reads still in flight then
+    report hundreds of unraisable RuntimeErrors that say nothing about the checkpoint. Only that
+    message is dropped; every other unraisable error still reaches the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_pkd_jax_filter", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._pkd_jax_filter = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook

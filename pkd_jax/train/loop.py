@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import copy
 import functools
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -29,138 +27,50 @@ from pkd_jax import losses
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.train import build, sharding
-from pkd_jax.train.checkpoint import Checkpointer, abstract_like
+from pkd_jax.train.checkpoint import Checkpointer
+from pkd_jax.train.config_check import validate_config
+from pkd_jax.train.config_drift import check_not_teacher_workdir, record_config, with_loss
+from pkd_jax.train.corpus import open_cache
 from pkd_jax.train.evaluate import evaluate
-from pkd_jax.train.gate_track import prepare_gate, validate_gate_config
+from pkd_jax.train.gate_track import prepare_gate
 from pkd_jax.train.metric_writer import MetricWriter
+from pkd_jax.train.resume import restore_newest
 from pkd_jax.train.state import create_state, make_optimizer
 from pkd_jax.train.steps import make_stream_step, make_train_step
 from pkd_jax.train.teacher_cache import compute_teacher_cache
-from pkd_jax.train.workdir import load_teacher, read_config
+from pkd_jax.train.workdir import load_teacher
+from pkd_jax.train.workdir_lock import hold_workdir
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the message names the step and the clips."""
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Stops early, with what to set, on configs that cannot run."""
-    if not config.data.root and not config.data.cache:
-        raise ValueError(
-            f"config.data.root is not set: point it at the {config.data.dataset} corpus "
-            "(--config.data.root=/path/to/corpus). Without real data, generate the synthetic corpus "
-            "(python -m pkd_jax.data.synthetic --out=DIR) and train on it with "
-            "--config.data.dataset=synthetic --config.data.root=DIR."
-        )
-    build.target_indices(config)
-    build.compute_dtype(config)
-    if config.stage == "student":
-        if not (config.teacher.workdir or config.teacher.checkpoint):
-            raise ValueError(
-                "a student needs its teacher: set config.teacher.workdir (or teacher.checkpoint)"
-            )
-        if config.teacher.mode not in ("online", "cached"):
-            raise ValueError(f"config.teacher.mode={config.teacher.mode!r}; use 'online' or 'cached'")
-        if config.teacher.mode == "cached" and build.is_windowed(config):
-            raise ValueError("windows (data.window_subsequences > 0) need config.teacher.mode='online'")
-        validate_gate_config(config)
-    unknown_splits = set(config.eval.final_splits) - {"train", "dev", "test"}
-    if unknown_splits:
-        raise ValueError(f"config.eval.final_splits: unknown split(s) {sorted(unknown_splits)}")
-
-
-def open_cache(config: ml_collections.ConfigDict) -> Cache:
-    """The feature cache of the configured corpus, preprocessing the corpus first when it has none."""
-    directory = build.cache_dir(config)
-    if directory is None:
-        raise ValueError("the config names no corpus: set config.data.root (or config.data.cache)")
-    # Many processes share one cache directory: process 0 builds it while the others wait.
-    if sharding.is_chief() and not (directory / "manifest.json").exists():
-        from pkd_jax.data.corpus_to_cache import preprocess_corpus
-
-        if not config.data.root or not Path(config.data.root).is_dir():
-            raise FileNotFoundError(f"no feature cache at {directory} and no corpus at {config.data.root!r}")
-        logging.info("No feature cache at %s: preprocessing %s first.", directory, config.data.root)
-        preprocess_corpus(
-            config.data.dataset,
-            config.data.root,
-            directory,
-            config=build.preprocess_config(config),
-            workers=config.data.preprocess_workers,
-        )
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("pkd_jax feature cache")
-        if not (directory / "manifest.json").exists():
-            raise FileNotFoundError(
-                f"process {jax.process_index()} sees no feature cache at {directory}: "
-                "every process must see the cache (and the workdir) on a shared disk"
-            )
-    return Cache(directory)
-
-
-def loss_name(fn: Any) -> str:
-    """`module:qualname` of a user loss; a functools.partial or a callable object is named by its type."""
-    qualname = None if isinstance(fn, functools.partial) else getattr(fn, "__qualname__", None)
-    module = getattr(fn, "__module__", None)
-    if not isinstance(qualname, str) or not isinstance(module, str):
-        module, qualname = type(fn).__module__, type(fn).__qualname__
-    return f"{module}:{qualname}"
-
-
-def has_checkpoint(workdir: Path) -> bool:
-    """Whether `workdir` holds a finished checkpoint (`checkpoints/<step>`), which a run resumes from."""
-    directory = workdir / "checkpoints"
-    return directory.is_dir() and any(p.name.isdigit() and p.is_dir() for p in directory.iterdir())
-
-
-def with_loss(config: ml_collections.ConfigDict, workdir: Path, loss_fn: Any) -> ml_collections.ConfigDict:
-    """The config to record, `loss.custom` naming `loss_fn` (a copy; the caller's config is unchanged).
-
-    A resumed workdir must train with the loss it started with: a config.json that names a user loss
-    needs the same one (by name), and one that names none resumes only with the config's own loss.
-    """
-    given = loss_name(loss_fn) if loss_fn is not None else ""
-    if loss_fn is None and config.loss.get("custom", ""):
-        raise ValueError(
-            f"config.loss.custom={config.loss.custom!r} but no loss function was given: the field is set "
-            "by the Python API (pkd_jax.api.train(config, workdir, loss=fn)); pass that function"
-        )
-    if has_checkpoint(workdir) and (workdir / "config.json").is_file():
-        recorded = read_config(workdir / "config.json").loss.get("custom", "")
-        if recorded != given:
-            trained = f"the user loss {recorded!r}" if recorded else "the config's own loss"
-            now = f"the user loss {given!r}" if given else "no loss function"
-            raise ValueError(
-                f"{workdir} has checkpoints trained with {trained} (its config.json has loss.custom="
-                f"{recorded!r}), but this run was given {now}; pass the same loss to resume, or train in a "
-                "new workdir"
-            )
-    if loss_fn is None:
-        return config
-    config = copy.deepcopy(config)
-    with config.unlocked():
-        config.loss.custom = given
-    return config
-
-
 def run(
-    config: ml_collections.ConfigDict, workdir: str | Path, *, loss_fn: losses.LossFn | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    loss_fn: losses.LossFn | None = None,
+    allow_config_change: bool = False,
 ) -> dict[str, Any]:
     """Trains `config.stage` in `workdir`, resuming from its latest checkpoint; returns the final eval.
 
     `loss_fn(outputs, batch) -> (loss, metrics)` replaces the config's loss (`build.build_loss`); it is
-    recorded by name in config.json as `loss.custom`, and a resumed run must pass the same one.
+    recorded by name in config.json as `loss.custom`, and a resumed run must pass the same one. One run
+    at a time holds the workdir (`workdir_lock`); a resumed run's config must match the recorded one
+    except where `allow_config_change` lets it differ (`config_drift`).
     """
     validate_config(config)
     workdir = Path(workdir)
-    config = with_loss(config, workdir, loss_fn)
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_not_teacher_workdir(config, workdir)
+    with hold_workdir(workdir):
+        config = with_loss(config, workdir, loss_fn)
+        record_config(config, workdir, allow_change=allow_config_change, write=jax.process_index() == 0)
+        return _train(config, workdir, loss_fn)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.LossFn | None) -> dict[str, Any]:
     chief = jax.process_index() == 0
-    if chief:  # written whole, then renamed: other processes may be reading the previous one
-        (workdir / "config.json.tmp").write_text(config.to_json_best_effort(indent=2))
-        os.replace(workdir / "config.json.tmp", workdir / "config.json")
     mesh = sharding.make_mesh()
     cache = open_cache(config)
     targets = build.target_indices(config)
@@ -215,15 +125,17 @@ def run(
     stream_step = jax.jit(make_stream_step(model, dtype))
 
     iterator = iter(dataset.to_iter_dataset(grain_read_options()))
-    checkpointer = Checkpointer(
-        workdir / "checkpoints", keep_latest=config.train.keep_latest, keep_best=config.train.keep_best
-    )
-    start = checkpointer.latest_step() or 0
+    state, start, checkpointer = restore_newest(
+        functools.partial(
+            Checkpointer, workdir / "checkpoints", keep_latest=config.train.keep_latest,
+            keep_best=config.train.keep_best,
+        ),
+        state,
+        iterator,
+    )  # fmt: skip
     if start:
-        # One batch per step: a checkpoint from another process count restarts the stream at `start`.
-        state = checkpointer.restore(start, abstract_like(state), iterator, data_position=start)
         logging.info("Resumed from step %d.", start)
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, resume_step=start)
     log_summary(config, model, variables, mesh, cache, start)
 
     stop = _StopFlag()

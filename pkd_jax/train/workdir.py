@@ -22,7 +22,7 @@ from pkd_jax import defaults
 from pkd_jax.data.cache import TARGETS
 from pkd_jax.models import Student, Teacher
 from pkd_jax.train import build, sharding
-from pkd_jax.train.checkpoint import Checkpointer, check_tree_shapes
+from pkd_jax.train.checkpoint import Checkpointer, check_tree_shapes, silence_stray_callbacks
 
 
 @dataclasses.dataclass
@@ -70,11 +70,17 @@ def locate(workdir: str | Path | None, checkpoint: str | Path | None) -> tuple[P
     return path.parent.parent, int(path.name)
 
 
-def read_config(path: Path) -> ml_collections.ConfigDict:
-    """A workdir's config.json, with fields added to pkd_jax since it was written at their defaults.
+AMENDMENTS_NAME = "config_amendments.jsonl"  # changes made to a run's config when it was resumed
 
-    The defaults are `pkd_jax.defaults.get_config` of the saved stage and dataset; new fields default to
-    the behaviour that existed before them, so older workdirs keep working.
+
+def read_config(path: Path) -> ml_collections.ConfigDict:
+    """A workdir's config as it stands: config.json, then each recorded amendment, in order.
+
+    config.json is the config the run started with and is never rewritten once the run has a
+    checkpoint; a resume with changed fields appends them to `config_amendments.jsonl` beside it (see
+    `pkd_jax.train.config_drift`). Fields added to pkd_jax since the workdir was written get their
+    defaults (`pkd_jax.defaults.get_config` of the saved stage and dataset), which keep the behaviour
+    that existed before them, so older workdirs keep working.
     """
     try:
         saved = json.loads(path.read_text())
@@ -85,7 +91,40 @@ def read_config(path: Path) -> ml_collections.ConfigDict:
     if saved["stage"] not in defaults.STAGES:
         raise ValueError(f"{path}: unknown stage {saved['stage']!r}; expected one of {defaults.STAGES}")
     base = defaults.get_config(saved["stage"], saved["data"].get("dataset", "recola")).to_dict()
-    return ml_collections.ConfigDict(_fill(base, saved))
+    config = _fill(base, saved)
+    for amendment in read_amendments(path.parent):
+        for field, (_, new) in amendment["changes"].items():
+            _set_dotted(config, field, new, path.parent / AMENDMENTS_NAME)
+    return ml_collections.ConfigDict(config)
+
+
+def read_amendments(workdir: Path) -> list[dict[str, Any]]:
+    """The amendments recorded in `<workdir>/config_amendments.jsonl`, oldest first (none: [])."""
+    path = Path(workdir) / AMENDMENTS_NAME
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({e})") from e
+        if not isinstance(record, dict) or not isinstance(record.get("changes"), dict):
+            raise ValueError(f"{path}, line {number}: not an amendment (no changes field)")
+        records.append(record)
+    return records
+
+
+def _set_dotted(config: dict[str, Any], field: str, change: Any, source: Path) -> None:
+    *parents, name = field.split(".")
+    node = config
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or name not in node:
+        raise ValueError(f"{source}: amends {field!r}, which is not a config field")
+    node[name] = change
 
 
 def _fill(base: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +181,7 @@ def load_trained(workdir: str | Path | None = None, checkpoint: str | Path | Non
             args = ocp.args.PyTreeRestore(item=abstract, restore_args=as_numpy, partial_restore=True)
             variables = reader.restore(state_dir.absolute(), args=args)
     except Exception as e:  # orbax raises several kinds for a missing or foreign checkpoint
+        silence_stray_callbacks()
         raise ValueError(f"cannot read parameters from checkpoint {state_dir}: {e}") from e
     check_tree_shapes(
         abstract, variables, f"checkpoint {state_dir}", f"the {config.stage} model of {config_path}"
@@ -178,7 +218,18 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
     if step is None:
         raise FileNotFoundError(f"teacher not found: no checkpoint in {workdir / 'checkpoints'}")
     # Placed straight onto this run's mesh: the teacher may have been trained on other devices.
-    restored = checkpointer.restore_tree(step, sharding.replicated(mesh))
+    try:
+        restored = checkpointer.restore_tree(step, sharding.replicated(mesh))
+    except Exception as e:  # Orbax and TensorStore raise many kinds for a damaged checkpoint
+        silence_stray_callbacks()
+        others = sorted(set(checkpointer.manager.all_steps()) - {step})
+        checkpointer.close()
+        first_line = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ValueError(
+            f"teacher checkpoint {workdir / 'checkpoints' / str(step)} cannot be read "
+            f"({type(e).__name__}: {first_line}); name another with config.teacher.checkpoint"
+            + (f" (steps there: {others})" if others else "")
+        ) from e
     variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
     checkpointer.close()
     expected = jax.eval_shape(

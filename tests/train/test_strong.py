@@ -15,7 +15,7 @@ from pkd_jax.data import synthetic
 from pkd_jax.data.affwild2 import read_labels
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import PipelineConfig, eval_windows, train_dataset
-from pkd_jax.train import build, loop
+from pkd_jax.train import build, config_check, loop
 from pkd_jax.train.metric_writer import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +161,7 @@ def test_strong_configs_and_guards():
     cached = affwild2_student.get_config("tiny").unlock()
     cached.data.root, cached.teacher.workdir, cached.teacher.mode = "/data", "/teacher", "cached"
     with pytest.raises(ValueError, match=r"teacher\.mode='online'"):
-        loop.validate_config(cached)
+        config_check.validate_config(cached)
 
 
 def test_student_projects_its_embedding_onto_an_attended_teacher_embedding():

@@ -215,7 +215,7 @@ def test_missing_teacher_and_missing_data_root_are_clear_errors(tmp_path, cache)
         loop.run(config, tmp_path / "v")
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, cache):
+def test_sigterm_saves_a_checkpoint_and_a_second_writer_is_refused(tmp_path, cache):
     import signal
     import time
 
@@ -237,9 +237,18 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, cache):
     while not read_metrics(workdir, "train") and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     assert read_metrics(workdir, "train"), "training never logged"
+    # A second writer, with another seed, is refused while the first trains, and harms nothing.
+    from pkd_jax.train.workdir_lock import WorkdirInUseError
+
+    with pytest.raises(WorkdirInUseError, match=rf"in use by another run \(pid {proc.pid} on host"):
+        run_main("visual", workdir, cache, "--config.seed=1")
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output[-3000:]
     assert "Stopping on signal" in output
     steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(steps) == 1 and steps[0] >= 2
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(steps[0])]  # no tmp dirs
+    assert json.loads((workdir / "config.json").read_text())["seed"] == 0
+    logged = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert logged and len(logged) == len(set(logged))  # the file itself, not read_metrics's view

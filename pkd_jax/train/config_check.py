@@ -1,0 +1,122 @@
+"""Checks a training config before anything is written: every enumerated field, every range, and the
+combinations that cannot run. A mistyped value (`stage="Teacher"`, `teacher.mode="cache"`) is an error
+naming the field and its choices, never a silent fallback to another behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from pkd_jax import defaults
+from pkd_jax.data.cache import TARGETS
+from pkd_jax.data.pipeline import MISSING_FACE_POLICIES
+from pkd_jax.losses import CCC_REDUCTIONS, DISTILL_TERMS, GATE_CONTEXTS, GATE_NAMES
+from pkd_jax.train import build
+
+
+def _choices() -> dict[str, tuple[Any, ...]]:
+    """Field -> its allowed values, from the modules that implement them."""
+    return {
+        "stage": defaults.STAGES,
+        "data.dataset": defaults.DATASETS,
+        "data.missing_face": MISSING_FACE_POLICIES,
+        "model.rnn": ("gru", "lstm"),
+        "model.activation": ("relu", "none"),
+        "model.visual_trunk": ("vgg19_bn", "r3d18"),
+        "model.fusion": ("concat", "jca"),
+        "model.jca_embedding": ("hidden", "attended"),
+        "model.dtype": tuple(build.DTYPES),
+        "loss.ccc": CCC_REDUCTIONS,
+        "loss.distill": tuple(DISTILL_TERMS),
+        "loss.gate": GATE_NAMES,
+        "loss.gate_context": GATE_CONTEXTS,
+        "teacher.mode": ("cached", "online"),
+        "eval.score": ("mean_over_videos", "concatenated"),
+    }
+
+
+# Field -> (lowest allowed, what it means); integers unless the default is a float.
+_AT_LEAST: dict[str, tuple[float, str]] = {
+    "train.num_steps": (1, "optimizer steps"),
+    "train.log_every": (1, "steps between logs"),
+    "train.eval_every": (1, "steps between evaluations"),
+    "train.checkpoint_every": (1, "steps between checkpoints"),
+    "train.keep_latest": (1, "latest checkpoints kept"),
+    "train.keep_best": (0, "best checkpoints kept"),
+    "data.batch_size": (1, "clips per step"),
+    "data.clip_frames": (1, "frames per clip"),
+    "data.face_size": (1, "face crop side"),
+    "data.preprocess_workers": (1, "preprocessing processes"),
+    "data.eval_chunk_frames": (1, "frames per evaluation chunk"),
+    "data.eval_videos_per_batch": (1, "videos evaluated together"),
+    "data.eval_windows_per_batch": (1, "evaluation windows per batch"),
+    "data.window_subsequences": (0, "sub-sequences per window (0: clips)"),
+    "data.subsequence_frames": (1, "frames per sub-sequence"),
+    "data.audio_window_s": (0.0, "seconds of audio per frame"),
+    "loss.alpha": (0.0, "distillation weight"),
+    "optim.lr_visual_cnn": (0.0, "learning rate"),
+    "optim.lr_temporal": (0.0, "learning rate"),
+    "optim.lr_head": (0.0, "learning rate"),
+    "optim.lr_audio_cnn": (0.0, "learning rate"),
+    "optim.weight_decay": (0.0, "weight decay"),
+    "optim.grad_clip": (0.0, "gradient-norm clip (0: off)"),
+}
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+    """Every enumerated field among its choices and every counted field in range, or a ValueError."""
+    problems = []
+    for field, choices in _choices().items():
+        value = _get(config, field)
+        if value not in choices:
+            problems.append(f"config.{field}={value!r}: choose one of {list(choices)}")
+    for field, (low, meaning) in _AT_LEAST.items():
+        value = _get(config, field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"config.{field}={value!r}: must be a number ({meaning})")
+        elif isinstance(low, int) and not isinstance(low, bool) and isinstance(value, float):
+            problems.append(f"config.{field}={value!r}: must be a whole number ({meaning})")
+        elif value < low:
+            problems.append(f"config.{field}={value!r}: must be >= {low} ({meaning})")
+    targets = tuple(config.targets)
+    if not targets or len(set(targets)) != len(targets) or not set(targets) <= set(TARGETS):
+        problems.append(f"config.targets={targets}: one or both of {TARGETS}, each once")
+    profile = tuple(config.train.profile_steps)
+    if profile and (len(profile) != 2 or not 0 <= profile[0] < profile[1]):
+        problems.append(f"config.train.profile_steps={profile}: () or (first, last) with first < last")
+    if problems:
+        raise ValueError("invalid config: " + "; ".join(problems))
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Stops early, with what to set, on configs that cannot run."""
+    from pkd_jax.train.gate_track import validate_gate_config
+
+    check_values(config)
+    if not config.data.root and not config.data.cache:
+        raise ValueError(
+            f"config.data.root is not set: point it at the {config.data.dataset} corpus "
+            "(--config.data.root=/path/to/corpus). Without real data, generate the synthetic corpus "
+            "(python -m pkd_jax.data.synthetic --out=DIR) and train on it with "
+            "--config.data.dataset=synthetic --config.data.root=DIR."
+        )
+    if config.stage == "student":
+        if not (config.teacher.workdir or config.teacher.checkpoint):
+            raise ValueError(
+                "a student needs its teacher: set config.teacher.workdir (or teacher.checkpoint)"
+            )
+        if config.teacher.mode == "cached" and build.is_windowed(config):
+            raise ValueError("windows (data.window_subsequences > 0) need config.teacher.mode='online'")
+        validate_gate_config(config)
+    unknown_splits = set(config.eval.final_splits) - {"train", "dev", "test"}
+    if unknown_splits:
+        raise ValueError(f"config.eval.final_splits: unknown split(s) {sorted(unknown_splits)}")

@@ -1,0 +1,65 @@
+"""The feature cache a run trains on: preprocessed from the corpus on first use, checked against the
+config on every start (a cache of other face crops is an error, not a silent substitute)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import ml_collections
+from absl import logging
+
+from pkd_jax.data.cache import Cache, CacheError
+from pkd_jax.train import build, sharding
+
+
+def open_cache(config: ml_collections.ConfigDict) -> Cache:
+    """The feature cache of the configured corpus, preprocessing the corpus first when it has none.
+
+    Raises:
+      CacheError: naming the manifest, when the cache was built with settings the config contradicts.
+    """
+    directory = build.cache_dir(config)
+    if directory is None:
+        raise ValueError("the config names no corpus: set config.data.root (or config.data.cache)")
+    # Many processes share one cache directory: process 0 builds it while the others wait.
+    if sharding.is_chief() and not (directory / "manifest.json").exists():
+        from pkd_jax.data.corpus_to_cache import preprocess_corpus
+
+        if not config.data.root or not Path(config.data.root).is_dir():
+            raise FileNotFoundError(f"no feature cache at {directory} and no corpus at {config.data.root!r}")
+        logging.info("No feature cache at %s: preprocessing %s first.", directory, config.data.root)
+        preprocess_corpus(
+            config.data.dataset,
+            config.data.root,
+            directory,
+            config=build.preprocess_config(config),
+            workers=config.data.preprocess_workers,
+        )
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("pkd_jax feature cache")
+        if not (directory / "manifest.json").exists():
+            raise FileNotFoundError(
+                f"process {jax.process_index()} sees no feature cache at {directory}: "
+                "every process must see the cache (and the workdir) on a shared disk"
+            )
+    cache = Cache(directory)
+    check_cache_settings(config, cache)
+    return cache
+
+
+def check_cache_settings(config: ml_collections.ConfigDict, cache: Cache) -> None:
+    """The cache's preprocessing must be the one the config asks for (the fields a config sets)."""
+    wanted = build.preprocess_config(config).to_dict()
+    built = cache.config
+    # A config sets only the face size; the other settings come from whoever preprocessed the corpus.
+    for field, config_field in (("face_size", "data.face_size"),):
+        if built.get(field) != wanted[field]:
+            raise CacheError(
+                f"{cache.root / 'manifest.json'}: the feature cache was built with {field}="
+                f"{built.get(field)!r}, the config asks {config_field}={wanted[field]!r}. Point "
+                f"config.data.cache at a new directory to preprocess the corpus for this config, or set "
+                f"{config_field}={built.get(field)!r}"
+            )
