@@ -36,7 +36,7 @@ def main(argv: Sequence[str]) -> None:
     f = flags.FLAGS
     try:
         trained = load_trained(f.workdir, f.checkpoint)
-        settings, _ = preprocess_settings(trained.config, f.cache)
+        settings, _ = preprocess_settings(trained.config, f.cache, need_detector=False)  # name only
         exported = export_student(trained, platforms=f.platforms)
     except (ValueError, OSError) as e:
         raise SystemExit(f"error: {e}") from e

@@ -5,6 +5,10 @@
 Every field of `pkd_jax.data.preprocess_config.PreprocessConfig` is also a flag (`--face_size`, `--detector`,
 `--n_mels`, ...). Exits with status 1 when any video failed (2 when nothing could start: no corpus, a
 cache of another configuration); rerunning resumes where it stopped.
+
+Detectors are chosen by registered name (`--detector=haar`). For a detector of your own, `--detector_module`
+names a plugin module (importable from here) that registers it with `pkd_jax.data.faces.register_detector`,
+and `--detector=NAME` picks it; the module is imported here and in every worker process.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ def define_flags() -> None:
     flags.DEFINE_string("out", None, "Cache directory (created, or resumed when it exists).")
     flags.DEFINE_integer("workers", 1, "Worker processes (one video each at a time).")
     flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+    flags.DEFINE_multi_string(
+        "detector_module",
+        [],
+        "Plugin module registering a face detector of your own (pkd_jax.data.faces.register_detector); "
+        "imported here and in every worker. Repeatable.",
+    )
     define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
     for field in dataclasses.fields(PreprocessConfig):
         define[type(field.default)](field.name, field.default, field.metadata.get("help", ""))
@@ -45,7 +55,13 @@ def main(argv: Sequence[str]) -> int:
         raise app.UsageError(str(e)) from e
     try:
         manifest = preprocess_corpus(
-            FLAGS.dataset, FLAGS.src, FLAGS.out, config, workers=FLAGS.workers, progress=FLAGS.progress
+            FLAGS.dataset,
+            FLAGS.src,
+            FLAGS.out,
+            config,
+            workers=FLAGS.workers,
+            progress=FLAGS.progress,
+            detector_modules=FLAGS.detector_module,
         )
     except (FileNotFoundError, ValueError) as e:  # Setup problems; per-video ones are in the summary.
         print(f"error: {e}", file=sys.stderr)

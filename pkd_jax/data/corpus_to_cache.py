@@ -12,6 +12,11 @@ run one preprocessing job per cache at a time). A cache holds one configuration:
 
 A bad input (corrupt video, missing audio, short or NaN label file, lengths beyond the tolerance) fails
 only its own video, with a reason naming the file; the summary lists it and the CLI exits non-zero.
+
+Detectors of the user's own come from the plugin modules the caller names (`detector_modules`, the CLI's
+`--detector_module`): they are imported in this process and passed with every job, so each spawned worker
+imports them before creating its detector (nothing is ever imported by a name read from a file). Workers
+exit when the parent dies, even by SIGKILL (`worker_process.exit_with_parent`).
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,8 +42,9 @@ from tqdm import tqdm
 from pkd_jax.data import affwild2, recola
 from pkd_jax.data.audio import log_mel
 from pkd_jax.data.cache import CacheWriter, VideoRecord
-from pkd_jax.data.faces import FaceCropper, create_detector
+from pkd_jax.data.faces import FaceCropper, create_detector, load_detector_modules
 from pkd_jax.data.preprocess_config import PreprocessConfig
+from pkd_jax.data.worker_process import exit_with_parent
 
 _LOG = logging.getLogger(__name__)
 
@@ -79,12 +87,25 @@ def _reason(error: BaseException) -> str:
     return f"internal error {type(error).__name__}{at}: {error}"
 
 
-def process_video(dataset: str, job: Any, config: PreprocessConfig, out: str | Path) -> VideoOutcome:
-    """Extracts, aligns and writes one video into the cache at `out`; never raises for bad data."""
+def process_video(
+    dataset: str,
+    job: Any,
+    config: PreprocessConfig,
+    out: str | Path,
+    detector_modules: Sequence[str] = (),
+) -> VideoOutcome:
+    """Extracts, aligns and writes one video into the cache at `out`; never raises for bad data.
+
+    `detector_modules` are the user's plugin modules (see `faces.load_detector_modules`), imported before
+    the detector is created: a spawned worker does not inherit the parent's registrations.
+    """
     start = time.perf_counter()
     reader = DATASETS[dataset]
     try:
-        cropper = _cropper(config) if reader.NEEDS_DETECTOR else None
+        cropper = None
+        if reader.NEEDS_DETECTOR:
+            load_detector_modules(detector_modules)
+            cropper = _cropper(config)
         aligned = reader.extract(job, config, cropper)
         aligned.check(config.samples_per_frame)
         logmel = log_mel(
@@ -132,7 +153,9 @@ def process_video(dataset: str, job: Any, config: PreprocessConfig, out: str | P
     )
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int) -> None:
+    """Runs first in every worker process."""
+    exit_with_parent(parent_pid)
     # One video per core: OpenCV's own thread pool would oversubscribe the machine.
     cv2.setNumThreads(1)
 
@@ -174,6 +197,7 @@ def preprocess_corpus(
     *,
     progress: bool = True,
     verbose: bool = True,
+    detector_modules: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Preprocesses every video of a corpus into the cache at `out` and returns the manifest.
 
@@ -185,6 +209,8 @@ def preprocess_corpus(
       workers: Processes; 1 runs in this process.
       progress: Show a progress bar over videos.
       verbose: Print the summary table.
+      detector_modules: Plugin modules registering detectors of the user's own (`--detector_module`),
+        imported here and in every worker; only names the user gave, never ones read from a file.
 
     Returns:
       The manifest (see `pkd_jax.data.cache`); failed videos have status "failed" and a reason.
@@ -198,6 +224,8 @@ def preprocess_corpus(
     removed = _remove_partial_writes(writer)
     if removed:
         _LOG.info("%s: removed %d partial video directories of an interrupted run", writer.root, removed)
+    detector_modules = tuple(detector_modules)
+    load_detector_modules(detector_modules)
     if reader.NEEDS_DETECTOR:
         create_detector(config.detector, **config.detector_options())  # Fail early on a bad name.
     todo = [j for j in jobs if not writer.is_done(j.video_id)]
@@ -219,14 +247,18 @@ def preprocess_corpus(
     with bar:
         if workers <= 1 or len(todo) <= 1:
             for job in todo:
-                collect(process_video(dataset, job, config, writer.root))
+                collect(process_video(dataset, job, config, writer.root, detector_modules))
                 bar.update()
         else:
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(
-                min(workers, len(todo)), mp_context=context, initializer=_worker_init
+                min(workers, len(todo)),
+                mp_context=context,
+                initializer=_worker_init,
+                initargs=(os.getpid(),),
             ) as pool:
-                futures = {pool.submit(process_video, dataset, j, config, writer.root): j for j in todo}
+                args = (config, writer.root, detector_modules)
+                futures = {pool.submit(process_video, dataset, j, *args): j for j in todo}
                 for future in concurrent.futures.as_completed(futures):
                     job = futures[future]
                     try:

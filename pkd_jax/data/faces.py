@@ -4,21 +4,27 @@ A detector maps one RGB frame to the box of the face to keep (`(x, y, w, h)` in 
 `FaceCropper` turns that box into a square crop of `face_size` pixels; frames without a face give a black
 crop and `found=False` (the retain-last-face policy is applied at load time, not here).
 
-Detectors are created by name inside each worker process (OpenCV objects do not pickle), so a detector
-must be reachable from a fresh interpreter: either registered under a name by a module that
-`pkd_jax.data.faces` imports, or given as `"package.module:factory"`, which is imported on use.
+Detectors are chosen by registered name only: `create_detector` looks the name up and never imports
+anything, because the name comes from data files (a cache manifest, which a shared workdir may ship), and
+a file must not be able to make pkd_jax run code. A detector of your own lives in a plugin module that
+calls `register_detector`; you name that module on the command line (`--detector_module=MODULE` of
+`python -m pkd_jax.preprocess` and `python -m pkd_jax.predict`), and `load_detector_modules` imports it,
+in the parent and in every preprocessing worker process (OpenCV objects do not pickle, so each process
+creates its own detector by name).
 """
 
 from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
+
+from pkd_jax.data.preprocess_config import check_detector_name
 
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 _TRACK_MIN_SIDE = 30  # Pixels: the smallest face size searched when tracking.
@@ -41,11 +47,12 @@ _REGISTRY: dict[str, DetectorFactory] = {}
 
 
 def register_detector(name: str) -> Callable[[DetectorFactory], DetectorFactory]:
-    """Class/function decorator registering a detector factory under `name`.
+    """Class/function decorator registering a detector factory under `name` (letters, digits, `_`, `-`).
 
     Factories are called with the keywords `detect_width`, `min_face_fraction` and `redetect_every` (see
     `HaarFaceDetector`) and should accept and ignore any they do not use (`**kwargs`).
     """
+    check_detector_name(name)
 
     def wrap(factory: DetectorFactory) -> DetectorFactory:
         if name in _REGISTRY and _REGISTRY[name] is not factory:
@@ -61,18 +68,53 @@ def detector_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def is_registered(name: object) -> bool:
+    """Whether `name` is a registered detector name (any object is accepted, e.g. from a manifest)."""
+    return isinstance(name, str) and name in _REGISTRY
+
+
+def not_registered_message(name: object) -> str:
+    """Why `name` cannot be used, and how to register a detector of one's own."""
+    return (
+        f"face detector {name!r} is not registered (registered: {detector_names()}); pkd_jax never imports "
+        "a detector named by a file or config. If it is a detector of your own, pass "
+        "--detector_module=MODULE, a plugin module that registers it under that name with "
+        "pkd_jax.data.faces.register_detector"
+    )
+
+
 def create_detector(name: str, **options: Any) -> FaceDetector:
-    """A detector by registered name or by `"module:factory"` import path, built with `options`."""
-    if name in _REGISTRY:
-        return _REGISTRY[name](**options)
-    if ":" in name:
-        module, _, attr = name.partition(":")
+    """The detector registered as `name`, built with `options`; never imports anything.
+
+    Raises:
+      ValueError: `name` is an import path or not registered.
+    """
+    check_detector_name(name)
+    if not is_registered(name):
+        raise ValueError(not_registered_message(name))
+    return _REGISTRY[name](**options)
+
+
+def load_detector_modules(modules: Iterable[str]) -> list[str]:
+    """Imports the plugin modules the user named (`--detector_module`), which register their detectors.
+
+    Only for module names given by the user on the command line or in code, never for names read from a
+    file. Returns the detector names registered afterwards.
+
+    Raises:
+      ValueError: a module name is not a dotted Python name, or the module cannot be imported.
+    """
+    for module in modules:
+        if not all(part.isidentifier() for part in module.split(".")):
+            raise ValueError(
+                f"--detector_module={module!r}: not a module name (give an importable dotted name such as "
+                "'mylab.detectors', not a file path)"
+            )
         try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"face detector {name!r}: cannot import ({e})") from e
-        return factory(**options)
-    raise ValueError(f"unknown face detector {name!r}; registered: {detector_names()} (or 'module:factory')")
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"--detector_module={module}: cannot import it ({e})") from e
+    return detector_names()
 
 
 @register_detector("haar")

@@ -9,7 +9,27 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from typing import Any
+
+_DETECTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
+
+
+def check_detector_name(name: object) -> str:
+    """Returns `name` when it is a plain face-detector name (letters, digits, `_`, `-`); else ValueError.
+
+    Detectors are chosen by registered name only (`pkd_jax.data.faces.register_detector`): a name read from
+    a cache manifest or a config must never make pkd_jax import code, so import paths are refused here.
+    """
+    if isinstance(name, str) and ":" in name:
+        raise ValueError(
+            f"face detector {name!r} looks like an import path ('module:factory'); detectors are chosen "
+            "by registered name only. For a detector of your own, pass --detector_module=MODULE (a module "
+            "that registers it with pkd_jax.data.faces.register_detector) and --detector=<its name>"
+        )
+    if not isinstance(name, str) or not _DETECTOR_NAME.fullmatch(name):
+        raise ValueError(f"face detector name {name!r}: use letters, digits, '_' and '-' only")
+    return name
 
 
 def _field(default: Any, text: str) -> Any:
@@ -22,7 +42,11 @@ class PreprocessConfig:
 
     fps: int = _field(25, "Frame rate of the cache (videos and Aff-Wild2 rows are resampled to it).")
     face_size: int = _field(112, "Side of the square face crops in pixels.")
-    detector: str = _field("haar", "Face detector: a registered name or 'module:factory'.")
+    detector: str = _field(
+        "haar",
+        "Face detector, by registered name ('haar' built in); a detector of your own is registered by a "
+        "plugin module named with --detector_module.",
+    )
     face_margin: float = _field(
         0.2, "Context around the detected face box, as a fraction of its size per side."
     )
@@ -47,6 +71,7 @@ class PreprocessConfig:
     length_tolerance_frames: int = _field(25, "Stream lengths of a video may differ by this many frames.")
 
     def __post_init__(self) -> None:
+        check_detector_name(self.detector)
         if self.sample_rate % self.fps or (self.sample_rate // self.fps) % self.hop:
             raise ValueError(
                 f"sample_rate={self.sample_rate} must be a multiple of fps * hop = {self.fps * self.hop} so "

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 from collections.abc import Callable
 from typing import Any
 
 import cv2
 from tqdm import tqdm
+
+from pkd_jax.data.worker_process import exit_with_parent
 
 
 def run_jobs(
@@ -26,7 +29,7 @@ def run_jobs(
             return results
         ctx = multiprocessing.get_context("spawn")  # Fork is unsafe once JAX/threads exist.
         with concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_worker_init
+            workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
         ) as pool:
             futures = {pool.submit(call): name for name, call in calls.items()}
             for future in concurrent.futures.as_completed(futures):
@@ -35,6 +38,7 @@ def run_jobs(
     return results
 
 
-def _worker_init() -> None:
-    """Keeps each worker process on one core (OpenCV would otherwise spawn its own threads)."""
+def _worker_init(parent_pid: int) -> None:
+    """Exits with the parent, and keeps each worker on one core (OpenCV would spawn its own threads)."""
+    exit_with_parent(parent_pid)
     cv2.setNumThreads(1)
