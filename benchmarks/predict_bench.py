@@ -94,6 +94,7 @@ def main(argv: Sequence[str]) -> None:
         f"--workdir={workdir}",
         f"--video={video}",
         f"--out={out}",
+        "--overwrite",  # the benchmark's own folder: the previous measurement's outputs
     ]
     if _CHUNK.value:
         command.append(f"--chunk_frames={_CHUNK.value}")

@@ -14,7 +14,15 @@ chunk of face crops and the per-frame predictions are held.
 Writes `<out>/<video>.csv` (frame, time_s, one column per target, face_found), `<out>/<video>.png`
 (both curves over time, face-absent spans shaded) and `<out>/summary.json`, and prints a summary table.
 A video that cannot be read, or in which no face is ever found, is reported with its file and reason;
-the other videos still finish, and the exit status is 1 when any video failed.
+the other videos still finish, and the exit status is 1 when any video failed. A path that does not
+exist, a directory, or a still image (.png, .jpg, ... or an image under another name) is such a failed
+video, and so is a teacher's audio whose length differs from its video's by more than preprocessing's
+tolerance (`length_tolerance_fraction` / `length_tolerance_frames` of the cache's settings).
+
+Inputs are never overwritten. Before the model is loaded the run is refused, naming the files, when an
+output would replace an input (a --video or --audio file, compared as files, also with --overwrite), when
+outputs of an earlier run exist in --out (`<video>.csv`, `<video>.png`, `summary.json`; --overwrite
+replaces them), or when two videos have one name (a/x.mp4 and b/x.mp4 would both write x.csv).
 
 Students need no audio: this module imports no audio library unless a teacher is loaded. Teachers take
 the audio of each video's container, or the files named by `--audio` (one per video, in order), and
@@ -25,7 +33,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pkd_jax.inference import Predictor, load_trained, predict_files, summary_table
+from pkd_jax.data.faces import load_detector_modules
+from pkd_jax.inference import Predictor, load_trained, plan_outputs, predict_files, summary_table
 
 
 def _define_flags() -> None:
@@ -44,6 +53,18 @@ def _define_flags() -> None:
         "chunk_frames", None, "Frames per inference step (default: the config's data.eval_chunk_frames)."
     )
     flags.DEFINE_string("cache", None, "The training feature cache (default: the one config.json names).")
+    flags.DEFINE_multi_string(
+        "detector_module",
+        [],
+        "Plugin module registering the face detector of your own that the training cache names "
+        "(pkd_jax.data.faces.register_detector); a manifest never makes pkd_jax import code. Repeatable.",
+    )
+    flags.DEFINE_bool(
+        "overwrite",
+        False,
+        "Replace the outputs of an earlier run in --out (<video>.csv, <video>.png, summary.json); without "
+        "it they are refused before the model loads. An input (--video, --audio) is never overwritten.",
+    )
 
 
 def main(argv: Sequence[str]) -> int:
@@ -58,12 +79,14 @@ def main(argv: Sequence[str]) -> int:
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it opens at INFO
     try:
+        plan_outputs(videos, f.out, audio=f.audio, overwrite=f.overwrite)  # refused before the model loads
+        load_detector_modules(f.detector_module)  # only modules the user named, never a file's
         trained = load_trained(f.workdir, f.checkpoint)
         print(
             f"{trained.config.stage} model from {trained.source} (step {trained.step}), targets {trained.targets}"
         )
         predictor = Predictor(trained, chunk_frames=f.chunk_frames, cache_dir=f.cache)
-        rows = predict_files(predictor, videos, f.out, audio=f.audio or None)
+        rows = predict_files(predictor, videos, f.out, audio=f.audio or None, overwrite=f.overwrite)
     except (ValueError, OSError) as e:  # a bad model, cache or argument: nothing to predict with
         raise SystemExit(f"error: {e}") from e
     print(summary_table(rows))

@@ -4,10 +4,17 @@ A network comes from a training workdir through `load_trained` (`pkd_jax.train.w
 of workdirs). The command lines are `python -m pkd_jax.predict` and `python -m pkd_jax.export`.
 """
 
-from pkd_jax.inference.frames import AudioWindows, PredictError, face_chunks
+from pkd_jax.inference.frames import (
+    AudioWindows,
+    PredictError,
+    check_audio_length,
+    check_video_file,
+    face_chunks,
+)
 from pkd_jax.inference.outputs import (
     absent_spans,
     output_names,
+    plan_outputs,
     plot,
     predict_files,
     summary_table,
@@ -25,10 +32,13 @@ __all__ = [
     "Trained",
     "VideoPrediction",
     "absent_spans",
+    "check_audio_length",
+    "check_video_file",
     "face_chunks",
     "load_trained",
     "make_cropper",
     "output_names",
+    "plan_outputs",
     "plot",
     "predict_files",
     "preprocess_settings",

@@ -1,22 +1,64 @@
 """Inputs of inference, cut exactly as the training pipeline cuts them: face crops chunk by chunk, and
 per-frame log-mel windows for a teacher. Students need no audio: audio libraries are imported only when a
-teacher's `AudioWindows` is built."""
+teacher's `AudioWindows` is built.
+
+Inputs are checked as preprocessing checks them: `check_video_file` refuses a missing path, a directory
+and a still image before decoding, and `check_audio_length` refuses a teacher's audio whose length differs
+from the video's by more than preprocessing's tolerance (`align.reconcile_lengths`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+import av
 import numpy as np
 
+from pkd_jax.data.align import Length, LengthMismatchError, reconcile_lengths
 from pkd_jax.data.cache import Cache, CachedVideo
 from pkd_jax.data.faces import FaceCropper
 from pkd_jax.data.pipeline import MISSING_FACE_POLICIES, FrameReader, PipelineConfig
+from pkd_jax.data.preprocess_config import PreprocessConfig
 from pkd_jax.data.video import VideoReader
+
+# Still images, refused by name before anything is decoded (FFmpeg would read one as a 1-frame video).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 class PredictError(ValueError):
     """A video that cannot be predicted (unreadable, no face at all, bad audio); names the file."""
+
+
+def check_video_file(path: str | Path) -> None:
+    """Refuses what is not a video file, before any decoding.
+
+    The rule: a path that does not exist, a directory, or a still image, i.e. a file named like one
+    (`IMAGE_SUFFIXES`, any case) or one FFmpeg opens with a single-image demuxer (`png_pipe`, `image2`,
+    ...: an image under a video's name). A file that is none of these is left to the video reader.
+
+    Raises:
+      PredictError: naming the path and which of the three it is.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise PredictError(f"{path}: is a directory, not a video file")
+    if not path.exists():
+        raise PredictError(f"{path}: does not exist")
+    if path.suffix.lower() in IMAGE_SUFFIXES or _image_demuxer(path):
+        raise PredictError(f"{path}: holds a single image, not a video")
+
+
+def _image_demuxer(path: Path) -> bool:
+    """Whether FFmpeg reads `path` as a still image; False when it cannot open it at all (the video
+    reader then reports why)."""
+    try:
+        with av.open(str(path)) as container:
+            name = container.format.name
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        return False
+    return name.endswith("_pipe") or name in ("image2", "image2pipe")
 
 
 def face_chunks(
@@ -68,6 +110,8 @@ class AudioWindows:
         settings = cache.config
         rate, fps = settings["sample_rate"], settings["fps"]
         samples = audio.load_wav(audio_path, rate) if audio_path else audio.load_container_audio(video, rate)
+        self.source = audio_path or video
+        self.seconds = len(samples) / rate  # before padding to whole frames
         per_frame = rate // fps
         samples = audio.fit_length(samples, -(-len(samples) // per_frame) * per_frame)
         logmel = audio.log_mel(
@@ -83,3 +127,37 @@ class AudioWindows:
     def __call__(self, index: np.ndarray) -> np.ndarray:
         """float32 [len(index), n_mels, W, 1] windows centred on frames `index`."""
         return self._reader.audio(self._video, index)
+
+
+def check_audio_length(
+    video: Path, num_frames: int, fps: float, windows: AudioWindows, settings: Mapping[str, Any]
+) -> None:
+    """Refuses audio whose length differs from the video's as preprocessing refuses it.
+
+    The tolerance is preprocessing's (`length_tolerance_fraction` of the longer stream, or
+    `length_tolerance_frames`, whichever is larger), read from the training cache's settings.
+
+    Args:
+      video: The video file.
+      num_frames: Its length in frames at `fps`.
+      fps: The cache's frame rate.
+      windows: The audio, whose `source` and `seconds` are compared.
+      settings: The preprocessing settings (`PreprocessConfig` fields).
+
+    Raises:
+      PredictError: naming both files and both lengths in frames and seconds.
+    """
+    defaults = PreprocessConfig
+    lengths = {
+        "video": Length(num_frames, f"{video}, {num_frames / fps:.2f} s"),
+        "audio": Length(windows.seconds * fps, f"{windows.source}, {windows.seconds:.2f} s"),
+    }
+    try:
+        reconcile_lengths(
+            str(video),
+            lengths,
+            tolerance_fraction=settings.get("length_tolerance_fraction", defaults.length_tolerance_fraction),
+            tolerance_frames=settings.get("length_tolerance_frames", defaults.length_tolerance_frames),
+        )
+    except LengthMismatchError as e:
+        raise PredictError(str(e)) from e  # "<video>: stream lengths differ by ...: video ..., audio ..."

@@ -2,12 +2,18 @@
 
 `predict_files` predicts many videos and never raises for a bad one: its row records the file and the
 reason, and the other videos still finish.
+
+Before anything is written, `plan_outputs` checks the whole run: an input (a video or audio file) is never
+overwritten, not even with `overwrite=True`; outputs of an earlier run (`<stem>.csv`, `<stem>.png`,
+`summary.json` in `out`) are replaced only with `overwrite=True`; two inputs with one output name (same
+stem, compared case-insensitively) are refused.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,13 +66,92 @@ def plot(path: str | Path, result: VideoPrediction) -> None:
     plt.close(fig)
 
 
-def output_names(videos: Sequence[Path]) -> list[str]:
-    """File stems for the outputs, made unique when two videos share a name."""
-    names, seen = [], {}
+SUMMARY = "summary.json"
+
+
+def output_names(videos: Sequence[str | Path]) -> list[str]:
+    """The output stem of each video: its file name without the extension.
+
+    Raises:
+      ValueError: naming the videos, when two of them would write the same outputs (the same stem, or
+        stems differing only in case, which are one file on case-insensitive file systems).
+    """
+    names, first = [], {}
+    clashes = []
     for video in videos:
-        stem = video.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+        stem = Path(video).stem
+        key = stem.casefold()
+        if key in first:
+            clashes.append(f"{first[key]} and {video} would both write {stem}.csv and {stem}.png")
+        else:
+            first[key] = video
+        names.append(stem)
+    if clashes:
+        raise ValueError(
+            "two videos of one name: "
+            + "; ".join(clashes)
+            + ". Rename one, or predict them into separate output directories (--out)"
+        )
+    return names
+
+
+def plan_outputs(
+    videos: Sequence[str | Path],
+    out: str | Path,
+    *,
+    audio: Sequence[str | Path] | None = None,
+    overwrite: bool = False,
+) -> list[str]:
+    """The output stems of `videos` (see `output_names`), after checking that the run may write them.
+
+    Nothing is written or loaded: this runs before the model is loaded, so a refused run costs nothing.
+
+    Args:
+      videos: The video files, in order.
+      out: The output directory (`<stem>.csv`, `<stem>.png` per video, and `summary.json`).
+      audio: A teacher's audio files, inputs too.
+      overwrite: Replace the outputs of an earlier run; without it, existing outputs are refused.
+
+    Raises:
+      ValueError: when an output would overwrite an input (a video or audio file, compared as files, so
+        other spellings and links of the same file count; refused even with `overwrite`), when outputs
+        already exist and `overwrite` is False (listing them), when two videos share an output name, or
+        when `out` exists but is not a directory.
+    """
+    names = output_names(videos)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} (the output directory) is not a directory")
+    inputs: dict[tuple[int, int], Path] = {}  # (device, inode) -> the input as given
+    for path in [*videos, *(audio or [])]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # a missing input is reported when its video is predicted; it cannot be overwritten
+        inputs.setdefault((st.st_dev, st.st_ino), Path(path))
+    outputs = [out / f"{name}{ext}" for name in names for ext in (".csv", ".png")] + [out / SUMMARY]
+    clobbered, existing = [], []
+    for path in outputs:
+        try:
+            st = os.stat(path)  # follows links: writing would replace the file a link points to
+        except OSError:
+            continue
+        source = inputs.get((st.st_dev, st.st_ino))
+        if source is not None:
+            clobbered.append(f"{path} is the input {source}")
+        else:
+            existing.append(str(path))
+    if clobbered:
+        raise ValueError(
+            "refusing to overwrite an input file: "
+            + "; ".join(clobbered)
+            + ". Choose another output directory (--out)"
+        )
+    if existing and not overwrite:
+        raise ValueError(
+            f"outputs of an earlier run exist in {out}: {', '.join(existing)}. Pass --overwrite "
+            "(overwrite=True) to replace them, or choose another output directory (--out)"
+        )
     return names
 
 
@@ -99,14 +184,21 @@ def predict_files(
     out: str | Path,
     *,
     audio: Sequence[str | Path] | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Predicts every video, writing its CSV and PNG into `out`; never raises for a bad video.
 
     Returns one summary row per video (also written to `<out>/summary.json`): `ok`, and the file,
     frame count, face-found fraction, mean prediction and speed, or the `error`.
+
+    Raises:
+      ValueError: before anything is written, for a run `plan_outputs` refuses (an output that would
+        overwrite an input, existing outputs without `overwrite`, two videos of one output name), or
+        audio files that do not fit the model or the videos.
     """
     videos = [Path(v) for v in videos]
+    names = plan_outputs(videos, out, audio=audio, overwrite=overwrite)
     if audio and not predictor.trained.is_teacher:
         raise ValueError(f"audio files given, but the {predictor.trained.config.stage} model takes no audio")
     if audio and len(audio) != len(videos):
@@ -124,7 +216,7 @@ def predict_files(
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=round(sum(estimates)), unit="frame", disable=not progress, desc="predict")
     with bar:
-        for k, (video, name) in enumerate(zip(videos, output_names(videos), strict=True)):
+        for k, (video, name) in enumerate(zip(videos, names, strict=True)):
             bar.set_postfix_str(f"video {k + 1}/{len(videos)} {video.name}")
             row: dict[str, Any] = {"video": str(video), "name": name}
             try:
@@ -155,5 +247,5 @@ def predict_files(
         "compile_s": predictor.compile_seconds,
         "videos": rows,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2))
     return rows

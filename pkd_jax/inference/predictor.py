@@ -13,7 +13,14 @@ import jax
 import numpy as np
 
 from pkd_jax.data.cache import CacheError
-from pkd_jax.inference.frames import AudioWindows, PredictError, face_chunks
+from pkd_jax.data.video import probe_video
+from pkd_jax.inference.frames import (
+    AudioWindows,
+    PredictError,
+    check_audio_length,
+    check_video_file,
+    face_chunks,
+)
 from pkd_jax.inference.settings import make_cropper, preprocess_settings
 from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
@@ -83,10 +90,13 @@ class Predictor:
           on_frames: Called with the number of frames after each chunk (progress).
 
         Raises:
-          VideoError, PredictError: naming the file, for an unreadable video or audio, or a video in which
+          VideoError, PredictError: naming the file, for a path that is missing, a directory or a still
+            image (`check_video_file`), an unreadable video or audio, a teacher's audio whose length is
+            not the video's within preprocessing's tolerance (`check_audio_length`), or a video in which
             no face is ever found.
         """
         path = Path(path)
+        check_video_file(path)
         start, compiling = time.perf_counter(), 0.0
         model, fps = self.trained.model, float(self.settings["fps"])
         windows = None
@@ -99,6 +109,9 @@ class Predictor:
                 )
             except AudioError as e:
                 raise PredictError(str(e)) from e
+            info = probe_video(path)  # its frame count is 0 when the container does not state it
+            if info.num_frames:  # refused before decoding; the decoded length is checked again below
+                check_audio_length(path, round(info.num_frames * fps / info.fps), fps, windows, self.settings)
         elif audio:
             raise ValueError(f"{path}: audio given, but the {self.trained.config.stage} model takes no audio")
         carry = model.zero_carry(1)
@@ -132,6 +145,8 @@ class Predictor:
         if pending is not None:
             preds.append(np.asarray(pending[0])[0, : pending[1]])
         face_found = np.concatenate(found) if found else np.zeros(0, bool)
+        if windows is not None:
+            check_audio_length(path, len(face_found), fps, windows, self.settings)
         if not face_found.any():
             raise PredictError(f"{path}: no face found in any of its {len(face_found)} frames")
         seconds = time.perf_counter() - start - compiling

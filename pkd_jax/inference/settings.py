@@ -1,7 +1,9 @@
 """The preprocessing settings a trained model expects, and the face cropper built from them.
 
 Inference detects and crops faces with the same code and settings as preprocessing: the training cache
-manifest's `config` (a `PreprocessConfig`), checked against the model's face size.
+manifest's `config` (a `PreprocessConfig`), checked against the model's face size. The manifest names its
+detector, which must be registered (`pkd_jax.data.faces`): a manifest, which a shared workdir may ship,
+never makes pkd_jax import code; a detector of the user's own comes from `--detector_module`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import ml_collections
 
 from pkd_jax.data.cache import Cache, CacheError
-from pkd_jax.data.faces import FaceCropper, create_detector
+from pkd_jax.data.faces import FaceCropper, create_detector, is_registered, not_registered_message
 from pkd_jax.train import build
 
 _LOG = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ FACE_FIELDS = (
 
 
 def preprocess_settings(
-    config: ml_collections.ConfigDict, cache_dir: str | Path | None = None
+    config: ml_collections.ConfigDict, cache_dir: str | Path | None = None, *, need_detector: bool = True
 ) -> tuple[dict[str, Any], Cache | None]:
     """The preprocessing configuration the model was trained on, and the training cache it comes from.
 
@@ -39,8 +41,12 @@ def preprocess_settings(
     names). Without that cache (a model copied elsewhere), preprocessing's defaults with the config's
     face size are used, with a warning, and the cache is None.
 
+    `need_detector` (for inference, which creates the detector) also requires the manifest's detector to
+    be registered; export, which only records its name, passes False.
+
     Raises:
-      CacheError: naming the manifest, when `cache_dir` has none, or its settings do not fit the model.
+      CacheError: naming the manifest, when `cache_dir` has none, its settings do not fit the model, or
+        (`need_detector`) its detector is not registered.
     """
     directory = Path(cache_dir) if cache_dir else build.cache_dir(config)
     if cache_dir or (directory is not None and (directory / "manifest.json").is_file()):
@@ -54,6 +60,10 @@ def preprocess_settings(
             raise CacheError(
                 f"{manifest}: faces of {settings['face_size']} px, the model takes {config.data.face_size} px"
             )
+        if need_detector and not is_registered(settings["detector"]):
+            raise CacheError(
+                f"{manifest}: the training cache's {not_registered_message(settings['detector'])}"
+            )
         return settings, cache
     _LOG.warning(
         "No training cache (%s): detecting faces with preprocessing's default settings (face size %d); "
@@ -65,7 +75,7 @@ def preprocess_settings(
 
 
 def make_cropper(settings: dict[str, Any]) -> FaceCropper:
-    """The face cropper preprocessing builds from the same settings."""
+    """The face cropper preprocessing builds from the same settings (a registered detector only)."""
     detector = create_detector(
         settings["detector"],
         detect_width=settings["detect_width"],
