@@ -221,6 +221,37 @@ def test_two_process_checkpoint_restores_and_resumes_in_one_process(runs):
     assert max(float(np.max(np.abs(state[k] - one[k]))) for k in one) < 1e-5
 
 
+def test_a_held_workdir_stops_every_process_of_a_two_process_job(runs):
+    root, cache = runs
+    busy = root / "busy"
+    code = (
+        "import time; from pkd_jax.train.workdir_lock import WorkdirLock;"
+        f"lock = WorkdirLock({str(busy)!r}); print('held', flush=True); time.sleep(300)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        port = free_port()
+        procs = {}
+        for pid in range(2):
+            distributed = [
+                f"--coordinator_address=localhost:{port}",
+                "--num_processes=2",
+                f"--process_id={pid}",
+            ]
+            log = root / f"busy{pid}.log"
+            procs[pid] = (start_worker(root, [*main_flags(busy, cache, STEPS), *distributed], 2, log), log)
+        for proc, log in procs.values():
+            assert proc.wait(timeout=180) != 0, log.read_text()[-2000:]
+            assert "WorkdirInUseError" in log.read_text(), log.read_text()[-2000:]
+        assert f"pid {holder.pid} on host" in procs[0][1].read_text()
+        assert "process 0 names it" in procs[1][1].read_text()
+        assert sorted(p.name for p in busy.iterdir()) == ["train.lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 @pytest.fixture
 def init_calls(monkeypatch):
     """Records `jax.distributed.initialize` calls instead of making them; starts from a clean environment."""
