@@ -1,16 +1,26 @@
-# Every target creates and fills .venv when needed, so a fresh clone with only Python 3.11+ works.
-PYTHON ?= python3
+# Every target creates and fills .venv when needed, so a fresh clone with a Python 3.12 or 3.13 works.
+# The environment is installed exactly from uv.lock (uv itself is bootstrapped into .venv with pip);
+# `make lock` refreshes the lock after a change to pyproject.toml.
 VENV := .venv
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+# uv must use the interpreter of .venv, never download one.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: test demo lint format clean-venv
+.PHONY: test demo lint typecheck docs lock check-lock clean-venv
 
 DEMO_DIR ?= runs/demo
 
-$(STAMP): pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+# .venv with uv in it; a .venv of another Python (an older checkout's 3.11) is replaced.
+$(UV):
+	@$(VENV)/bin/python -c 'import sys; sys.exit(not (3, 12) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null \
+		|| { rm -rf $(VENV); py=$$(tools/find_python.sh) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV); }
+	$(VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --inexact --extra dev --python $(VENV)/bin/python
 	touch $(STAMP)
 
 # Two worker processes, one test file each at a time (a file's fixtures are built once): XLA compiles on
@@ -28,9 +38,22 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: $(STAMP)
-	$(VENV)/bin/ruff format .
-	$(VENV)/bin/ruff check --fix .
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy pkd_jax
+
+# The documentation site (mkdocs.yml) into site/; --strict turns broken links and stale API names into errors.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+# Re-resolve uv.lock from pyproject.toml (newest versions within its bounds), then install it.
+lock: $(UV)
+	$(UV) lock --python $(VENV)/bin/python
+	$(UV) sync --locked --inexact --extra dev --python $(VENV)/bin/python
+	touch $(STAMP)
+
+# Fails when pyproject.toml and uv.lock disagree.
+check-lock: $(UV)
+	$(UV) lock --check --python $(VENV)/bin/python
 
 clean-venv:
 	rm -rf $(VENV)

@@ -16,12 +16,9 @@ import dataclasses
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import av
 import numpy as np
-
-T = TypeVar("T")
 
 # Timestamps are compared with this slack (s): pts * time_base and k / fps round differently.
 _EPS = 1e-6
@@ -31,7 +28,7 @@ class VideoError(ValueError):
     """An unreadable, corrupt or empty video; the message names the file."""
 
 
-def select_nearest(timed: Iterable[tuple[float, T]], fps: float, frame_duration: float) -> Iterator[T]:
+def select_nearest[T](timed: Iterable[tuple[float, T]], fps: float, frame_duration: float) -> Iterator[T]:
     """Resamples a stream of (timestamp s, item) to `fps` by nearest timestamp (see module docstring).
 
     Args:
@@ -152,6 +149,7 @@ class VideoReader:
             for frame in select_nearest(self._timed_frames(container), self.fps, step):
                 if frame is not last_frame:
                     last_frame, last_rgb = frame, frame.to_ndarray(format="rgb24")
+                assert last_rgb is not None  # set on the first frame
                 yield last_rgb
         if self.source_frames == 0:
             raise VideoError(f"{self.path}: no decodable video frames")
