@@ -26,7 +26,9 @@ from ml_collections import config_flags
 from pkd_jax.train import sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:args]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and predictions.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics and predictions.", required=True
+)
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address",
     None,
@@ -47,7 +49,7 @@ _ALLOW_CHANGE = flags.DEFINE_bool(
     "workdir's config; the changes are recorded in config_amendments.jsonl from the resumed step."
 )  # fmt: skip
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of an error, not only its message.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])  # and workdir, above
 
 
 def main(argv: list[str]) -> None:

@@ -245,7 +245,11 @@ def ccc_np(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) ->
     mx, my = x.mean(), y.mean()
     dx, dy = x - mx, y - my
     ccc = _ccc_from_moments(
-        np.asarray(mx), np.asarray(my), np.mean(dx * dx), np.mean(dy * dy), np.mean(dx * dy)
+        np.asarray(mx),
+        np.asarray(my),
+        np.asarray(np.mean(dx * dx)),
+        np.asarray(np.mean(dy * dy)),
+        np.asarray(np.mean(dx * dy)),
     )
     return float(ccc)
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from absl import app, flags
 
@@ -38,7 +39,11 @@ def define_flags() -> None:
         "Plugin module registering a face detector of your own (pkd_jax.data.faces.register_detector); "
         "imported here and in every worker. Repeatable.",
     )
-    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
+    define: dict[type, Callable[..., Any]] = {
+        int: flags.DEFINE_integer,
+        float: flags.DEFINE_float,
+        str: flags.DEFINE_string,
+    }
     for field in dataclasses.fields(PreprocessConfig):
         define[type(field.default)](field.name, field.default, field.metadata.get("help", ""))
     flags.mark_flags_as_required(["dataset", "src", "out"])
@@ -48,9 +53,9 @@ def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        config = PreprocessConfig(
-            **{f.name: FLAGS[f.name].value for f in dataclasses.fields(PreprocessConfig)}
-        )
+        # Each field has a flag of its type with a non-None default (absl types `.value` as Optional).
+        values: dict[str, Any] = {f.name: FLAGS[f.name].value for f in dataclasses.fields(PreprocessConfig)}
+        config = PreprocessConfig(**values)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     try:

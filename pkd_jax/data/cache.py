@@ -132,7 +132,9 @@ class CacheWriter:
 
     def _audio_stats(self, train_ids: list[str]) -> dict[str, list[float]] | None:
         """Per-mel-bin mean and std over every training-split spectrogram frame (float64 sums)."""
-        total, sq, n = None, None, 0
+        total: np.ndarray | None = None
+        sq: np.ndarray | None = None
+        n = 0
         for video_id in train_ids:
             logmel = np.load(self.video_dir(video_id) / "logmel.npy", mmap_mode="r").astype(np.float64)
             total = logmel.sum(0) if total is None else total + logmel.sum(0)
@@ -140,6 +142,7 @@ class CacheWriter:
             n += logmel.shape[0]
         if not n:
             return None
+        assert total is not None and sq is not None  # n > 0: at least one video was summed
         mean = total / n
         std = np.sqrt(np.maximum(sq / n - mean**2, 1e-12))
         return {"mean": mean.tolist(), "std": std.tolist()}

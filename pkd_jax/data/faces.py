@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
+import cv2.data
 import numpy as np
 
 from pkd_jax.data.preprocess_config import check_detector_name

@@ -139,7 +139,8 @@ def read_csv_gold(path: str | Path) -> np.ndarray:
         fields = line.split(";")
         if len(fields) != 2:
             raise ValueError(f"{path}:{line_no}: expected 'arousal;valence', got {line!r}")
-        out.append(tuple(_parse_float(f.strip(), path, line_no) for f in fields))
+        arousal, valence = (_parse_float(f.strip(), path, line_no) for f in fields)
+        out.append((arousal, valence))
     if not out:
         raise ValueError(f"{path}: no data rows")
     return np.asarray(out, dtype=np.float64)

@@ -103,6 +103,7 @@ class Predictor:
         if self.trained.is_teacher:
             from pkd_jax.data.audio import AudioError
 
+            assert self.cache is not None  # __init__ refuses a teacher without one
             try:
                 windows = AudioWindows(
                     path, Path(audio) if audio else None, self.cache, self.trained.config.data.audio_window_s

@@ -49,7 +49,7 @@ def preprocess_settings(
         (`need_detector`) its detector is not registered.
     """
     directory = Path(cache_dir) if cache_dir else build.cache_dir(config)
-    if cache_dir or (directory is not None and (directory / "manifest.json").is_file()):
+    if directory is not None and (cache_dir or (directory / "manifest.json").is_file()):
         cache = Cache(directory)  # validates the manifest, naming it
         settings = dict(cache.config)
         manifest = directory / "manifest.json"

@@ -18,7 +18,14 @@ import jax.numpy as jnp
 
 from pkd_jax.losses.ccc import Array, Batch, LossFn, Outputs, TermFn, _expand_mask, ccc_term, label_mask
 from pkd_jax.losses.distill import cosine_term, mse_term, response_term
-from pkd_jax.losses.gates import GATE_CONTEXTS, GateFn, _accepts_gamma, gate_gamma, make_gate
+from pkd_jax.losses.gates import (
+    GATE_CONTEXTS,
+    ContextGateFn,
+    GateFn,
+    _accepts_gamma,
+    gate_gamma,
+    make_gate,
+)
 from pkd_jax.losses.pkdot import pkdot_term
 from pkd_jax.losses.relational import rkd_term, similarity_term
 
@@ -112,6 +119,7 @@ def compose(
     else:
         cos_fn = distill
     gate_fn = make_gate(gate, alpha=alpha, theta=theta) if isinstance(gate, str) else gate
+    context_gate: ContextGateFn | None = None  # gate_fn, known to take `gamma`, with a gate context
     if gate_context is not None:
         if gate_context not in GATE_CONTEXTS:
             raise ValueError(f"unknown gate context {gate_context!r}; choose one of {list(GATE_CONTEXTS)}")
@@ -120,6 +128,7 @@ def compose(
                 f"gate {getattr(gate_fn, '__name__', gate_fn)!r} takes no `gamma` keyword, so it cannot "
                 f"use gate_context={gate_context!r}; add `gamma=None` to its signature or drop the context"
             )
+        context_gate = gate_fn
 
     def loss_fn(outputs: Outputs, batch: Batch) -> tuple[Array, dict[str, Array]]:
         seq = _sequence_weights(batch)
@@ -130,8 +139,9 @@ def compose(
         if gate_context is None:
             weights = gate_fn(teacher_pred, labels, mask)
         else:
+            assert context_gate is not None  # set with gate_context
             gamma = gate_gamma(gate_context, teacher_pred, labels, mask, batch)
-            weights = gate_fn(teacher_pred, labels, mask, gamma=gamma)
+            weights = context_gate(teacher_pred, labels, mask, gamma=gamma)
         loss = mean(weights.ccc * l_ccc + weights.cos * l_cos)
         q10, q50, q90 = _masked_quantiles(jnp.broadcast_to(weights.gamma, seq.shape), seq, (0.1, 0.5, 0.9))
         metrics = {

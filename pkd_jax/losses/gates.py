@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeGuard
 
 import jax
 import jax.numpy as jnp
@@ -98,6 +98,16 @@ def gate_released_code(
 
 
 GateFn = Callable[[Array, Array, Array | None], GateWeights]
+
+
+class ContextGateFn(Protocol):
+    """A gate that also takes gamma measured elsewhere (`gamma=None`: its own default context)."""
+
+    def __call__(
+        self, teacher_pred: Array, labels: Array, mask: Array | None, /, *, gamma: Array | None = ...
+    ) -> GateWeights: ...
+
+
 GATE_NAMES = ("none", "paper", "released_code")  # the built-in gates of `make_gate`
 
 
@@ -138,7 +148,7 @@ def gate_gamma(context: str, teacher_pred: Array, labels: Array, mask: Array | N
     raise ValueError(f"unknown gate context {context!r}; choose one of {list(GATE_CONTEXTS)}")
 
 
-def _accepts_gamma(fn: Callable) -> bool:
+def _accepts_gamma(fn: Callable) -> TypeGuard[ContextGateFn]:
     """Whether a gate function takes the `gamma` keyword (user gates opt in to the gate context)."""
     try:
         params = inspect.signature(fn).parameters.values()

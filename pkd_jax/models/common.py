@@ -7,6 +7,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -31,7 +32,7 @@ def scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-def batch_norm(train: bool, name: str, dtype: jnp.dtype) -> nn.BatchNorm:
+def batch_norm(train: bool, name: str, dtype: DTypeLike) -> nn.BatchNorm:
     """BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5)."""
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name)
 

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import DTypeLike
 
 IMPLS = ("auto", "xla", "gemm")
 
@@ -94,7 +95,7 @@ class Conv(nn.Module):
     strides: int | Sequence[int] = 1
     padding: int | Sequence[int] = 0
     use_bias: bool = True
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     impl: str = "auto"
 
     @nn.compact

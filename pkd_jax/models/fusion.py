@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from pkd_jax.models.common import get_activation
 
@@ -58,7 +59,7 @@ class MLPHead(nn.Module):
     num_targets: int = 2
     activation: str = "none"
     embed_features: int = 0
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -84,7 +85,7 @@ class ConcatFusionHead(nn.Module):
     fused_features: Sequence[int] = (256, 128)
     num_targets: int = 2
     activation: str = "none"
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, visual: jax.Array, audio: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -116,7 +117,7 @@ class JointCrossAttention(nn.Module):
 
     settings: JCASettings = JCASettings()
     num_targets: int = 2
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, audio: jax.Array, visual: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array]:

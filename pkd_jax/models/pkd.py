@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from pkd_jax.models.common import merge_time, split_time
 from pkd_jax.models.fusion import ConcatFusionHead, JCASettings, JointCrossAttention, MLPHead
@@ -49,9 +50,10 @@ class _VisualTemporal(nn.Module):
     rnn_hidden: int = 1024
     visual_trunk: str = "vgg19_bn"
     r3d_width: float = 1.0
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     def setup_visual(self) -> None:
+        self.visual_cnn: VGG19BN | R3D18
         if self.visual_trunk == "vgg19_bn":
             self.visual_cnn = VGG19BN(
                 width=self.vgg_width,
@@ -141,6 +143,7 @@ class Teacher(_VisualTemporal):
     def setup(self) -> None:
         self.setup_visual()
         self.audio_cnn = ResNet18(width=self.audio_width, dtype=self.dtype)
+        self.head: ConcatFusionHead | JointCrossAttention
         if self.fusion == "concat":
             self.head = ConcatFusionHead(
                 visual_features=self.fusion_visual_features,
@@ -174,7 +177,7 @@ class Teacher(_VisualTemporal):
         """The recurrent layer and fusion head on trunk features; the cheap part of the teacher.
         `train` only matters for the JCA regressor's dropout."""
         hidden, carry = self.temporal(visual, carry)
-        if self.fusion == "jca":
+        if isinstance(self.head, JointCrossAttention):  # fusion="jca"
             pred, emb = self.head(audio, hidden, train=train)
         else:
             pred, emb = self.head(hidden, audio)

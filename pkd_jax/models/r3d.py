@@ -16,6 +16,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from pkd_jax.models.common import batch_norm, scaled
 from pkd_jax.models.conv import Conv
@@ -31,7 +32,7 @@ class BasicBlock3D(nn.Module):
 
     channels: int
     stride: int = 1
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -60,7 +61,7 @@ class R3D18(nn.Module):
 
     width: float = 1.0
     normalize: bool = True
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

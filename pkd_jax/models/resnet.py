@@ -9,6 +9,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from pkd_jax.models.common import batch_norm, scaled
 from pkd_jax.models.conv import Conv
@@ -19,7 +20,7 @@ class BasicBlock(nn.Module):
 
     channels: int
     stride: int = 1
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -44,7 +45,7 @@ class ResNet18(nn.Module):
     """
 
     width: float = 1.0
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

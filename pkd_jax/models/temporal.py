@@ -15,11 +15,12 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 
 def _uniform(scale: float) -> nn.initializers.Initializer:
     # PyTorch initialises every RNN weight and bias as U(-1/sqrt(H), 1/sqrt(H)).
-    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: DTypeLike = jnp.float32) -> jax.Array:
         return jax.random.uniform(key, shape, dtype, -scale, scale)
 
     return init
@@ -29,7 +30,7 @@ class _Recurrent(nn.Module):
     """Shared parameters and scan for GRU / LSTM; subclasses define the gates."""
 
     hidden: int
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
     num_gates: int = 0
     name_of_kind: ClassVar[str] = ""
 
@@ -52,11 +53,14 @@ class GRU(_Recurrent):
     num_gates: int = 3
     name_of_kind: ClassVar[str] = "gru"
 
+    def zero_carry(self, batch: int) -> jax.Array:
+        """The zero initial state h [batch, hidden] used at the start of every clip."""
+        return _zero_state(self.hidden, batch)
+
     @nn.compact
     def __call__(self, x: jax.Array, carry: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         input_proj, w_hh, b_hh = self._params()
-        if carry is None:
-            carry = self.zero_carry(x.shape[0])
+        carry0 = self.zero_carry(x.shape[0]) if carry is None else carry
         xs = jnp.swapaxes(input_proj(x.astype(self.dtype)), 0, 1)  # [T, B, 3H]
 
         def step(h: jax.Array, xt: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -69,8 +73,8 @@ class GRU(_Recurrent):
             h = ((1.0 - z) * n + z * h).astype(jnp.float32)  # the state stays float32 under bf16
             return h, h
 
-        carry, hs = jax.lax.scan(step, carry, xs)
-        return jnp.swapaxes(hs, 0, 1).astype(self.dtype), carry
+        final, hs = jax.lax.scan(step, carry0, xs)
+        return jnp.swapaxes(hs, 0, 1).astype(self.dtype), final
 
 
 class LSTM(_Recurrent):
@@ -79,16 +83,22 @@ class LSTM(_Recurrent):
     num_gates: int = 4
     name_of_kind: ClassVar[str] = "lstm"
 
+    def zero_carry(self, batch: int) -> tuple[jax.Array, jax.Array]:
+        """The zero initial state (h, c), each [batch, hidden], used at the start of every clip."""
+        zeros = _zero_state(self.hidden, batch)
+        return zeros, zeros
+
     @nn.compact
     def __call__(
         self, x: jax.Array, carry: tuple[jax.Array, jax.Array] | None = None
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         input_proj, w_hh, b_hh = self._params()
-        if carry is None:
-            carry = self.zero_carry(x.shape[0])
+        carry0 = self.zero_carry(x.shape[0]) if carry is None else carry
         xs = jnp.swapaxes(input_proj(x.astype(self.dtype)), 0, 1)  # [T, B, 4H]
 
-        def step(hc: tuple[jax.Array, jax.Array], xt: jax.Array):
+        def step(
+            hc: tuple[jax.Array, jax.Array], xt: jax.Array
+        ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
             h, c = hc
             gates = xt + h.astype(self.dtype) @ w_hh + b_hh
             i, f, g, o = jnp.split(gates, 4, axis=-1)
@@ -96,16 +106,20 @@ class LSTM(_Recurrent):
             h = (nn.sigmoid(o) * jnp.tanh(c)).astype(jnp.float32)
             return (h, c), h
 
-        carry, hs = jax.lax.scan(step, carry, xs)
-        return jnp.swapaxes(hs, 0, 1).astype(self.dtype), carry
+        final, hs = jax.lax.scan(step, carry0, xs)
+        return jnp.swapaxes(hs, 0, 1).astype(self.dtype), final
 
 
 RECURRENT = {"gru": GRU, "lstm": LSTM}
 
 
+def _zero_state(hidden: int, batch: int) -> jax.Array:
+    return jnp.zeros((batch, hidden), jnp.float32)
+
+
 def zero_carry(kind: str, hidden: int, batch: int) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Zero state of a `kind` ("gru" or "lstm") layer: h [batch, hidden], or (h, c) for an LSTM."""
-    zeros = jnp.zeros((batch, hidden), jnp.float32)
+    zeros = _zero_state(hidden, batch)
     if kind == "gru":
         return zeros
     if kind == "lstm":

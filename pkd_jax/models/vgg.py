@@ -7,22 +7,25 @@ its BatchNorm, ...), so PyTorch state dicts map onto these params one to one (se
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from pkd_jax.models.common import batch_norm, max_pool_2x2, scaled
 from pkd_jax.models.conv import Conv
 
 # "M" is a 2x2 max pool; numbers are 3x3 conv output channels (torchvision's config "E").
-VGG19_PLAN: tuple[int | str, ...] = (
+PlanItem = int | Literal["M"]
+VGG19_PLAN: tuple[PlanItem, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
     512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
 )  # fmt: skip
 
 
-def feature_layer_indices(plan: Sequence[int | str] = VGG19_PLAN) -> list[int]:
+def feature_layer_indices(plan: Sequence[PlanItem] = VGG19_PLAN) -> list[int]:
     """torchvision `features.<i>` index of each conv in `plan` (its BatchNorm is at i + 1)."""
     indices, position = [], 0
     for item in plan:
@@ -45,8 +48,8 @@ class VGG19BN(nn.Module):
     embed_dim: int = 512
     dropout: float = 0.2
     out_dropout: float = 0.2
-    plan: tuple[int | str, ...] = VGG19_PLAN
-    dtype: jnp.dtype = jnp.float32
+    plan: tuple[PlanItem, ...] = VGG19_PLAN
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

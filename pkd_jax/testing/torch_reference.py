@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
-VGG19_PLAN: tuple[int | str, ...] = (
+VGG19_PLAN: tuple[int | Literal["M"], ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
     512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
 )  # fmt: skip
@@ -84,6 +85,12 @@ class BasicBlockTorch(nn.Module):
 
 class ResNet18Torch(nn.Module):
     """ResNet-18 with torchvision names; `features` gives the pooled [N, 512 * width] trunk output."""
+
+    # Registered with setattr in __init__; declared so the stages have a type.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, in_channels: int = 3, width: float = 1.0, num_classes: int = 10):
         super().__init__()
@@ -164,6 +171,8 @@ class StudentHeadTorch(nn.Module):
             x = self.act(getattr(self, f"out_layer{i}")(x))
             if i - 1 == self.embed_index:
                 embedding = x
+        if embedding is None:
+            raise ValueError(f"embed_index {self.embed_index} is outside {self.num_layers - 1} layers")
         return getattr(self, f"out_layer{self.num_layers}")(x), embedding, carry
 
 
@@ -268,6 +277,8 @@ def randomize_batch_norm_(model: nn.Module, *calibration_inputs: torch.Tensor, s
     model.eval()
     for bn, momentum in zip(bns, momenta, strict=True):
         bn.momentum = momentum
+        # BatchNorm's default track_running_stats=True, so the buffers exist.
+        assert bn.running_mean is not None and bn.running_var is not None
         std = bn.running_var.sqrt()
         bn.running_mean.add_(torch.randn(bn.running_mean.shape, generator=gen) * 0.2 * std)
         bn.running_var.mul_(torch.empty_like(bn.running_var).uniform_(0.7, 1.3, generator=gen))
@@ -296,6 +307,12 @@ class BasicBlock3DTorch(nn.Module):
 
 class R3D18Torch(nn.Module):
     """R3D-18 with torchvision's names: [N, 3, T, H, W] -> `features` [N, 512 * width], `forward` the fc."""
+
+    # Registered with setattr in __init__; declared so the stages have a type.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, width: float = 1.0, num_classes: int = 400):
         super().__init__()

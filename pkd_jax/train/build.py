@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax.typing import DTypeLike
 
 from pkd_jax import losses
 from pkd_jax.data.cache import TARGETS
@@ -34,7 +35,7 @@ def target_indices(config: ml_collections.ConfigDict) -> tuple[int, ...]:
     return tuple(TARGETS.index(t) for t in targets)
 
 
-def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
+def compute_dtype(config: ml_collections.ConfigDict) -> DTypeLike:
     if config.model.dtype not in DTYPES:
         raise ValueError(f"config.model.dtype={config.model.dtype!r}; choose one of {sorted(DTYPES)}")
     return DTYPES[config.model.dtype]
@@ -45,7 +46,14 @@ def is_windowed(config: ml_collections.ConfigDict) -> bool:
     return config.data.window_subsequences > 0
 
 
-def window_fields(config: ml_collections.ConfigDict) -> dict[str, int]:
+class WindowFields(TypedDict):
+    """The window fields of `PipelineConfig`, as keyword arguments."""
+
+    subsequences: int
+    subsequence_frames: int
+
+
+def window_fields(config: ml_collections.ConfigDict) -> WindowFields:
     """The window fields of `PipelineConfig` (subsequences 0: the weak setting's clips)."""
     return {
         "subsequences": config.data.window_subsequences,
@@ -148,7 +156,7 @@ def build_model(config: ml_collections.ConfigDict) -> Student | Teacher:
     return build_teacher(config) if config.stage == "teacher" else build_student(config)
 
 
-def model_inputs(model: Student | Teacher, batch: dict[str, Any], dtype: jnp.dtype) -> tuple[jax.Array, ...]:
+def model_inputs(model: Student | Teacher, batch: dict[str, Any], dtype: DTypeLike) -> tuple[jax.Array, ...]:
     """Positional inputs of `model` from a batch: frames scaled to [0, 1], and audio for the teacher."""
     frames = jnp.asarray(batch["frames"]).astype(dtype) / 255.0
     if isinstance(model, Teacher):

@@ -103,6 +103,7 @@ class Checkpointer:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         state = self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
         if reposition:
+            assert data_position is not None  # checked above
             set_iterator_position(data_iterator, data_position)
         return state
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.typing import DTypeLike
 
 from pkd_jax import metrics
 from pkd_jax.data.cache import TARGETS, Cache
@@ -34,7 +35,7 @@ def predict_videos(
     videos_per_batch: int,
     missing_face: str,
     audio_window_s: float,
-    dtype: jnp.dtype = jnp.float32,
+    dtype: DTypeLike = jnp.float32,
     video_ids: list[str] | None = None,
     stream_step: Any = None,
 ) -> dict[str, np.ndarray]:
@@ -67,7 +68,7 @@ def predict_windows(
     split: str,
     config: ml_collections.ConfigDict,
     *,
-    dtype: jnp.dtype = jnp.float32,
+    dtype: DTypeLike = jnp.float32,
     video_ids: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-frame predictions [T, targets] of every video of `split` in the strong setting's windows.
@@ -109,7 +110,7 @@ def evaluate(
     *,
     split: str = "dev",
     targets: tuple[int, ...] = (0, 1),
-    dtype: jnp.dtype = jnp.float32,
+    dtype: DTypeLike = jnp.float32,
     predictions_dir: str | Path | None = None,
     stream_step: Any = None,
 ) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.typing import DTypeLike
 
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import Teacher
@@ -101,7 +102,7 @@ def teacher_track(
     config: ml_collections.ConfigDict,
     *,
     split: str = "train",
-    dtype: jnp.dtype = jnp.float32,
+    dtype: DTypeLike = jnp.float32,
 ) -> dict[str, np.ndarray]:
     """The frozen teacher's predictions [T, K] of every frame of every `split` video, one pass each.
 
@@ -227,7 +228,7 @@ def prepare_gate(
     teacher_source: str,
     cache: Cache,
     teacher_cache: dict[str, dict[str, np.ndarray]] | None,
-    dtype: jnp.dtype,
+    dtype: DTypeLike,
     chief: bool,
 ) -> tuple[dict[str, dict[str, np.ndarray]], float, dict[str, Any]]:
     """What a student's gate needs before training: `(extra_arrays, theta, info)`.
@@ -269,6 +270,10 @@ def prepare_gate(
     gammas = np.concatenate(list(per_video.values())) if per_video else None
     theta = float(lo.theta)
     if lo.theta_quantile:
+        if gammas is None:  # `validate_gate_config` rules out the contexts without gammas; no clips left
+            raise ValueError(
+                "config.loss.theta_quantile: no teacher gamma over the training clips to take it from"
+            )
         theta = float(np.quantile(gammas, lo.theta_quantile))
     info: dict[str, Any] = {
         "gate": lo.gate,

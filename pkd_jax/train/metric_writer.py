@@ -36,6 +36,7 @@ class MetricWriter:
         """One record: `{"step", "kind", "time", **scalars}`; non-finite values are written as null."""
         if not self.enabled:
             return
+        assert self._tb is not None  # enabled: __init__ opened it
         clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in scalars.items()}
         record = {"step": int(step), "kind": kind, "time": time.time(), **clean}
         with open(self.path, "a") as f:

@@ -8,12 +8,14 @@ A step whose loss is not finite leaves the state unchanged; the loop sees it in 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import DTypeLike
 
 from pkd_jax import losses
 from pkd_jax.models import Student, Teacher
@@ -34,10 +36,14 @@ def select_targets(batch: Batch, targets: tuple[int, ...]) -> Batch:
 
 
 def teacher_outputs(
-    teacher: Teacher, teacher_variables: Any, batch: Batch, dtype: jnp.dtype
+    teacher: Teacher, teacher_variables: Any, batch: Batch, dtype: DTypeLike
 ) -> tuple[jax.Array, jax.Array]:
     """The frozen teacher in inference mode (running BN statistics, no dropout), without gradients."""
-    pred, emb = teacher.apply(teacher_variables, *model_inputs(teacher, batch, dtype), train=False)
+    # Without `mutable`, `apply` returns the module's output alone (flax types it as either).
+    pred, emb = cast(
+        tuple[jax.Array, jax.Array],
+        teacher.apply(teacher_variables, *model_inputs(teacher, batch, dtype), train=False),
+    )
     return jax.lax.stop_gradient(pred), jax.lax.stop_gradient(emb)
 
 
@@ -59,7 +65,7 @@ def make_train_step(
     loss_fn: losses.LossFn,
     *,
     targets: tuple[int, ...],
-    dtype: jnp.dtype = jnp.float32,
+    dtype: DTypeLike = jnp.float32,
     teacher: Teacher | None = None,
     teacher_mode: str | None = None,
 ) -> Callable[[TrainState, Batch, Any], tuple[TrainState, Metrics]]:
@@ -79,6 +85,7 @@ def make_train_step(
         loss_batch = select_targets(batch, targets)
         extra: dict[str, jax.Array] = {}
         if teacher_mode == "online":
+            assert teacher is not None  # checked above
             extra["teacher_pred"], extra["teacher_emb"] = teacher_outputs(
                 teacher, teacher_variables, batch, dtype
             )
@@ -99,7 +106,8 @@ def make_train_step(
 
         (loss, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(
+        new_state = dataclasses.replace(
+            state,
             step=state.step + 1,
             params=optax.apply_updates(state.params, updates),
             batch_stats=batch_stats,
@@ -108,17 +116,18 @@ def make_train_step(
         finite = jnp.isfinite(loss)
         # A non-finite step must not poison the state that the loop may checkpoint before stopping.
         kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-        new_state = kept.replace(step=state.step + 1)
+        new_state = dataclasses.replace(kept, step=state.step + 1)
         metrics = dict(metrics, grad_norm=optax.tree.norm(grads), finite=finite)
         return new_state, metrics
 
     return train_step
 
 
-def make_stream_step(model: Student | Teacher, dtype: jnp.dtype = jnp.float32) -> Callable:
+def make_stream_step(model: Student | Teacher, dtype: DTypeLike = jnp.float32) -> Callable:
     """`stream_step(variables, batch, carry) -> (pred, emb, carry)` for chunked inference."""
 
     def stream_step(variables: Any, batch: Batch, carry: Any) -> tuple[jax.Array, jax.Array, Any]:
-        return model.apply(variables, *model_inputs(model, batch, dtype), carry, train=False, method="stream")
+        out = model.apply(variables, *model_inputs(model, batch, dtype), carry, train=False, method="stream")
+        return cast(tuple[jax.Array, jax.Array, Any], out)  # no `mutable`: the output alone
 
     return stream_step

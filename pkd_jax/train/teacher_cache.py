@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 from tqdm import tqdm
 
 from pkd_jax.data.cache import Cache
@@ -32,7 +33,7 @@ def compute_teacher_cache(
     clip_frames: int,
     missing_face: str,
     audio_window_s: float,
-    dtype: jnp.dtype = jnp.float32,
+    dtype: DTypeLike = jnp.float32,
     split: str = "train",
     chunk_frames: int = 250,
     clips_per_call: int = 256,

@@ -71,6 +71,7 @@ def expected_trunk(arch: str, *, width: float = 1.0, in_channels: int = 1) -> Tr
 
     from pkd_jax.models import VGG19BN, ResNet18
 
+    model: VGG19BN | ResNet18
     if arch == "vgg19_bn":
         model, x = VGG19BN(width=width, embed_dim=512), jnp.zeros((1, 112, 112, 3))
     elif arch == "resnet18":

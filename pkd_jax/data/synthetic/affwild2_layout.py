@@ -136,10 +136,18 @@ def generate_affwild2_corpus(
         raise ValueError("need seconds >= 1 frame and non-negative counts")
     jobs = [(f"train_{i}", "train", i == n_train) for i in range(1, n_train + 1)]
     jobs += [(f"dev_{i}", "dev", False) for i in range(1, n_dev + 1)]
-    kwargs = dict(crop_size=crop_size, invalid_fraction=invalid_fraction)
     calls = {
         name: functools.partial(
-            generate_affwild2_recording, out, name, split, n_frames, seed, config, pair=pair, **kwargs
+            generate_affwild2_recording,
+            out,
+            name,
+            split,
+            n_frames,
+            seed,
+            config,
+            pair=pair,
+            crop_size=crop_size,
+            invalid_fraction=invalid_fraction,
         )
         for name, split, pair in jobs
     }

@@ -93,7 +93,8 @@ class SyntheticConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SyntheticConfig:
         """Rebuilds a config from ``dataclasses.asdict`` output, e.g. ``synthetic.json["config"]``."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fields)
 
     @property
     def samples_per_frame(self) -> int:

@@ -49,10 +49,10 @@ _LANDMARKS = {
 def sample_appearance(rng: np.random.Generator, config: SyntheticConfig) -> Appearance:
     """Samples a visual identity: colour, scale, placement, flip and background."""
     w, h, j = config.frame_width, config.frame_height, config.face_center_jitter
-    colors = []
+    colors: list[tuple[float, float, float]] = []
     for _ in range(2):
-        rgb = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.05, 0.5), rng.uniform(0.3, 0.9))
-        colors.append(tuple(255.0 * c for c in rgb))
+        r, g, b = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.05, 0.5), rng.uniform(0.3, 0.9))
+        colors.append((255.0 * r, 255.0 * g, 255.0 * b))
     return Appearance(
         face_width_px=float(rng.uniform(*config.face_width_frac) * w),
         face_center=(float(w * (0.5 + rng.uniform(-j, j))), float(h * (0.42 + rng.uniform(-j, j)))),

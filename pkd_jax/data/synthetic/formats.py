@@ -32,11 +32,18 @@ def _pick_codec(name: str) -> str:
     raise RuntimeError(f"no usable video encoder among {candidates}")
 
 
+def _add_video_stream(container: av.container.OutputContainer, codec: str, fps: int) -> av.VideoStream:
+    stream = container.add_stream(codec, rate=Fraction(fps))
+    if not isinstance(stream, av.VideoStream):
+        raise ValueError(f"video_codec {codec!r} is not a video encoder")
+    return stream
+
+
 def write_video(path: Path, frames: Iterator[np.ndarray], config: SyntheticConfig) -> str:
     """Encodes RGB uint8 frames to an mp4 at ``config.fps`` (yuv420p); returns the codec used."""
     codec = _pick_codec(config.video_codec)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(config.fps))
+        stream = _add_video_stream(container, codec, config.fps)
         stream.width, stream.height = config.frame_width, config.frame_height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = config.video_threads
@@ -61,7 +68,7 @@ def write_recording(
     frames = iter(frames)
     first = next(frames)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(config.fps))
+        stream = _add_video_stream(container, codec, config.fps)
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = config.video_threads
@@ -80,10 +87,10 @@ def write_recording(
         block = 1024
         for start in range(0, len(wave), block):
             chunk = np.asarray(wave[start : start + block], np.float32)[None, :]
-            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-            frame.sample_rate = config.sample_rate
-            frame.pts = start
-            container.mux(audio.encode(frame))
+            audio_frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+            audio_frame.sample_rate = config.sample_rate
+            audio_frame.pts = start
+            container.mux(audio.encode(audio_frame))
         container.mux(audio.encode(None))
     return codec
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cv2
@@ -17,7 +17,7 @@ from pkd_jax.data.worker_process import exit_with_parent
 
 
 def run_jobs(
-    calls: dict[str, Callable[[], dict[str, Any]]], workers: int, desc: str, progress: bool
+    calls: Mapping[str, Callable[[], dict[str, Any]]], workers: int, desc: str, progress: bool
 ) -> dict[str, dict[str, Any]]:
     """Runs each recording's generator call, in `workers` spawned processes when > 1, under a progress bar."""
     results: dict[str, dict[str, Any]] = {}

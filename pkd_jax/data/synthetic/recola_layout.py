@@ -149,6 +149,8 @@ def generate_corpus(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # (video id, frame count, emotion): the count without ratings, the ratings' trajectories with them.
+    jobs: list[tuple[str, int | None, tuple[np.ndarray, np.ndarray] | None]]
     if ratings_from is not None:
         ratings = load_ratings(ratings_from, config.fps)
         jobs = [(vid, None, emotion) for vid, emotion in ratings.items()]

@@ -124,7 +124,7 @@ def sample_absent_spans(rng: np.random.Generator, n_frames: int, config: Synthet
     for gap, length in zip(gaps, lengths, strict=False):
         start += gap
         mode = "occluder" if rng.random() < config.occluder_prob else "out_of_frame"
-        color = tuple(float(c) for c in rng.uniform(20, 235, size=3))
-        spans.append(AbsentSpan(int(start), int(start + length), mode, color))
+        r, g, b = (float(c) for c in rng.uniform(20, 235, size=3))
+        spans.append(AbsentSpan(int(start), int(start + length), mode, (r, g, b)))
         start += length
     return spans

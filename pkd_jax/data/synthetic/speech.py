@@ -44,12 +44,12 @@ def sample_voice(rng: np.random.Generator, config: SyntheticConfig) -> Voice:
 
 def _vowel_sos(formants: np.ndarray, sample_rate: int) -> np.ndarray:
     """Cascade of unit-DC-gain two-pole resonators, normalised to unit impulse-response energy."""
-    sos = []
+    sections: list[list[float]] = []
     for f, bw in zip(formants, _FORMANT_BANDWIDTHS, strict=True):
         r = math.exp(-math.pi * bw / sample_rate)
         a1, a2 = -2.0 * r * math.cos(2 * math.pi * f / sample_rate), r * r
-        sos.append([1.0 + a1 + a2, 0.0, 0.0, 1.0, a1, a2])
-    sos = np.array(sos)
+        sections.append([1.0 + a1 + a2, 0.0, 0.0, 1.0, a1, a2])
+    sos = np.array(sections)
     impulse = np.zeros(4096)
     impulse[0] = 1.0
     sos[0, :3] /= np.linalg.norm(scipy.signal.sosfilt(sos, impulse))
