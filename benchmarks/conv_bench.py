@@ -20,6 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from pkd_jax.models.conv import choose_impl, conv_gemm, conv_xla
+from pkd_jax.provenance import provenance
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 10, "Images per batch (clips x frames).")
@@ -89,7 +90,7 @@ def main(argv: list[str]) -> None:
     for name, *shape in LAYERS:
         r = bench_layer(*shape)
         if FLAGS.json:
-            print(json.dumps({"layer": name, **r}))
+            print(json.dumps({"layer": name, **r, "provenance": provenance()}))
         else:
             print(
                 f"{name:24} {r['xla_fwd']:8.1f} {r['gemm_fwd']:9.1f} {r['xla_bwd']:8.1f} {r['gemm_bwd']:9.1f}"

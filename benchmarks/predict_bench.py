@@ -118,8 +118,8 @@ def main(argv: Sequence[str]) -> None:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,  # Linux: KiB
         "command": " ".join(command),
     }
-    if _JSON.value:
-        print(json.dumps(result))
+    if _JSON.value:  # with the predict run's provenance (same checkout, its devices)
+        print(json.dumps({**result, "provenance": summary.get("provenance")}))
     else:
         for key, value in result.items():
             print(f"{key:>24}: {value:.2f}" if isinstance(value, float) else f"{key:>24}: {value}")

@@ -35,6 +35,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from pkd_jax.perf import train_step as bench
+from pkd_jax.provenance import provenance
 from pkd_jax.testing.torch_reference import StudentTorch, TeacherTorch
 from pkd_jax.train import build, sharding
 
@@ -421,7 +422,9 @@ def main(argv: list[str]) -> None:
     )  # fmt: skip
     if FLAGS.json:
         for r in results:
-            print(json.dumps(r), flush=True)
+            record = provenance()
+            record["packages"]["torch"] = torch.__version__
+            print(json.dumps({**r, "provenance": record}), flush=True)
     else:
         print(format_table(results))
 

@@ -10,7 +10,7 @@ product in the step's jaxpr), the achieved FLOP/s and the MFU against the device
 a measured matmul peak on CPU, data-sheet peaks on GPUs and TPUs), and XLA's memory analysis.
 `--what=pipeline` times the training input pipeline (clips with and without audio), `--what=preprocess`
 the preprocessing of a corpus, both on the config's corpus or a generated synthetic one (`pkd_jax.perf.data_bench`).
-`--json` prints one machine-readable line per result.
+`--json` prints one machine-readable line per result, each with its `provenance` (`pkd_jax.provenance`).
 
     --profile_dir=DIR   a jax.profiler trace of the timed steps (TensorBoard / XProf), one annotated
                         step each, plus the most expensive operations per step (`top_ops`)
@@ -28,6 +28,7 @@ from ml_collections import config_flags
 from pkd_jax.perf.complexity import complexity_table
 from pkd_jax.perf.data_bench import data_benchmark, format_data_table
 from pkd_jax.perf.train_step import KINDS, benchmark, format_table
+from pkd_jax.provenance import provenance
 
 
 def define_flags() -> None:
@@ -59,7 +60,7 @@ def main(argv: list[str]) -> None:
     if flags.FLAGS.complexity:
         rows = complexity_table(flags.FLAGS.config)
         if flags.FLAGS.json:
-            print(json.dumps({"what": "complexity", **rows}))
+            print(json.dumps({"what": "complexity", **rows, "provenance": provenance()}))
         else:
             for name, row in rows.items():
                 print(f"{name:28} {row['params_M']:8.2f} M params {row['GMACs_per_frame']:8.3f} GMACs/frame")
@@ -77,7 +78,10 @@ def main(argv: list[str]) -> None:
         results = data_benchmark(
             flags.FLAGS.config, flags.FLAGS.what, **{n: flags.FLAGS[n].value for n in names}
         )
-        print("\n".join(json.dumps(r) for r in results) if flags.FLAGS.json else format_data_table(results))
+        if flags.FLAGS.json:
+            print("\n".join(json.dumps({**r, "provenance": provenance()}) for r in results))
+        else:
+            print(format_data_table(results))
         return
     results = benchmark(
         flags.FLAGS.config, flags.FLAGS.what, flags.FLAGS.kinds, steps=flags.FLAGS.steps, warmup=flags.FLAGS.warmup,
@@ -86,7 +90,7 @@ def main(argv: list[str]) -> None:
     )  # fmt: skip
     if flags.FLAGS.json:
         for r in results:
-            print(json.dumps(r))
+            print(json.dumps({**r, "provenance": provenance()}))
     else:
         print(format_table(results))
 

@@ -59,6 +59,7 @@ def test_bench_complexity_reports_table3_sizes_outside_the_checkout(tmp_path):
     (result,) = run_bench("--complexity", config=f"{tmp_path / 'my_config.py'}:tiny", cwd=tmp_path)
     assert abs(result["student (RECOLA sizes)"]["params_M"] - 27.8) < 0.1
     assert abs(result["student (RECOLA sizes)"]["GMACs_per_frame"] - 4.8) < 0.2
+    assert len(result["provenance"]["git"]["commit"]) == 40  # the checkout pkd_jax is imported from
 
 
 def test_bench_pipeline_and_preprocess_json(tmp_path):

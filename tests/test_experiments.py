@@ -48,6 +48,8 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
         "teacher - teacher_black",
     }
     table = (tmp_path / "results.md").read_text()
+    assert saved["provenance"]["git"]["commit"] and "provenance" in saved["methods"]["teacher"]["0"]
+    assert table.rstrip().endswith(f"{saved['provenance']['time'][:10]}._")  # the provenance footer
     for heading in ("Table 1", "Table 3", "Table 4", "Table 5"):
         assert heading in table
     assert "## Table 1: teacher, visual-only baseline and PKD student (test split, dev alongside)" in table
@@ -89,6 +91,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
         shares["window25"]["theta@q0.5"]
     )
     assert "Gate sweep (dev only)" in (tmp_path / "sweep.md").read_text()
+    assert json.loads((tmp_path / "sweep.json").read_text())["provenance"]["git"]["commit"]
 
 
 def test_recola_runner_config_needs_data_root(tmp_path):

@@ -220,6 +220,8 @@ def test_cli_writes_csv_plot_summary_and_fails_only_the_bad_videos_without_audio
     summary = json.loads((out / "summary.json").read_text())
     assert [v["ok"] for v in summary["videos"]] == [True, False, True, False]
     assert summary["videos"][0]["frames"] == 40 and summary["face_settings"].endswith("manifest.json")
+    assert summary["provenance"]["command"][1:] == argv[1:] and summary["provenance"]["git"]["commit"]
+    assert summary["model_provenance"] is None  # a workdir written without one (make_workdir)
 
 
 def test_teacher_checkpoint_uses_the_audio_it_is_given(tmp_path, cache, videos):

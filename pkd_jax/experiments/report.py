@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 
 from pkd_jax.experiments import report_paired
+from pkd_jax.provenance import provenance_lines
 from pkd_jax.train.metric_writer import read_metrics
 
 # RECOLA dev, mean CCC (valence, arousal) as the paper reports them
@@ -53,7 +54,7 @@ def summarize(
     "mean_over_videos" as RECOLA reports it, or "concatenated" over all frames as Aff-Wild2 does), and,
     given `workdir`, for students the share of sequences distilled: per seed
     (`distilled_fraction_per_seed`) and its mean over seeds (`distilled_fraction`)."""
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for method, runs in evals.items():
         per_target: dict[str, list[float]] = {}
         for result in runs.values():
@@ -199,12 +200,23 @@ def markdown_strong(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _all_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    splits = [results["methods"], *([results["test"]["methods"]] if results.get("test") else [])]
+    return [r for methods in splits for by_seed in methods.values() for r in by_seed.values()]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """`results.md`: one table per paper table, mean ± std over seeds of the raw CCC (mean over videos) on
     the test split with dev alongside, or on dev alone when there is no labelled test split; then the
-    paired differences over seeds and the gate's diagnostics."""
-    if results["config"]["data"].get("window_subsequences"):
-        return markdown_strong(results)
+    paired differences over seeds and the gate's diagnostics; a provenance footer when results have one."""
+    strong = results["config"]["data"].get("window_subsequences")
+    text = markdown_strong(results) if strong else _markdown_weak(results)
+    if "provenance" in results:
+        text += "\n" + "\n".join(provenance_lines(results["provenance"], _all_runs(results))) + "\n"
+    return text
+
+
+def _markdown_weak(results: dict[str, Any]) -> str:
     summary = results["summary"]
     seeds = results["seeds"]
     if results.get("test"):
@@ -299,6 +311,7 @@ def figure4(workdir: Path, config: ml_collections.ConfigDict, seed: int, out: Pa
             time_s, curves[method], gold = _read_predictions(path)
     if not curves:
         return
+    assert gold is not None  # read with every curve
     targets = list(gold)
     fig, axes = plt.subplots(len(targets), 1, figsize=(11, 3.2 * len(targets)), sharex=True, squeeze=False)
     styles = {"teacher": ("tab:red", "Teacher (A+V)"), "visual": ("tab:gray", "Visual-only"),
@@ -376,10 +389,10 @@ def gate_diagnostics(
 def gate_figure(workdir: Path, methods: Sequence[str], seeds: Sequence[int], out: Path) -> bool:
     """Histogram of the teacher's gamma over the training clip starts, one curve per seed and its theta as a
     vertical line, one panel per gated student; returns whether anything was drawn (no file otherwise)."""
-    panels = {}
+    panels: dict[str, dict[int, tuple[dict[str, Any], np.ndarray]]] = {}
     for method in methods:
-        runs = {s: _gate_files(workdir / "runs" / method / f"seed_{s}") for s in seeds}
-        if runs := {s: found for s, found in runs.items() if found is not None}:
+        files = {s: _gate_files(workdir / "runs" / method / f"seed_{s}") for s in seeds}
+        if runs := {s: found for s, found in files.items() if found is not None}:
             panels[method] = runs
     if not panels:
         out.unlink(missing_ok=True)  # a stale figure from an earlier invocation would mislead

@@ -15,6 +15,7 @@ from absl import logging
 
 from pkd_jax.experiments import report, report_paired
 from pkd_jax.perf.complexity import complexity_table
+from pkd_jax.provenance import provenance
 
 METHODS: dict[str, dict[str, Any]] = {
     "teacher": {"stage": "teacher"},
@@ -184,6 +185,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
         "gate_png": report.gate_figure(workdir, gate_runs, seeds, workdir / "gate.png"),
         "complexity": complexity_table(config),
         "runtime_s": time.perf_counter() - start,
+        "provenance": provenance(),  # this invocation's; each run's eval carries its own
     }
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     (workdir / "results.md").write_text(report.markdown(results))

@@ -5,6 +5,7 @@ trained over a grid, on dev only. The command line and what it writes: `pkd_jax.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pkd_jax import metrics
 from pkd_jax.data.cache import Cache
 from pkd_jax.experiments import runner, stats
 from pkd_jax.experiments.report import distilled_fraction
+from pkd_jax.provenance import provenance, provenance_lines
 from pkd_jax.train import build, gate_track, sharding
 from pkd_jax.train.teacher_cache import compute_teacher_cache
 
@@ -88,7 +90,9 @@ def teacher_gammas(
     return out
 
 
-def _batch_gammas(pool: list[tuple[np.ndarray, ...]], batch_size: int, seed: int) -> np.ndarray:
+def _batch_gammas(
+    pool: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], batch_size: int, seed: int
+) -> np.ndarray:
     """1 - CCC over the flattened frames of `batch_size` uniformly drawn clips, for BATCH_DRAWS batches."""
     preds = np.concatenate([p for p, _, _ in pool])
     labels = np.concatenate([y for _, y, _ in pool])
@@ -157,6 +161,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
         "shares": shares,
         "scores": scores,
         "grid": [dict(e) for e in sweep.grid],
+        "provenance": provenance(),  # this invocation's; each run's eval carries its own
     }
     (workdir / "sweep.json").write_text(json.dumps(results, indent=2, default=float))
     (workdir / "sweep.md").write_text(markdown(results, config))
@@ -219,4 +224,7 @@ def markdown(results: dict[str, Any], config: ml_collections.ConfigDict) -> str:
             )
             cells.append(stats.describe(diff))
         lines.append(f"| {name} | {' | '.join(cells)} |")
+    if "provenance" in results:
+        runs = [r for by_seed in scores.values() for r in by_seed.values()]
+        lines += ["", *provenance_lines(results["provenance"], runs)]
     return "\n".join(lines) + "\n"

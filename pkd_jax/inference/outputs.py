@@ -24,6 +24,8 @@ from tqdm import tqdm
 from pkd_jax.data.video import VideoError, probe_video
 from pkd_jax.inference.frames import PredictError
 from pkd_jax.inference.predictor import Predictor, VideoPrediction
+from pkd_jax.provenance import provenance
+from pkd_jax.train.workdir import read_provenance
 
 
 def write_csv(path: str | Path, result: VideoPrediction) -> None:
@@ -76,7 +78,8 @@ def output_names(videos: Sequence[str | Path]) -> list[str]:
       ValueError: naming the videos, when two of them would write the same outputs (the same stem, or
         stems differing only in case, which are one file on case-insensitive file systems).
     """
-    names, first = [], {}
+    names: list[str] = []
+    first: dict[str, str | Path] = {}
     clashes = []
     for video in videos:
         stem = Path(video).stem
@@ -197,17 +200,17 @@ def predict_files(
         overwrite an input, existing outputs without `overwrite`, two videos of one output name), or
         audio files that do not fit the model or the videos.
     """
-    videos = [Path(v) for v in videos]
-    names = plan_outputs(videos, out, audio=audio, overwrite=overwrite)
+    paths = [Path(v) for v in videos]
+    names = plan_outputs(paths, out, audio=audio, overwrite=overwrite)
     if audio and not predictor.trained.is_teacher:
         raise ValueError(f"audio files given, but the {predictor.trained.config.stage} model takes no audio")
-    if audio and len(audio) != len(videos):
-        raise ValueError(f"{len(audio)} audio files for {len(videos)} videos; give one per video, in order")
+    if audio and len(audio) != len(paths):
+        raise ValueError(f"{len(audio)} audio files for {len(paths)} videos; give one per video, in order")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fps = float(predictor.settings["fps"])
     estimates = []
-    for video in videos:
+    for video in paths:
         try:
             info = probe_video(video)
             estimates.append(info.num_frames * fps / info.fps)  # the header's count, resampled
@@ -216,8 +219,8 @@ def predict_files(
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=round(sum(estimates)), unit="frame", disable=not progress, desc="predict")
     with bar:
-        for k, (video, name) in enumerate(zip(videos, names, strict=True)):
-            bar.set_postfix_str(f"video {k + 1}/{len(videos)} {video.name}")
+        for k, (video, name) in enumerate(zip(paths, names, strict=True)):
+            bar.set_postfix_str(f"video {k + 1}/{len(paths)} {video.name}")
             row: dict[str, Any] = {"video": str(video), "name": name}
             try:
                 result = predictor.predict(video, audio=audio[k] if audio else None, on_frames=bar.update)
@@ -246,6 +249,17 @@ def predict_files(
         "chunk_frames": predictor.chunk_frames,
         "compile_s": predictor.compile_seconds,
         "videos": rows,
+        "provenance": provenance(),  # of this predict run
+        "model_provenance": _model_provenance(predictor),  # of the training run (its config.json)
     }
     (out / SUMMARY).write_text(json.dumps(summary, indent=2))
     return rows
+
+
+def _model_provenance(predictor: Predictor) -> dict[str, Any] | None:
+    """The provenance recorded in the model's workdir config.json (None for older workdirs)."""
+    path = predictor.trained.source.parent.parent / "config.json"
+    try:
+        return read_provenance(path) if path.is_file() else None
+    except ValueError:
+        return None

@@ -30,7 +30,8 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from pkd_jax.train.workdir import AMENDMENTS_NAME, read_config
+from pkd_jax.provenance import provenance
+from pkd_jax.train.workdir import AMENDMENTS_NAME, PROVENANCE_KEY, read_config
 
 # Changing these does not change what the network learns (only how long, how often it is logged,
 # evaluated or saved, and how evaluation is batched).
@@ -117,6 +118,7 @@ def record_config(
 
     Without a checkpoint, config.json (and any amendments) are replaced: the workdir holds no trained
     state yet. With one, see the module docstring. `write=False` (processes other than 0) checks only.
+    config.json and each amendment carry this process's `provenance()` (read_config leaves it out).
 
     Raises:
       ConfigChangeError: listing each field that may not change (old -> new) and what to do.
@@ -125,7 +127,8 @@ def record_config(
     step = latest_checkpoint_step(workdir)
     if step is None or not path.is_file():
         if write:  # written whole, then renamed: other processes may be reading the previous one
-            (workdir / "config.json.tmp").write_text(config.to_json_best_effort(indent=2))
+            recorded = {**json.loads(config.to_json_best_effort()), PROVENANCE_KEY: provenance()}
+            (workdir / "config.json.tmp").write_text(json.dumps(recorded, indent=2))
             os.replace(workdir / "config.json.tmp", path)
             (workdir / AMENDMENTS_NAME).unlink(missing_ok=True)
         return []
@@ -150,6 +153,7 @@ def record_config(
             "time": datetime.datetime.now().isoformat(timespec="seconds"),
             "changes": {k: list(v) for k, v in changes.items()},
             "command": list(sys.argv),
+            PROVENANCE_KEY: provenance(),
         }
         with open(workdir / AMENDMENTS_NAME, "a") as f:
             f.write(json.dumps(record) + "\n")

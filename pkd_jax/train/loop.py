@@ -26,6 +26,7 @@ from tqdm import tqdm
 from pkd_jax import losses
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
+from pkd_jax.provenance import provenance
 from pkd_jax.train import build, sharding
 from pkd_jax.train.checkpoint import Checkpointer
 from pkd_jax.train.config_check import validate_config
@@ -34,6 +35,7 @@ from pkd_jax.train.corpus import open_cache
 from pkd_jax.train.evaluate import evaluate
 from pkd_jax.train.gate_track import prepare_gate
 from pkd_jax.train.metric_writer import MetricWriter
+from pkd_jax.train.model_card import write_model_card
 from pkd_jax.train.resume import restore_newest
 from pkd_jax.train.state import create_state, make_optimizer
 from pkd_jax.train.steps import make_stream_step, make_train_step
@@ -78,7 +80,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.Los
     distill = config.stage == "student"
     teacher_mode = config.teacher.mode if distill else None
 
-    teacher = teacher_variables = None
+    teacher = teacher_variables = teacher_source = None
     extra_arrays: dict[str, Any] = {}
     theta = config.loss.theta
     if distill:
@@ -189,19 +191,29 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.Los
         checkpointer.close()
         writer.close()
         stop.restore()
+    finals = {}
     if step >= config.train.num_steps:
-        final_evaluations(config, model, state, cache, workdir, targets, dtype, stream_step)
-    if chief and last_eval:
-        (workdir / "eval.json").write_text(json.dumps(last_eval, indent=2))
+        finals = final_evaluations(config, model, state, cache, workdir, targets, dtype, stream_step)
+    if chief and last_eval:  # the card, then eval.json (with what produced it): the run is finished
+        record = {**last_eval, "provenance": provenance()}
+        write_model_card(
+            workdir, config, {"dev": last_eval, **finals}, cache, record["provenance"], step=step,
+            params=state.variables["params"], teacher_source=teacher_source,
+        )  # fmt: skip
+        (workdir / "eval.json").write_text(json.dumps(record, indent=2))
     return last_eval
 
 
-def final_evaluations(config, model, state, cache: Cache, workdir: Path, targets, dtype, stream_step) -> None:
+def final_evaluations(
+    config, model, state, cache: Cache, workdir: Path, targets, dtype, stream_step
+) -> dict[str, dict[str, Any]]:
     """`eval_<split>.json` of the final model for each of `config.eval.final_splits` the cache has.
 
     These splits (a held-out test split) are scored once, with the model the run ends with; nothing is
-    chosen on them. Written before `eval.json`, which marks the run finished.
+    chosen on them. Written, with their `provenance`, before `eval.json`, which marks the run finished.
+    Returns `{split: result}`.
     """
+    results = {}
     for split in config.eval.final_splits:
         if not cache.ids(split):
             logging.warning("eval.final_splits: the cache has no %r videos; skipped.", split)
@@ -211,8 +223,12 @@ def final_evaluations(config, model, state, cache: Cache, workdir: Path, targets
             dtype=dtype, stream_step=stream_step,
         )  # fmt: skip
         result["split"] = split
+        results[split] = result
         if jax.process_index() == 0:
-            (workdir / f"eval_{split}.json").write_text(json.dumps(result, indent=2))
+            (workdir / f"eval_{split}.json").write_text(
+                json.dumps({**result, "provenance": provenance()}, indent=2)
+            )
+    return results
 
 
 def grain_read_options() -> Any:
@@ -271,6 +287,7 @@ def load_pretrained(config: ml_collections.ConfigDict, variables: dict[str, Any]
     from pkd_jax import weights
 
     for group in ("visual_cnn", "audio_cnn"):
+        missing: tuple[str, ...]
         path = config.pretrained.get(group, "")
         if not path:
             continue

@@ -60,6 +60,7 @@ def locate(workdir: str | Path | None, checkpoint: str | Path | None) -> tuple[P
         )
     if workdir:
         return Path(workdir), None
+    assert checkpoint  # exactly one of the two, checked above
     path = Path(checkpoint)
     if not path.name.isdigit() or path.parent.name != "checkpoints":
         raise ValueError(
@@ -71,6 +72,7 @@ def locate(workdir: str | Path | None, checkpoint: str | Path | None) -> tuple[P
 
 
 AMENDMENTS_NAME = "config_amendments.jsonl"  # changes made to a run's config when it was resumed
+PROVENANCE_KEY = "provenance"  # config.json's record of what wrote it (`pkd_jax.provenance`), not a field
 
 
 def read_config(path: Path) -> ml_collections.ConfigDict:
@@ -80,13 +82,12 @@ def read_config(path: Path) -> ml_collections.ConfigDict:
     checkpoint; a resume with changed fields appends them to `config_amendments.jsonl` beside it (see
     `pkd_jax.train.config_drift`). Fields added to pkd_jax since the workdir was written get their
     defaults (`pkd_jax.defaults.get_config` of the saved stage and dataset), which keep the behaviour
-    that existed before them, so older workdirs keep working.
+    that existed before them, so older workdirs keep working. The `provenance` record is left out
+    (`read_provenance`).
     """
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(saved, dict) or "stage" not in saved or "data" not in saved:
+    saved = _read_json(path)
+    saved.pop(PROVENANCE_KEY, None)
+    if "stage" not in saved or "data" not in saved:
         raise ValueError(f"{path}: not a pkd_jax training config (no stage or data fields)")
     if saved["stage"] not in defaults.STAGES:
         raise ValueError(f"{path}: unknown stage {saved['stage']!r}; expected one of {defaults.STAGES}")
@@ -96,6 +97,22 @@ def read_config(path: Path) -> ml_collections.ConfigDict:
         for field, (_, new) in amendment["changes"].items():
             _set_dotted(config, field, new, path.parent / AMENDMENTS_NAME)
     return ml_collections.ConfigDict(config)
+
+
+def read_provenance(path: Path) -> dict[str, Any] | None:
+    """The `provenance` record of a config.json (`pkd_jax.provenance`), or None when it has none."""
+    record = _read_json(path).get(PROVENANCE_KEY)
+    return record if isinstance(record, dict) else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: not a pkd_jax training config (no stage or data fields)")
+    return saved
 
 
 def read_amendments(workdir: Path) -> list[dict[str, Any]]:
@@ -119,7 +136,7 @@ def read_amendments(workdir: Path) -> list[dict[str, Any]]:
 
 def _set_dotted(config: dict[str, Any], field: str, change: Any, source: Path) -> None:
     *parents, name = field.split(".")
-    node = config
+    node: Any = config  # a sub-dict, or whatever else the path runs into
     for part in parents:
         node = node.get(part) if isinstance(node, dict) else None
     if not isinstance(node, dict) or name not in node:
