@@ -1,7 +1,7 @@
 """RECOLA, weak setting: the teacher stage. Arguments: `released_code` (the released code's choices),
 `tiny` (tiny widths for tests and CPU runs). Example:
 
-    python -m pkd_jax.main --config=configs/recola_teacher.py --workdir=runs/teacher \
+    python -m pkd_jax.main --config=configs/recola_teacher.py --workdir=runs/teacher \\
         --config.data.root=/data/RECOLA
 """
 

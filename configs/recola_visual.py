@@ -1,7 +1,7 @@
 """RECOLA, weak setting: the visual stage. Arguments: `released_code` (the released code's choices),
 `tiny` (tiny widths for tests and CPU runs). Example:
 
-    python -m pkd_jax.main --config=configs/recola_visual.py --workdir=runs/visual \
+    python -m pkd_jax.main --config=configs/recola_visual.py --workdir=runs/visual \\
         --config.data.root=/data/RECOLA
 """
 

@@ -45,7 +45,8 @@ def ccc(
     finite gradients. Masked positions may hold anything, NaN included; they are zeroed before use.
 
     Args:
-      pred, target: arrays of the same shape, e.g. [B, T, K].
+      pred: predictions, e.g. [B, T, K].
+      target: labels of the same shape as `pred`.
       mask: 1 for frames that count; any prefix shape of `pred` ([B, T] for [B, T, K]) or its full shape.
       axis: the axes to reduce: (0, 1) for CCC over the flattened batch per target, 1 per sequence.
       eps: stabiliser in the denominator.

@@ -38,7 +38,8 @@ def cosine_distillation(
     """L_cos = 1 - cos(e_teacher, e_student) (eq. 1). The teacher side never receives gradients.
 
     Args:
-      teacher_emb, student_emb: [B, T, D].
+      teacher_emb: [B, T, D], the teacher's embeddings.
+      student_emb: [B, T, D], the student's.
       mask: [B, T], 1 for frames that count.
       variant: "per_frame": cosine per frame, averaged over valid frames; "flattened": the released
         code's single cosine between the batch's embeddings flattened into one vector each.
@@ -103,7 +104,8 @@ def mse_distillation(teacher_emb: Array, student_emb: Array, mask: Array | None 
     layer, `pkd_jax/models/pkd.py`): set it to the teacher's width to distil a wider or narrower teacher.
 
     Args:
-      teacher_emb, student_emb: [B, T, D].
+      teacher_emb: [B, T, D], the teacher's embeddings.
+      student_emb: [B, T, D], the student's.
       mask: [B, T], 1 for real frames.
     """
     teacher_emb = jax.lax.stop_gradient(jnp.asarray(teacher_emb, jnp.float32))
@@ -143,7 +145,8 @@ def response_distillation(
     The teacher side never receives gradients.
 
     Args:
-      teacher_pred, student_pred: [B, T, K].
+      teacher_pred: [B, T, K], the teacher's predictions.
+      student_pred: [B, T, K], the student's.
       mask: [B, T], 1 for real frames.
       metric: "ccc" or "mse".
     """

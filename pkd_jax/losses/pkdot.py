@@ -62,10 +62,14 @@ def sinkhorn_divergence(
     A value matches `geomloss.SamplesLoss("sinkhorn", p=2, blur=blur)` up to geomloss' stopping rule.
 
     Args:
-      x: [N, k] points with weights `a` [N]; y: [M, k] points with weights `b` [M]. Weights must sum
-        to the same total (1); a point of weight 0 takes no part.
+      x: [N, k] points.
+      y: [M, k] points.
+      a: [N] weights of `x`.
+      b: [M] weights of `y`. Both weights must sum to the same total (1); a point of weight 0 takes
+        no part.
       blur: geomloss' blur; eps = blur^2.
-      threshold, max_iterations: ott's Sinkhorn stopping rule (marginal error, iteration cap).
+      threshold: ott's Sinkhorn stopping rule: the marginal error.
+      max_iterations: ott's Sinkhorn stopping rule: the iteration cap.
 
     Returns:
       The divergence, a scalar. Gradients flow to `x` and `y` (Danskin's theorem, ott's default).
@@ -117,11 +121,13 @@ def pkdot_distillation(
     batch-level term, a per-sequence gate scales it by its mean weight over the valid sequences.
 
     Args:
-      teacher_emb: [B, T, D_t]; student_emb: [B, T, D_s].
+      teacher_emb: [B, T, D_t], the teacher's embeddings.
+      student_emb: [B, T, D_s], the student's.
       mask: [B, T], 1 for real frames.
       k: columns kept per row (the authors' topk = 30).
       blur: geomloss' blur (0.1 in the authors' code).
-      threshold, max_iterations: Sinkhorn's stopping rule.
+      threshold: Sinkhorn's stopping rule: the marginal error.
+      max_iterations: Sinkhorn's stopping rule: the iteration cap.
     """
     teacher = jax.lax.stop_gradient(jnp.asarray(teacher_emb, jnp.float32))
     student = jnp.asarray(student_emb, jnp.float32)

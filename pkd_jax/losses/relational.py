@@ -51,7 +51,8 @@ def similarity_distillation(teacher_emb: Array, student_emb: Array, mask: Array 
     out of both rows and columns and N counts real frames only. Memory O(N^2).
 
     Args:
-      teacher_emb: [B, T, D_t]; student_emb: [B, T, D_s].
+      teacher_emb: [B, T, D_t], the teacher's embeddings.
+      student_emb: [B, T, D_s], the student's.
       mask: [B, T], 1 for real frames.
     """
     t, s, w = _flat_frames(teacher_emb, student_emb, mask)
@@ -106,9 +107,11 @@ def rkd_distillation(
     network in float32), so keep B * T small; `angle_weight=0` skips the angle term, leaving O(N^2 D).
 
     Args:
-      teacher_emb: [B, T, D_t]; student_emb: [B, T, D_s].
+      teacher_emb: [B, T, D_t], the teacher's embeddings.
+      student_emb: [B, T, D_s], the student's.
       mask: [B, T], 1 for real frames.
-      distance_weight, angle_weight: lambda_D and lambda_A.
+      distance_weight: lambda_D, the weight of L_D.
+      angle_weight: lambda_A, the weight of L_A.
     """
     t, s, w = _flat_frames(teacher_emb, student_emb, mask)
     valid = w > 0

@@ -41,8 +41,11 @@ def load_torch_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
       PyTorch parameter name -> numpy array.
 
     Raises:
-      FileNotFoundError, ValueError (unknown format, unreadable or not a state dict) or ImportError (torch
-      missing for a torch file); every message names the file.
+      FileNotFoundError: The file does not exist.
+      ValueError: An unknown format, an unreadable file, or not a state dict.
+      ImportError: torch is missing for a torch file.
+
+    Every message names the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -120,7 +123,8 @@ def unflatten_tree(flat: Mapping[str, Any], sep: str = "/") -> Tree:
 def _write_npz(path: str | os.PathLike, flat: Mapping[str, np.ndarray]) -> None:
     # Through a file object, so numpy does not append ".npz" to a path that lacks it.
     with open(path, "wb") as f:
-        np.savez(f, **flat)
+        # mypy matches **flat against savez's `allow_pickle: bool`; the names here are parameter paths.
+        np.savez(f, **flat)  # type: ignore[arg-type]
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

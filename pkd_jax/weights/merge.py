@@ -36,7 +36,7 @@ def merge_into(
       A new tree (the input is not modified); imported leaves are numpy arrays in the model's dtype.
 
     Raises:
-      ValueError listing every shape mismatch, missing and unexpected name with its shape.
+      ValueError: Listing every shape mismatch, missing and unexpected name with its shape.
     """
     parts = [p for p in path.split("/") if p]
     if parts and parts[0] in variables:
