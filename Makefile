@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 
 # The documentation site (mkdocs.yml) into site/; --strict turns broken links and stale API names into errors.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # Re-resolve uv.lock from pyproject.toml (newest versions within its bounds), then install it.
 lock: $(UV)

@@ -12,7 +12,7 @@ batch. CCC over a clip of 5-8 frames of smooth labels is near 0 for any predicto
 standards a teacher with whole-video CCC 0.96 reaches gamma <= 0.2 in 1% of 5- and 8-frame windows and
 55% of 250-frame ones, so the literal gate is inert (`gate_context="clip"` keeps it). The defaults were
 chosen on the demo corpus's dev split (`python -m pkd_jax.experiments.gate_sweep
---config=configs/gate_sweep.py`, seeds 0-2, README "Choosing the gate"): gamma over 250 frames (10 s)
+--config=configs/gate_sweep.py`, seeds 0-2, docs/training.md "Choosing the gate"): gamma over 250 frames (10 s)
 centred on the clip, and theta at the 0.75 quantile of the teacher's gamma over the training clips, the
 best mean dev CCC of the grid (every gated variant was within seed noise of the others). An absolute
 theta (set theta_quantile = 0) makes sense once a teacher is good enough for windows to pass it.
