@@ -174,3 +174,11 @@ def silence_stray_callbacks() -> None:
 
     hook._pkd_jax_filter = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+
+
+def short_reason(error: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message`, cut to `limit` characters (Orbax messages embed whole specs)."""
+    text = str(error).strip().splitlines()
+    first = (text[0] if text else "").split(" See full TensorStore details")[0]
+    first = first if len(first) <= limit else first[:limit] + "..."
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

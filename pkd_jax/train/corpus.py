@@ -52,14 +52,11 @@ def open_cache(config: ml_collections.ConfigDict) -> Cache:
 
 def check_cache_settings(config: ml_collections.ConfigDict, cache: Cache) -> None:
     """The cache's preprocessing must be the one the config asks for (the fields a config sets)."""
-    wanted = build.preprocess_config(config).to_dict()
-    built = cache.config
     # A config sets only the face size; the other settings come from whoever preprocessed the corpus.
-    for field, config_field in (("face_size", "data.face_size"),):
-        if built.get(field) != wanted[field]:
-            raise CacheError(
-                f"{cache.root / 'manifest.json'}: the feature cache was built with {field}="
-                f"{built.get(field)!r}, the config asks {config_field}={wanted[field]!r}. Point "
-                f"config.data.cache at a new directory to preprocess the corpus for this config, or set "
-                f"{config_field}={built.get(field)!r}"
-            )
+    built, wanted = cache.config.get("face_size"), config.data.face_size
+    if built != wanted:
+        raise CacheError(
+            f"{cache.root / 'manifest.json'}: the feature cache was built with face_size={built!r}, the "
+            f"config asks data.face_size={wanted!r}. Point config.data.cache at a new directory to "
+            f"preprocess the corpus for this config, or set data.face_size={built!r}"
+        )

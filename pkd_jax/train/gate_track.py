@@ -200,12 +200,8 @@ def expected_distilled_share(gate: str, gammas: np.ndarray, theta: float) -> flo
 
 
 def validate_gate_config(config: ml_collections.ConfigDict) -> None:
-    """Clear errors for gate settings that cannot work together."""
-    from pkd_jax.losses import GATE_CONTEXTS
-
+    """Clear errors for gate settings that cannot work together (`config_check` has checked each value)."""
     lo = config.loss
-    if lo.gate_context not in GATE_CONTEXTS:
-        raise ValueError(f"config.loss.gate_context={lo.gate_context!r}; choose one of {list(GATE_CONTEXTS)}")
     if lo.gate_window_frames < 1:
         raise ValueError(f"config.loss.gate_window_frames={lo.gate_window_frames} must be >= 1")
     if not 0.0 <= lo.theta_quantile < 1.0:

@@ -37,7 +37,7 @@ from pkd_jax.train.gate_track import prepare_gate
 from pkd_jax.train.metric_writer import MetricWriter
 from pkd_jax.train.model_card import write_model_card
 from pkd_jax.train.resume import restore_newest
-from pkd_jax.train.state import create_state, make_optimizer
+from pkd_jax.train.state import create_state, make_optimizer, parameter_counts
 from pkd_jax.train.steps import make_stream_step, make_train_step
 from pkd_jax.train.teacher_cache import compute_teacher_cache
 from pkd_jax.train.workdir import load_teacher
@@ -310,7 +310,7 @@ def load_pretrained(config: ml_collections.ConfigDict, variables: dict[str, Any]
 
 def log_summary(config, model, variables, mesh, cache, start: int) -> None:
     """The start-up summary: devices, mesh, parameter counts, dataset sizes."""
-    counts = {k: sum(x.size for x in jax.tree.leaves(v)) for k, v in variables["params"].items()}
+    counts = parameter_counts(variables["params"])
     lines = [
         f"stage {config.stage}, targets {tuple(build.target_names(config))}",
         f"devices {jax.device_count()} x {jax.devices()[0].platform} over {jax.process_count()} process(es), "

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -20,6 +19,7 @@ from pkd_jax.data.cache import Cache
 from pkd_jax.provenance import provenance_footer, short_commit
 from pkd_jax.train import build
 from pkd_jax.train.metric_writer import read_metrics
+from pkd_jax.train.state import parameter_counts
 from pkd_jax.train.workdir import read_provenance
 
 CARD_NAME = "MODEL_CARD.md"
@@ -118,7 +118,7 @@ def _model(config: ml_collections.ConfigDict, params: Any) -> list[str]:
         lines.append(f"- Head: {heads} (activation {m.activation}; layer {m.embed_index} is the embedding)")
     lines.append(f"- Compute dtype: {m.dtype} (parameters float32)")
     if params is not None:
-        counts = {k: sum(int(x.size) for x in jax.tree.leaves(v)) for k, v in params.items()}  # no transfer
+        counts = parameter_counts(params)  # shapes only: no transfer
         groups = ", ".join(f"{k} {v:,}" for k, v in counts.items())
         lines.append(f"- Parameters: {sum(counts.values()):,} ({groups})")
     return [*lines, ""]

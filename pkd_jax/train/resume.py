@@ -24,6 +24,7 @@ from pkd_jax.train.checkpoint import (
     Checkpointer,
     abstract_like,
     check_tree_shapes,
+    short_reason,
     silence_stray_callbacks,
 )
 
@@ -36,14 +37,6 @@ class CheckpointDamagedError(RuntimeError):
 
 class _Mismatch(ValueError):
     pass
-
-
-def short_reason(error: BaseException, limit: int = 300) -> str:
-    """`Type: first line of the message`, cut to `limit` characters (Orbax messages embed whole specs)."""
-    text = str(error).strip().splitlines()
-    first = (text[0] if text else "").split(" See full TensorStore details")[0]
-    first = first if len(first) <= limit else first[:limit] + "..."
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _check_fits(checkpointer: Checkpointer, step: int, state: Any) -> None:

@@ -123,3 +123,8 @@ def create_state(variables: dict[str, Any], tx: optax.GradientTransformation, rn
         opt_state=tx.init(params),
         rng=rng,
     )
+
+
+def parameter_counts(params: Any) -> dict[str, int]:
+    """Parameters per top-level module group (`visual_cnn`, `temporal`, ...), from shapes only."""
+    return {k: sum(int(x.size) for x in jax.tree.leaves(v)) for k, v in params.items()}

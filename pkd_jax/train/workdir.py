@@ -22,7 +22,7 @@ from pkd_jax import defaults
 from pkd_jax.data.cache import TARGETS
 from pkd_jax.models import Student, Teacher
 from pkd_jax.train import build, sharding
-from pkd_jax.train.checkpoint import Checkpointer, check_tree_shapes, silence_stray_callbacks
+from pkd_jax.train.checkpoint import Checkpointer, check_tree_shapes, short_reason, silence_stray_callbacks
 
 
 @dataclasses.dataclass
@@ -241,10 +241,9 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
         silence_stray_callbacks()
         others = sorted(set(checkpointer.manager.all_steps()) - {step})
         checkpointer.close()
-        first_line = (str(e).strip().splitlines() or [""])[0][:300]
         raise ValueError(
             f"teacher checkpoint {workdir / 'checkpoints' / str(step)} cannot be read "
-            f"({type(e).__name__}: {first_line}); name another with config.teacher.checkpoint"
+            f"({short_reason(e)}); name another with config.teacher.checkpoint"
             + (f" (steps there: {others})" if others else "")
         ) from e
     variables = {"params": restored["params"], "batch_stats": restored["batch_stats"]}
