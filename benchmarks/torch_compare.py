@@ -13,7 +13,9 @@ After separate warm-ups the timed steps alternate between the frameworks (the or
 so machine noise hits both alike. Per kind it reports median / min / max seconds of each and
 `ratio` = jax median / torch median: <= 1.0 means pkd_jax is at least as fast.
 
-`--batch` overrides the config's clips per step; `--n_mels` / `--audio_frames` shape the teacher's audio
+With `--config.model.dtype=bfloat16` pkd_jax computes in bfloat16 (parameters float32) and PyTorch runs
+its forward pass and loss under `torch.autocast("cpu", dtype=torch.bfloat16)`, its mixed-precision
+counterpart. `--batch` overrides the config's clips per step; `--n_mels` / `--audio_frames` shape the teacher's audio
 windows as in `pkd_jax.bench`; `--torch_channels_last` runs the PyTorch convolutions on NHWC tensors
 instead of the default NCHW.
 """
@@ -236,6 +238,7 @@ class TorchStep:
         if kind == "student_cached":
             self.cached = {k: torch.from_numpy(batch[k]) for k in ("teacher_pred", "teacher_emb")}
         self.loss = torch.tensor(float("nan"))
+        self.autocast = config.model.dtype == "bfloat16"  # PyTorch's mixed precision against jax's bf16
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -244,12 +247,13 @@ class TorchStep:
         self.optimizer.zero_grad(set_to_none=True)
         frames = self.frames.float().div_(255.0)  # keeps the memory format
         outputs = dict(self.cached)
-        if self.teacher is not None:
-            with torch.no_grad():
-                outputs["teacher_pred"], outputs["teacher_emb"] = self.teacher(frames, self.audio)
-        inputs = (frames, self.audio) if self.kind == "teacher" else (frames,)
-        outputs["pred"], outputs["emb"] = self.model(*inputs)
-        loss = self.loss_fn(outputs, self.loss_batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            if self.teacher is not None:
+                with torch.no_grad():
+                    outputs["teacher_pred"], outputs["teacher_emb"] = self.teacher(frames, self.audio)
+            inputs = (frames, self.audio) if self.kind == "teacher" else (frames,)
+            outputs["pred"], outputs["emb"] = self.model(*inputs)
+            loss = self.loss_fn({k: v.float() for k, v in outputs.items()}, self.loss_batch)
         loss.backward()
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)

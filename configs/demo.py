@@ -9,9 +9,12 @@ teacher with black frames for missing faces, Table 5), `smoke` (a seconds-long v
 every method), `distill` (every distillation term of `pkd_jax.losses` with the paper gate, next to the
 cosine student, under the same seeds; with `smoke`, in seconds), `strong` (the strong setting of Table 6 instead: tiny R3D-18 + LSTM and ResNet-18 with
 joint cross-attention fusion, on a synthetic corpus in the Aff-Wild2 layout, scored by CCC over all dev
-frames concatenated):
+frames concatenated), `frozen` (the fast option for loss research: every stage's visual trunk frozen,
+its features computed once per seed and reused by the baseline and every student, docs/training.md
+"Frozen trunks"; it combines with the others, e.g. `distill,frozen`):
 
     python -m pkd_jax.experiments.paper --config=configs/demo.py:strong --workdir=runs/demo_strong
+    python -m pkd_jax.experiments.paper --config=configs/demo.py:distill,frozen --workdir=runs/demo_frozen
 """
 
 import ml_collections
@@ -21,9 +24,9 @@ from pkd_jax.experiments.runner import DISTILL_METHODS as DISTILL_TERMS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = defaults.parse_args(arg, ("smoke", "strong", "table5", "distill"))
+    args = defaults.parse_args(arg, ("smoke", "strong", "table5", "distill", "frozen"))
     if "strong" in args:
-        return _strong("smoke" in args)
+        return _frozen(_strong("smoke" in args), "frozen" in args)
     c = defaults.get_config("teacher", "synthetic")
     defaults.tiny(c)
     c.data.face_size = 40  # enough pixels for the synthetic mouth and brow expressions
@@ -58,6 +61,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.checkpoint_every = 4
         c.data.eval_chunk_frames = 100
     c.lock()
+    return _frozen(c, "frozen" in args)
+
+
+def _frozen(c: ml_collections.ConfigDict, frozen: bool) -> ml_collections.ConfigDict:
+    """With `frozen`: the visual trunk of every stage frozen at its initialisation, features cached. The
+    teacher's audio trunk still trains, so the privileged modality stays learned."""
+    if frozen:
+        c.unlock()
+        c.model.freeze_visual_cnn = True  # inference-mode trunk: running BN statistics, no fine-tuning
+        c.model.frozen_features = "cached"  # computed once per seed, shared by every stage of that seed
+        c.lock()
     return c
 
 

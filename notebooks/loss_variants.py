@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -21,8 +23,11 @@
 # `PKD_NOTEBOOK_SIZE=tiny` (the default, what `make test` runs: a corpus of seconds and 4 steps per run)
 # or `demo` (the demo's corpus and 300 steps; with `PKD_NOTEBOOK_WORKDIR=runs/demo` it reuses the teacher
 # and baseline that `make demo` trained). Runs go to `PKD_NOTEBOOK_WORKDIR` (default `runs/notebooks`).
+# `PKD_NOTEBOOK_FROZEN=1` is the fast option for a loss sweep: every run's visual trunk is frozen and its
+# features are computed once and shared (docs/training.md "Frozen trunks": no trunk fine-tuning, BatchNorm
+# in inference mode); give it its own `PKD_NOTEBOOK_WORKDIR`, since a workdir keeps the config it began with.
 # One seed: a notebook is for trying things; compare methods with paired seeds
-# (`python -m pkd_jax.experiments.paper --config=configs/demo.py:distill`).
+# (`python -m pkd_jax.experiments.paper --config=configs/demo.py:distill`, `:distill,frozen` the fast way).
 
 # %%
 import importlib.util
@@ -40,12 +45,14 @@ SIZE = os.environ.get("PKD_NOTEBOOK_SIZE", "tiny")
 REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 WORKDIR = Path(os.environ.get("PKD_NOTEBOOK_WORKDIR", REPO / "runs" / "notebooks")).resolve()
 SEED = 0
+FROZEN = os.environ.get("PKD_NOTEBOOK_FROZEN", "0") == "1"
 
 spec = importlib.util.spec_from_file_location("demo_config", REPO / "configs" / "demo.py")
 demo = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(demo)
-config = runner.prepare_data(demo.get_config("smoke" if SIZE == "tiny" else None), WORKDIR)
-print(f"size {SIZE}: {config.train.num_steps} steps per run; corpus and cache under {WORKDIR}")
+args = ["smoke"] if SIZE == "tiny" else []
+config = runner.prepare_data(demo.get_config(",".join(args + ["frozen"] * FROZEN) or None), WORKDIR)
+print(f"size {SIZE}, frozen visual trunk {FROZEN}: {config.train.num_steps} steps per run; under {WORKDIR}")
 
 # %% [markdown]
 # ## The teacher and the visual-only baseline

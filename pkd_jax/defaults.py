@@ -73,6 +73,11 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     m.jca_dropout = 0.6  # JCA: dropout before the regressor's output layer
     m.jca_embedding = "hidden"  # JCA teacher's embedding: "hidden" (regressor layer) or "attended" (2d')
     m.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
+    # Frozen trunks (docs/training.md "Frozen trunks"): inference mode (running BN statistics, no dropout),
+    # never updated; only the recurrent layer and heads train. The paper trains VGG19-BN at lr 1e-6.
+    m.freeze_visual_cnn = False  # freeze the visual trunk (VGG19-BN with its linear layer, or R3D-18)
+    m.freeze_audio_cnn = False  # freeze the teacher's audio trunk (ResNet-18)
+    m.frozen_features = "cached"  # frozen trunks' features: "cached" once per corpus and weights, or "online"
 
     c.optim = o = ml_collections.ConfigDict()  # Adam with one learning rate per module group
     o.lr_visual_cnn = 1e-6  # VGG19-BN trunk (paper text; released code 1e-5)

@@ -37,7 +37,10 @@ Batch keys (B clips or lanes, T frames):
     video_id     str [B]
 plus one key per `extra_arrays` entry: per-video arrays indexed by clip (or window) start, such as the
 cached teacher outputs [T - L + 1, L, ...] (see `pkd_jax.train.teacher_cache`) or the gate's windowed
-gamma [T - L + 1] (see `pkd_jax.train.gate_track`).
+gamma [T - L + 1] (see `pkd_jax.train.gate_track`); and one key per `frame_arrays` entry: per-video
+arrays indexed by time step (a frame, or a sub-sequence's first frame), such as frozen trunks' cached
+features [T, D] (see `pkd_jax.train.trunk_features`), giving [B, T, D] (windows: [B, L, D]). With
+`with_frames=False` (every frame's features are cached) the batch has no `frames`.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class PipelineConfig:
     seed: int = 0
     subsequences: int = 0  # windows of this many sub-sequences (strong setting); 0: clips
     subsequence_frames: int = 32  # frames per sub-sequence; `clip_frames` of them are sampled
+    with_frames: bool = True  # False: no pixels in the batch (frozen trunk features stand for them)
 
     def __post_init__(self) -> None:
         if self.missing_face not in MISSING_FACE_POLICIES:
@@ -100,10 +104,12 @@ class FrameReader:
         cache: Cache,
         config: PipelineConfig,
         extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        frame_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     ):
         self.cache = cache
         self.config = config
         self.extra_arrays = dict(extra_arrays or {})
+        self.frame_arrays = dict(frame_arrays or {})
         self._last_found: dict[str, np.ndarray] = {}
         if config.with_audio:
             self.audio_mean, self.audio_std = cache.audio_stats()
@@ -146,11 +152,7 @@ class FrameReader:
     def read(self, video_id: str, index: np.ndarray, *, rng: np.random.Generator | None = None) -> dict:
         """One clip or chunk of frames `index` of `video_id` (no batch axis)."""
         video = self.cache.video(video_id)
-        frames = self.frames(video, index)
-        if rng is not None and self.config.augment:
-            frames = augment_clip(frames, rng)
         example = {
-            "frames": frames,
             "labels": np.asarray(video.labels[index], np.float32),
             "label_mask": np.asarray(video.label_mask[index], np.float32),
             "frame_mask": np.ones(len(index), np.float32),
@@ -158,10 +160,17 @@ class FrameReader:
             "frame_index": index.astype(np.int32),
             "video_id": np.asarray(video_id),
         }
+        if self.config.with_frames:
+            frames = self.frames(video, index)
+            example["frames"] = (
+                augment_clip(frames, rng) if rng is not None and self.config.augment else frames
+            )
         if self.config.with_audio:
             example["audio"] = self.audio(video, index)
         for name, per_clip_start in self.extra_arrays.items():
             example[name] = np.asarray(per_clip_start[video_id][index[0]])
+        for name, per_frame in self.frame_arrays.items():
+            example[name] = np.asarray(per_frame[video_id][index], np.float32)
         return example
 
     def read_window(self, video_id: str, start: int, *, rng: np.random.Generator | None = None) -> dict:
@@ -174,11 +183,7 @@ class FrameReader:
         # Past the video's end, indices repeat its last frame; those sub-sequences are masked.
         index = np.minimum(sub_starts[:, None] + config.clip_offsets()[None, :], n - 1)  # [L, C]
         last = np.minimum(sub_starts + sub - 1, n - 1)
-        frames = self.frames(video, index.reshape(-1))
-        if rng is not None and config.augment:
-            frames = augment_clip(frames, rng)  # one flip and jitter for the whole window
         example = {
-            "frames": frames.reshape(*index.shape, *frames.shape[1:]),
             "labels": np.asarray(video.labels[last], np.float32),
             "label_mask": (np.asarray(video.label_mask[last], bool) & real).astype(np.float32),
             "frame_mask": real.astype(np.float32),
@@ -187,6 +192,11 @@ class FrameReader:
             "window_start": np.asarray(start, np.int32),
             "video_id": np.asarray(video_id),
         }
+        if config.with_frames:
+            frames = self.frames(video, index.reshape(-1))
+            if rng is not None and config.augment:
+                frames = augment_clip(frames, rng)  # one flip and jitter for the whole window
+            example["frames"] = frames.reshape(*index.shape, *frames.shape[1:])
         if config.with_audio:
             # One audio window per sub-sequence, centred on it (frames [a, a + S) own mel columns
             # [a * k, (a + S) * k)).
@@ -194,6 +204,8 @@ class FrameReader:
             example["audio"] = self.audio_at(video, centre)
         for name, per_start in self.extra_arrays.items():
             example[name] = np.asarray(per_start[video_id][start])
+        for name, per_step in self.frame_arrays.items():  # indexed by each sub-sequence's first frame
+            example[name] = np.asarray(per_step[video_id][np.minimum(sub_starts, n - 1)], np.float32)
         return example
 
 
@@ -279,6 +291,7 @@ def train_dataset(
     shard_index: int = 0,
     shard_count: int = 1,
     extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    frame_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> grain.MapDataset:
     """An endless, seeded stream of training batches for this process's shard.
 
@@ -290,7 +303,7 @@ def train_dataset(
     video_ids = cache.ids(split)
     if not video_ids:
         raise ValueError(f"{cache.root}: no usable {split} videos (failures: {cache.failures()})")
-    reader = FrameReader(cache, config, extra_arrays)
+    reader = FrameReader(cache, config, extra_arrays, frame_arrays)
     ds = grain.MapDataset.range(np.iinfo(np.int64).max // 2)
     ds = ds.map(_ProcessBlock(config.batch_size, shard_index, shard_count))
     sample = _SampleWindow if config.subsequences else _SampleClip

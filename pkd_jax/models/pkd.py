@@ -50,6 +50,7 @@ class _VisualTemporal(nn.Module):
     rnn_hidden: int = 1024
     visual_trunk: str = "vgg19_bn"
     r3d_width: float = 1.0
+    freeze_visual_cnn: bool = False
     dtype: DTypeLike = jnp.float32
 
     def setup_visual(self) -> None:
@@ -71,11 +72,24 @@ class _VisualTemporal(nn.Module):
             raise ValueError(f"unknown rnn {self.rnn!r}; choose one of {sorted(RECURRENT)}")
         self.temporal = RECURRENT[self.rnn](hidden=self.rnn_hidden, dtype=self.dtype)
 
-    def encode_visual(self, frames: jax.Array, carry: Carry, train: bool) -> tuple[jax.Array, Carry]:
+    def trunk_visual(self, frames: jax.Array, *, train: bool = False) -> jax.Array:
+        """The visual trunk on every time step: [B, T, ...] -> [B, T, D]. A frozen trunk runs in
+        inference mode (running BatchNorm statistics, no dropout) and passes no gradient."""
         # [B, T, ...] -> [B*T, ...]: a frame for VGG19-BN, a clip [C, H, W, 3] for R3D-18.
         flat, bt = merge_time(frames)
-        feats = split_time(self.visual_cnn(flat, train=train), bt)
-        return self.temporal(feats, carry)
+        frozen = self.freeze_visual_cnn
+        feats = split_time(self.visual_cnn(flat, train=train and not frozen), bt)
+        return jax.lax.stop_gradient(feats) if frozen else feats
+
+    def encode_visual(
+        self, frames: jax.Array | None, carry: Carry, train: bool, features: jax.Array | None = None
+    ) -> tuple[jax.Array, Carry]:
+        """The recurrent layer over the trunk's features, computed from `frames` unless given."""
+        if features is None:
+            if frames is None:
+                raise ValueError("the visual path needs frames or precomputed visual_features")
+            features = self.trunk_visual(frames, train=train)
+        return self.temporal(features.astype(self.dtype), carry)
 
     def zero_carry(self, batch: int) -> Carry:
         """The recurrent state at the start of a clip or video."""
@@ -111,15 +125,23 @@ class Student(_VisualTemporal):
         )
 
     def stream(
-        self, frames: jax.Array, carry: Carry = None, *, train: bool = False
+        self,
+        frames: jax.Array | None,
+        carry: Carry = None,
+        *,
+        train: bool = False,
+        visual_features: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, Carry]:
-        """Predictions, embedding and the carry after the last frame, starting from `carry`."""
-        hidden, carry = self.encode_visual(frames, carry, train)
+        """Predictions, embedding and the carry after the last frame, starting from `carry`.
+        `visual_features` [B, T, D] (a frozen trunk's cached output) replace the trunk on `frames`."""
+        hidden, carry = self.encode_visual(frames, carry, train, visual_features)
         pred, emb = self.head(hidden)
         return pred.astype(jnp.float32), emb.astype(jnp.float32), carry
 
-    def __call__(self, frames: jax.Array, *, train: bool = False) -> tuple[jax.Array, jax.Array]:
-        pred, emb, _ = self.stream(frames, None, train=train)
+    def __call__(
+        self, frames: jax.Array | None, *, train: bool = False, visual_features: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        pred, emb, _ = self.stream(frames, None, train=train, visual_features=visual_features)
         return pred, emb
 
 
@@ -139,6 +161,7 @@ class Teacher(_VisualTemporal):
     activation: str = "none"
     fusion: str = "concat"
     jca: JCASettings = JCASettings()  # fusion="jca" only
+    freeze_audio_cnn: bool = False
 
     def setup(self) -> None:
         self.setup_visual()
@@ -157,19 +180,39 @@ class Teacher(_VisualTemporal):
         else:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {FUSIONS}")
 
-    def frame_features(
-        self, frames: jax.Array, audio: jax.Array, *, train: bool = False
-    ) -> tuple[jax.Array, jax.Array]:
-        """Per-frame trunk features (visual [B, T, Dv], audio [B, T, Da]); no temporal context."""
-        if audio.shape[:2] != frames.shape[:2]:
-            raise ValueError(
-                f"audio windows {audio.shape[:2]} do not match video frames {frames.shape[:2]} "
-                "in [batch, time]"
-            )
-        flat, bt = merge_time(frames)
-        visual = split_time(self.visual_cnn(flat, train=train), bt)
+    def trunk_audio(self, audio: jax.Array, *, train: bool = False) -> jax.Array:
+        """The audio trunk on every time step's window: [B, T, F, W, C] -> [B, T, Da]; frozen, it runs
+        in inference mode and passes no gradient."""
         flat, bt = merge_time(audio)
-        return visual, split_time(self.audio_cnn(flat, train=train), bt)
+        frozen = self.freeze_audio_cnn
+        feats = split_time(self.audio_cnn(flat, train=train and not frozen), bt)
+        return jax.lax.stop_gradient(feats) if frozen else feats
+
+    def frame_features(
+        self,
+        frames: jax.Array | None,
+        audio: jax.Array | None,
+        *,
+        train: bool = False,
+        visual_features: jax.Array | None = None,
+        audio_features: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Per-frame trunk features (visual [B, T, Dv], audio [B, T, Da]); no temporal context. Features
+        given (a frozen trunk's cached output) are used as they are."""
+        if visual_features is None:
+            if frames is None:
+                raise ValueError("the teacher needs frames or precomputed visual_features")
+            visual_features = self.trunk_visual(frames, train=train)
+        if audio_features is None:
+            if audio is None:
+                raise ValueError("the teacher needs audio windows or precomputed audio_features")
+            if audio.shape[:2] != visual_features.shape[:2]:
+                raise ValueError(
+                    f"audio windows {audio.shape[:2]} do not match video frames "
+                    f"{visual_features.shape[:2]} in [batch, time]"
+                )
+            audio_features = self.trunk_audio(audio, train=train)
+        return visual_features.astype(self.dtype), audio_features.astype(self.dtype)
 
     def from_features(
         self, visual: jax.Array, audio: jax.Array, carry: Carry = None, *, train: bool = False
@@ -184,14 +227,31 @@ class Teacher(_VisualTemporal):
         return pred.astype(jnp.float32), emb.astype(jnp.float32), carry
 
     def stream(
-        self, frames: jax.Array, audio: jax.Array, carry: Carry = None, *, train: bool = False
+        self,
+        frames: jax.Array | None,
+        audio: jax.Array | None,
+        carry: Carry = None,
+        *,
+        train: bool = False,
+        visual_features: jax.Array | None = None,
+        audio_features: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, Carry]:
         """Predictions, embedding and the carry after the last frame, starting from `carry`."""
-        visual, audio_feats = self.frame_features(frames, audio, train=train)
+        visual, audio_feats = self.frame_features(
+            frames, audio, train=train, visual_features=visual_features, audio_features=audio_features
+        )
         return self.from_features(visual, audio_feats, carry, train=train)
 
     def __call__(
-        self, frames: jax.Array, audio: jax.Array, *, train: bool = False
+        self,
+        frames: jax.Array | None,
+        audio: jax.Array | None,
+        *,
+        train: bool = False,
+        visual_features: jax.Array | None = None,
+        audio_features: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        pred, emb, _ = self.stream(frames, audio, None, train=train)
+        pred, emb, _ = self.stream(
+            frames, audio, None, train=train, visual_features=visual_features, audio_features=audio_features
+        )
         return pred, emb

@@ -1,6 +1,7 @@
 """Timing one compiled train or evaluation step of a config on random inputs of its shapes.
 
-For each step kind (teacher, visual, student with the teacher online or cached): compile time apart,
+For each step kind (teacher, visual, student with the teacher online or cached, and the `_frozen`
+variants that train from frozen trunks' cached features, `pkd_jax.train.trunk_features`): compile time apart,
 then median / min / max of timed steps, frames per second, XLA's FLOP count cross-checked against an
 analytic count (`complexity.count_macs`), achieved FLOP/s and MFU against the device's peak (`peak`), and
 XLA's memory analysis; optionally a profiler trace with the costliest operations (`profile_summary`).
@@ -22,11 +23,40 @@ from pkd_jax.train import build, sharding
 from pkd_jax.train.state import create_state, make_optimizer
 from pkd_jax.train.steps import make_stream_step, make_train_step
 
-KINDS = ("teacher", "visual", "student_online", "student_cached")
+# A frozen kind is its base kind with frozen trunks (both of the teacher's) whose cached features stand for
+# the frames and audio: the step runs only the recurrent layer and the heads.
+FROZEN_KINDS = {"teacher_frozen": "teacher", "visual_frozen": "visual", "student_frozen": "student_cached"}
+KINDS = ("teacher", "visual", "student_online", "student_cached", *FROZEN_KINDS)
+
+
+def base_kind(kind: str) -> str:
+    """The step kind a frozen kind trains from features (itself for the others)."""
+    return FROZEN_KINDS.get(kind, kind)
+
+
+def trunk_feature_sizes(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """Sizes of the visual and audio trunks' features (per frame, or per clip with windows)."""
+    teacher = build.build_teacher(_stage_config(config, "teacher"))
+    frames, audio = build.example_inputs(config, teacher=True)
+    key = jax.random.key(0)
+    visual = jax.eval_shape(lambda: teacher.init_with_output(key, frames, method="trunk_visual")[0])
+    sound = jax.eval_shape(lambda: teacher.init_with_output(key, audio, method="trunk_audio")[0])
+    return int(visual.shape[-1]), int(sound.shape[-1])
 
 
 def random_batch(config: ml_collections.ConfigDict, kind: str, *, n_mels: int, audio_frames: int) -> dict:
     """A batch of the configured shapes with random content (timing does not depend on values)."""
+    if kind in FROZEN_KINDS:
+        batch = random_batch(config, base_kind(kind), n_mels=n_mels, audio_frames=audio_frames)
+        b, t = batch["labels"].shape[:2]
+        visual, sound = trunk_feature_sizes(config)
+        rng = np.random.default_rng(1)
+        batch["visual_features"] = rng.normal(size=(b, t, visual)).astype(np.float32)
+        del batch["frames"]
+        if "audio" in batch:
+            batch["audio_features"] = rng.normal(size=(b, t, sound)).astype(np.float32)
+            del batch["audio"]
+        return batch
     rng = np.random.default_rng(0)
     b, t, s = config.data.batch_size, config.data.clip_frames, config.data.face_size
     k = len(build.target_indices(config))
@@ -55,19 +85,25 @@ def _stage_config(config: ml_collections.ConfigDict, stage: str) -> ml_collectio
     return c
 
 
-def build_train(config: ml_collections.ConfigDict, kind: str, batch: dict, mesh) -> tuple[Any, tuple]:
+def build_train(
+    config: ml_collections.ConfigDict, kind: str, batch: dict, mesh, **kw: int
+) -> tuple[Any, tuple]:
     """The jitted train step of `kind` and its arguments, placed on the mesh."""
-    stage = "student" if kind.startswith("student") else kind
+    stage = "student" if kind.startswith("student") else base_kind(kind)
     c = _stage_config(config, stage)
+    if kind in FROZEN_KINDS:
+        c.model.freeze_visual_cnn = c.model.freeze_audio_cnn = True
+        c.model.frozen_features = "cached"
     model = build.build_model(c)
     dtype = build.compute_dtype(c)
-    variables = build.init_variables(model, batch, 0)
-    tx = make_optimizer(c.optim, variables["params"])
+    init_batch = batch if "frames" in batch else random_batch(config, base_kind(kind), **kw)
+    variables = build.init_variables(model, init_batch, 0)
+    tx = make_optimizer(c.optim, variables["params"], frozen_groups=build.frozen_trunks(c))
     state = sharding.replicate(create_state(variables, tx, jax.random.key(0)), mesh)
     teacher = teacher_variables = None
     mode = None
     if stage == "student":
-        mode = kind.split("_")[1]
+        mode = base_kind(kind).split("_")[1]
         if mode == "online":
             teacher = build.build_teacher(_stage_config(config, "teacher"))
             teacher_variables = sharding.replicate(build.init_variables(teacher, batch, 1), mesh)
@@ -80,7 +116,7 @@ def build_train(config: ml_collections.ConfigDict, kind: str, batch: dict, mesh)
 
 def build_eval(config: ml_collections.ConfigDict, kind: str, batch: dict, mesh) -> tuple[Any, tuple]:
     """The jitted streaming (evaluation) step of the model `kind` trains."""
-    stage = "teacher" if kind == "teacher" else "student"
+    stage = "teacher" if base_kind(kind) == "teacher" else "student"
     c = _stage_config(config, stage)
     model = build.build_model(c)
     variables = sharding.replicate(build.init_variables(model, batch, 0), mesh)
@@ -161,13 +197,15 @@ def benchmark(
     mesh = sharding.make_mesh()
     results = []
     for kind in kinds:
-        batch = random_batch(config, kind, n_mels=kw["n_mels"], audio_frames=kw["audio_frames"])
-        if what == "eval":
-            if kind == "teacher" and "audio" not in batch:
-                batch = random_batch(config, "teacher", n_mels=kw["n_mels"], audio_frames=kw["audio_frames"])
+        shapes = {"n_mels": kw["n_mels"], "audio_frames": kw["audio_frames"]}
+        if what == "eval":  # evaluation runs on frames: a frozen kind evaluates like its base kind
+            batch = random_batch(config, base_kind(kind), **shapes)
+            if base_kind(kind) == "teacher" and "audio" not in batch:
+                batch = random_batch(config, "teacher", **shapes)
             step, args = build_eval(config, kind, batch, mesh)
         else:
-            step, args = build_train(config, kind, batch, mesh)
+            batch = random_batch(config, kind, **shapes)
+            step, args = build_train(config, kind, batch, mesh, **shapes)
         timing = time_step(
             step, args, steps=kw["steps"], warmup=kw["warmup"], donated=what == "train",
             name=f"{what}_{kind}", profile_dir=kw.get("profile_dir"), dump_hlo=kw.get("dump_hlo"),

@@ -74,7 +74,12 @@ def preprocess_config(config: ml_collections.ConfigDict) -> PreprocessConfig:
 
 
 def pipeline_config(
-    config: ml_collections.ConfigDict, *, batch_size: int, with_audio: bool, train: bool
+    config: ml_collections.ConfigDict,
+    *,
+    batch_size: int,
+    with_audio: bool,
+    train: bool,
+    with_frames: bool = True,
 ) -> PipelineConfig:
     """The input pipeline's settings; `train` adds the config's augmentation and seed to the clip stream."""
     d = config.data
@@ -84,6 +89,7 @@ def pipeline_config(
         batch_size=batch_size,
         missing_face=d.missing_face,
         with_audio=with_audio,
+        with_frames=with_frames,
         audio_window_s=d.audio_window_s,
         **extra,
         **window_fields(config),
@@ -119,6 +125,7 @@ def _visual_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
         rnn_hidden=m.rnn_hidden,
         visual_trunk=m.visual_trunk,
         r3d_width=m.r3d_width,
+        freeze_visual_cnn=m.freeze_visual_cnn,
         num_targets=len(target_indices(config)),
         activation=m.activation,
         dtype=compute_dtype(config),
@@ -147,6 +154,7 @@ def build_teacher(config: ml_collections.ConfigDict) -> Teacher:
         fused_features=tuple(m.fused_features),
         fusion=m.fusion,
         jca=jca_settings(config),
+        freeze_audio_cnn=m.freeze_audio_cnn,
         **_visual_kwargs(config),
     )
 
@@ -156,12 +164,40 @@ def build_model(config: ml_collections.ConfigDict) -> Student | Teacher:
     return build_teacher(config) if config.stage == "teacher" else build_student(config)
 
 
-def model_inputs(model: Student | Teacher, batch: dict[str, Any], dtype: DTypeLike) -> tuple[jax.Array, ...]:
-    """Positional inputs of `model` from a batch: frames scaled to [0, 1], and audio for the teacher."""
-    frames = jnp.asarray(batch["frames"]).astype(dtype) / 255.0
+def model_inputs(
+    model: Student | Teacher, batch: dict[str, Any], dtype: DTypeLike
+) -> tuple[jax.Array | None, ...]:
+    """Positional inputs of `model` from a batch: frames scaled to [0, 1], and audio for the teacher.
+
+    An input the batch lacks is None; the model then needs its trunk's features (`feature_inputs`).
+    """
+    frames = jnp.asarray(batch["frames"]).astype(dtype) / 255.0 if "frames" in batch else None
     if isinstance(model, Teacher):
-        return frames, jnp.asarray(batch["audio"]).astype(dtype)
+        return frames, jnp.asarray(batch["audio"]).astype(dtype) if "audio" in batch else None
     return (frames,)
+
+
+FEATURE_KEYS = ("visual_features", "audio_features")  # batch keys of frozen trunks' cached features
+
+
+def feature_inputs(model: Student | Teacher, batch: dict[str, Any]) -> dict[str, jax.Array]:
+    """Keyword inputs of `model` from a batch: the frozen trunks' cached features it carries."""
+    keys = FEATURE_KEYS if isinstance(model, Teacher) else FEATURE_KEYS[:1]
+    return {k: jnp.asarray(batch[k], jnp.float32) for k in keys if k in batch}
+
+
+def frozen_trunks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The parameter groups the config freezes (`model.freeze_visual_cnn`, `model.freeze_audio_cnn`);
+    the audio trunk only where the stage's network has one (the teacher)."""
+    groups: tuple[str, ...] = ("visual_cnn",) if config.model.freeze_visual_cnn else ()
+    if config.model.freeze_audio_cnn and config.stage == "teacher":
+        groups += ("audio_cnn",)
+    return groups
+
+
+def cached_trunks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The frozen trunks whose features come from the trunk-feature cache instead of the step."""
+    return frozen_trunks(config) if config.model.frozen_features == "cached" else ()
 
 
 def example_inputs(

@@ -28,6 +28,9 @@ def _choices() -> dict[str, tuple[Any, ...]]:
         "model.fusion": ("concat", "jca"),
         "model.jca_embedding": ("hidden", "attended"),
         "model.dtype": tuple(build.DTYPES),
+        "model.freeze_visual_cnn": (False, True),
+        "model.freeze_audio_cnn": (False, True),
+        "model.frozen_features": ("cached", "online"),
         "loss.ccc": CCC_REDUCTIONS,
         "loss.distill": tuple(DISTILL_TERMS),
         "loss.gate": GATE_NAMES,
@@ -117,6 +120,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if config.teacher.mode == "cached" and build.is_windowed(config):
             raise ValueError("windows (data.window_subsequences > 0) need config.teacher.mode='online'")
         validate_gate_config(config)
+    if config.data.augment and "visual_cnn" in build.cached_trunks(config):
+        raise ValueError(
+            "config.data.augment changes pixels, which a frozen visual trunk's cached features cannot "
+            "follow: set data.augment=False, or model.frozen_features='online' to run the frozen trunk "
+            "on the augmented frames in every step"
+        )
     unknown_splits = set(config.eval.final_splits) - {"train", "dev", "test"}
     if unknown_splits:
         raise ValueError(f"config.eval.final_splits: unknown split(s) {sorted(unknown_splits)}")

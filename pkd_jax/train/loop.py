@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import json
 import signal
@@ -27,7 +28,7 @@ from pkd_jax import losses
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.provenance import provenance
-from pkd_jax.train import build, sharding
+from pkd_jax.train import build, sharding, trunk_features
 from pkd_jax.train.checkpoint import Checkpointer
 from pkd_jax.train.config_check import validate_config
 from pkd_jax.train.config_drift import check_not_teacher_workdir, record_config, with_loss
@@ -99,22 +100,32 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.Los
         )  # fmt: skip
         extra_arrays.update(gate_arrays)
 
+    # Frozen trunks with cached features: the batch carries their features instead of their inputs (the
+    # online teacher still needs frames and audio).
+    cached_trunks = build.cached_trunks(config)
+    needs_audio = config.stage == "teacher" or teacher_mode == "online"
     pipeline = build.pipeline_config(
         config,
         batch_size=sharding.per_process_batch_size(config.data.batch_size, mesh),
-        with_audio=config.stage == "teacher" or teacher_mode == "online",
+        with_audio=needs_audio and ("audio_cnn" not in cached_trunks or teacher_mode == "online"),
+        with_frames="visual_cnn" not in cached_trunks or teacher_mode == "online",
         train=True,
     )
-    dataset = train_dataset(
-        cache, pipeline, shard_index=jax.process_index(), shard_count=jax.process_count(),
-        extra_arrays=extra_arrays or None,
-    )  # fmt: skip
 
     model = build.build_model(config)
-    variables = build.init_variables(model, dataset[0], config.seed)
+    example = train_dataset(cache, dataclasses.replace(pipeline, with_frames=True, with_audio=needs_audio))[0]
+    variables = build.init_variables(model, example, config.seed)
     state_rng = jax.random.key(config.seed)  # dropout keys: folded with the step number
     variables = load_pretrained(config, variables)
-    tx = make_optimizer(config.optim, variables["params"], steps_per_epoch=steps_per_epoch(config, cache))
+    frame_arrays, trunk_digests = trunk_features.frozen_feature_arrays(config, model, variables, cache)
+    dataset = train_dataset(
+        cache, pipeline, shard_index=jax.process_index(), shard_count=jax.process_count(),
+        extra_arrays=extra_arrays or None, frame_arrays=frame_arrays or None,
+    )  # fmt: skip
+    tx = make_optimizer(
+        config.optim, variables["params"], steps_per_epoch=steps_per_epoch(config, cache),
+        frozen_groups=build.frozen_trunks(config),
+    )  # fmt: skip
     state = sharding.replicate(create_state(variables, tx, state_rng), mesh)
     if loss_fn is None:
         loss_fn = build.build_loss(config, theta=theta)
@@ -137,6 +148,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.Los
     )  # fmt: skip
     if start:
         logging.info("Resumed from step %d.", start)
+        trunk_features.check_restored_trunks(trunk_digests, sharding.local_view(state.variables), workdir)
     writer = MetricWriter(workdir, resume_step=start)
     log_summary(config, model, variables, mesh, cache, start)
 
@@ -321,6 +333,10 @@ def log_summary(config, model, variables, mesh, cache, start: int) -> None:
         f"steps {start} -> {config.train.num_steps}, global batch {config.data.batch_size} clips x "
         f"{config.data.clip_frames} frames",
     ]
+    if build.frozen_trunks(config):
+        lines.append(
+            f"frozen {', '.join(build.frozen_trunks(config))} ({config.model.frozen_features} features)"
+        )
     for line in lines:
         logging.info(line)
         if jax.process_index() == 0:

@@ -117,6 +117,12 @@ def _model(config: ml_collections.ConfigDict, params: Any) -> list[str]:
         heads = " -> ".join(str(x) for x in m.head_features)
         lines.append(f"- Head: {heads} (activation {m.activation}; layer {m.embed_index} is the embedding)")
     lines.append(f"- Compute dtype: {m.dtype} (parameters float32)")
+    frozen = build.frozen_trunks(config)
+    if frozen:
+        lines.append(
+            f"- Frozen trunks: {', '.join(frozen)} at their initial or pretrained weights, in inference mode "
+            f"(running BatchNorm statistics), features {m.frozen_features}"
+        )
     if params is not None:
         counts = parameter_counts(params)  # shapes only: no transfer
         groups = ", ".join(f"{k} {v:,}" for k, v in counts.items())

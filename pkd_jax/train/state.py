@@ -56,12 +56,17 @@ def step_decay(lr: float, rate: float, start_step: int, every_steps: int) -> opt
 
 
 def make_optimizer(
-    optim: ml_collections.ConfigDict, params: Any, *, steps_per_epoch: int = 1000
+    optim: ml_collections.ConfigDict,
+    params: Any,
+    *,
+    steps_per_epoch: int = 1000,
+    frozen_groups: tuple[str, ...] = (),
 ) -> optax.GradientTransformation:
     """Adam (AdamW with weight decay) with one learning rate per top-level module group.
 
     Every group's rate follows `step_decay` with the config's `lr_decay*` fields, counted in epochs of
-    `steps_per_epoch` optimizer steps (the loop passes one pass over the training frames).
+    `steps_per_epoch` optimizer steps (the loop passes one pass over the training frames). Groups in
+    `frozen_groups` (frozen trunks, `build.frozen_trunks`) are never updated, not even by weight decay.
     """
     unknown = set(params) - set(LR_FIELDS)
     if unknown:
@@ -77,6 +82,10 @@ def make_optimizer(
         return optax.adam(lr, b1=optim.b1, b2=optim.b2)
 
     groups = {name: adam(optim[field]) for name, field in LR_FIELDS.items() if name in params}
+    for name in frozen_groups:
+        if name not in params:
+            raise ValueError(f"frozen parameter group {name!r} is not in the model ({sorted(params)})")
+        groups[name] = optax.set_to_zero()
     labels = {name: jax.tree.map(lambda _, n=name: n, subtree) for name, subtree in params.items()}
     frozen = biases_before_batchnorm(params)
     if frozen:

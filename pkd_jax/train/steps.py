@@ -19,7 +19,7 @@ from jax.typing import DTypeLike
 
 from pkd_jax import losses
 from pkd_jax.models import Student, Teacher
-from pkd_jax.train.build import model_inputs
+from pkd_jax.train.build import feature_inputs, model_inputs
 from pkd_jax.train.state import TrainState
 
 Batch = dict[str, Any]
@@ -82,6 +82,7 @@ def make_train_step(
     def train_step(state: TrainState, batch: Batch, teacher_variables: Any) -> tuple[TrainState, Metrics]:
         dropout_key = jax.random.fold_in(state.rng, state.step)
         inputs = model_inputs(model, batch, dtype)
+        features = feature_inputs(model, batch)  # frozen trunks' cached features, where the batch has them
         loss_batch = select_targets(batch, targets)
         extra: dict[str, jax.Array] = {}
         if teacher_mode == "online":
@@ -94,9 +95,11 @@ def make_train_step(
             extra["teacher_emb"] = jnp.asarray(batch["teacher_emb"], jnp.float32)
 
         def objective(params: Any) -> tuple[jax.Array, tuple[Metrics, Any]]:
-            (pred, emb), updates = model.apply(
+            apply: Callable[..., Any] = model.apply  # the features are keyword inputs of the model
+            (pred, emb), updates = apply(
                 {"params": params, "batch_stats": state.batch_stats},
                 *inputs,
+                **features,
                 train=True,
                 rngs={"dropout": dropout_key},
                 mutable=["batch_stats"],

@@ -1,0 +1,159 @@
+"""Frozen trunks: cached features equal the trunk run online, the trunk never moves, and a changed trunk,
+corpus or stored file is noticed."""
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from pkd_jax import defaults
+from pkd_jax.data.cache import Cache
+from pkd_jax.data.pipeline import train_dataset
+from pkd_jax.train import build, trunk_features
+from pkd_jax.train.config_check import validate_config
+from pkd_jax.train.workdir import load_trained
+from tests.train.test_train import run_main, train_losses
+
+FREEZE = "--config.model.freeze_visual_cnn=True"
+
+
+def _config(stage: str, cache: Path, *, strong: bool = False, **model):
+    c = defaults.affwild2(defaults.get_config(stage, "affwild2")) if strong else defaults.get_config(stage)
+    (defaults.tiny_affwild2 if strong else defaults.tiny)(c)
+    c.data.cache = str(cache)
+    for key, value in model.items():
+        c.model[key] = value
+    return c
+
+
+def test_training_on_cached_features_equals_the_frozen_trunk_online(tmp_path, cache):
+    run_main("visual", tmp_path / "cached", cache, FREEZE)
+    run_main("visual", tmp_path / "online", cache, FREEZE, "--config.model.frozen_features=online")
+    cached, online = train_losses(tmp_path / "cached"), train_losses(tmp_path / "online")
+    np.testing.assert_allclose(cached, online, rtol=1e-5)
+    # Training moved the recurrent layer and the head but left the trunk (and its BN statistics) as it was
+    # initialised: the digest of the checkpoint's trunk names the stored features' directory.
+    run = load_trained(tmp_path / "cached")
+    cached_vars, online_vars = run.variables, load_trained(tmp_path / "online").variables
+    for group in ("temporal", "head"):
+        for a, b in zip(
+            jax.tree.leaves(cached_vars["params"][group]),
+            jax.tree.leaves(online_vars["params"][group]),
+            strict=True,
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    digest = trunk_features.weights_digest(cached_vars, "visual_cnn")
+    stored = [
+        json.loads(p.read_text()) for p in (cache / "trunk_features").glob("visual_cnn-*/manifest.json")
+    ]
+    assert digest in [m["weights_digest"] for m in stored]
+    init = build.init_variables(run.model, {"frames": np.zeros((1, 1, 32, 32, 3), np.uint8)}, run.config.seed)
+    assert trunk_features.weights_digest(init, "visual_cnn") == digest
+    assert trunk_features.weights_digest(init, "temporal") != trunk_features.weights_digest(
+        cached_vars, "temporal"
+    )
+
+
+@pytest.mark.parametrize("strong", [False, True], ids=["clips", "windows"])
+def test_batch_features_are_the_trunk_on_the_batch_inputs(tmp_path, strong):
+    from tests.fake_cache import write_fake_cache
+
+    cache_dir = write_fake_cache(tmp_path / "cache", frames=40)
+    config = _config("teacher", cache_dir, strong=strong, freeze_visual_cnn=True, freeze_audio_cnn=True)
+    cache = Cache(cache_dir)
+    model = build.build_teacher(config)
+    pipeline = build.pipeline_config(config, batch_size=3, with_audio=True, train=True)
+    example = train_dataset(cache, pipeline)[0]
+    variables = build.init_variables(model, example, 0)
+    arrays, digests = trunk_features.frozen_feature_arrays(config, model, variables, cache)
+    assert set(arrays) == {"visual_features", "audio_features"} and set(digests) == {
+        "visual_cnn",
+        "audio_cnn",
+    }
+    batch = train_dataset(cache, pipeline, frame_arrays=arrays)[1]  # frames and audio and their features
+    frames, audio = build.model_inputs(model, batch, np.float32)
+    visual = model.apply(variables, frames, method="trunk_visual")
+    sound = model.apply(variables, audio, method="trunk_audio")
+    np.testing.assert_allclose(batch["visual_features"], visual, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(batch["audio_features"], sound, rtol=1e-4, atol=1e-5)
+    # The whole model on the features equals the model on the inputs.
+    full = model.apply(variables, frames, audio)
+    from_features = model.apply(
+        variables,
+        None,
+        None,
+        visual_features=batch["visual_features"],
+        audio_features=batch["audio_features"],
+    )
+    for a, b in zip(full, from_features, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_changed_trunk_or_corpus_is_detected(tmp_path, caplog):
+    from tests.fake_cache import write_fake_cache
+
+    cache_dir = write_fake_cache(tmp_path / "cache", frames=30)
+    config = _config("visual", cache_dir, freeze_visual_cnn=True)
+    cache = Cache(cache_dir)
+    model = build.build_student(config)
+    example = {"frames": np.zeros((1, 1, 32, 32, 3), np.uint8)}
+    first = build.init_variables(model, example, 0)
+    features, digest = trunk_features.load_or_compute(config, model, first, cache, "visual_cnn")
+    directory = next((cache_dir / "trunk_features").iterdir())
+
+    # Other weights (another seed) are another trunk: other features in another directory.
+    other = build.init_variables(model, example, 1)
+    other_features, other_digest = trunk_features.load_or_compute(config, model, other, cache, "visual_cnn")
+    assert other_digest != digest and len(list((cache_dir / "trunk_features").iterdir())) == 2
+    assert not np.allclose(other_features["train_1"], features["train_1"])
+
+    # A checkpoint whose trunk is not the one the features came from stops the run.
+    trunk_features.check_restored_trunks({"visual_cnn": digest}, first, tmp_path)
+    with pytest.raises(trunk_features.TrunkFeatureError, match="frozen visual_cnn differs"):
+        trunk_features.check_restored_trunks({"visual_cnn": digest}, other, tmp_path)
+
+    # A re-preprocessed video makes the stored features stale: recomputed from the new frames, loudly.
+    frames_file = cache_dir / "videos" / "train_1" / "frames.npy"
+    new_frames = np.load(frames_file)[::-1].copy()
+    np.save(frames_file, new_frames)
+    os.utime(frames_file, ns=(1, 1))
+    caplog.set_level("WARNING")
+    fresh, _ = trunk_features.load_or_compute(config, model, first, Cache(cache_dir), "visual_cnn")
+    assert "another state of the feature cache" in caplog.text
+    assert not np.allclose(fresh["train_1"], features["train_1"])
+    np.testing.assert_allclose(fresh["train_2"], features["train_2"], rtol=1e-6)
+
+    # A manifest that contradicts its directory's key, or a damaged array, is an error naming the file.
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (directory / "manifest.json").write_text(json.dumps({**manifest, "weights_digest": "0" * 64}))
+    with pytest.raises(trunk_features.TrunkFeatureError, match=r"manifest\.json"):
+        trunk_features.load_or_compute(config, model, first, Cache(cache_dir), "visual_cnn")
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    (directory / "train_2.npy").write_bytes(b"not an array")
+    with pytest.raises(trunk_features.TrunkFeatureError, match=r"train_2\.npy"):
+        trunk_features.load_or_compute(config, model, first, Cache(cache_dir), "visual_cnn")
+
+
+def test_frozen_groups_never_move_and_augmentation_needs_the_online_trunk(cache):
+    config = _config("visual", cache, freeze_visual_cnn=True)
+    config.data.augment = True
+    with pytest.raises(ValueError, match="augment"):
+        validate_config(config)
+    config.model.frozen_features = "online"
+    validate_config(config)
+    config.model.frozen_features = "cachd"
+    with pytest.raises(ValueError, match="frozen_features"):
+        validate_config(config)
+    # The optimizer leaves a frozen group at its value even under weight decay.
+    from pkd_jax.train.state import make_optimizer
+
+    config.optim.weight_decay = 0.1
+    params = {"visual_cnn": {"w": np.ones(3, np.float32)}, "head": {"w": np.ones(3, np.float32)}}
+    tx = make_optimizer(config.optim, params, frozen_groups=("visual_cnn",))
+    grads = jax.tree.map(np.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert np.all(updates["visual_cnn"]["w"] == 0) and np.all(updates["head"]["w"] != 0)
+    assert build.frozen_trunks(_config("student", cache, freeze_audio_cnn=True)) == ()
