@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
-SCRIPTS = ("train_local.sh", "train_slurm.sbatch", "profile.sh", "paper.sh")
+SCRIPTS = ("train_local.sh", "train_slurm.sbatch", "profile.sh", "paper.sh", "gpu_check.sh")
 
 
 def run(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
