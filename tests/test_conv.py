@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pkd_jax.models.common import max_pool_2x2
-from pkd_jax.models.conv import Conv, choose_impl
+from pkd_jax.models.conv import Conv, choose_impl, conv_split, split_chunk
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,7 @@ from pkd_jax.models.conv import Conv, choose_impl
         ((1, 4, 6, 6, 2), (3, 7, 7), (1, 2, 2), (1, 3, 3)),  # the R3D stem
     ],
 )
-@pytest.mark.parametrize("impl", ["xla", "gemm"])
+@pytest.mark.parametrize("impl", ["xla", "gemm", "split"])
 def test_conv_matches_flax_conv(shape, kernel, strides, padding, impl):
     x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
     n = len(kernel)
@@ -37,6 +37,52 @@ def test_conv_matches_flax_conv(shape, kernel, strides, padding, impl):
     for a, b in zip(jax.tree.leaves(grad(ours, v_ours)), jax.tree.leaves(grad(ref, v_ref)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert ours.apply(v_ours, x).shape[1 : 1 + n] == ref.apply(v_ref, x).shape[1 : 1 + n]
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, strides, padding, chunk",
+    [
+        ((3, 12, 12, 8), (3, 3), (1, 1), (1, 1), 1),
+        ((5, 12, 12, 8), (3, 3), (1, 1), (1, 1), 2),  # chunks of 2, 2 and 1
+        ((3, 9, 14, 5), (3, 3), (2, 2), (1, 1), 1),
+        ((4, 10, 7, 3), (5, 3), (2, 1), (2, 0), 3),  # non-square kernel, strides and padding
+        ((2, 8, 8, 4), (3, 3), (1, 1), (0, 0), None),  # split_chunk's default: one chunk
+    ],
+)
+def test_split_gradients_match_lax_conv(shape, kernel, strides, padding, chunk):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*kernel, shape[-1], 6)), jnp.float32)
+
+    def lax_conv(x, w):
+        pad = [(p, p) for p in padding]
+        return jax.lax.conv_general_dilated(x, w, strides, pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    split = lambda x, w: conv_split(x, w, strides, padding, chunk)
+    np.testing.assert_array_equal(split(x, w), lax_conv(x, w))  # the forward pass is XLA's
+    dy = jnp.asarray(rng.normal(size=lax_conv(x, w).shape), jnp.float32)
+    got = jax.jit(lambda x, w: jax.vjp(split, x, w)[1](dy))(x, w)
+    want = jax.jit(lambda x, w: jax.vjp(lax_conv, x, w)[1](dy))(x, w)
+    np.testing.assert_array_equal(got[0], want[0])  # so is the input gradient
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want[1]))))
+
+
+def test_auto_splits_only_float32_cpu_batches_beyond_the_chunk():
+    vgg = lambda size, batch, c_in, c_out, **kw: choose_impl(
+        "auto", (size, size), (3, 3), (1, 1), (1, 1), batch=batch, features=(c_in, c_out), **kw
+    )
+    assert split_chunk(10, (112, 112), (112, 112), (64, 64), 4) == 2  # 3.2 MB per image
+    assert vgg(112, 10, 64, 64, platform="cpu") == "split"
+    assert vgg(112, 10, 3, 64, platform="cpu") == "split"  # the stem's output gradient is as large
+    assert vgg(112, 2, 64, 64, platform="cpu") == "xla"  # fits in one chunk
+    assert vgg(14, 10, 512, 512, platform="cpu") == "xla"
+    assert vgg(14, 40, 512, 512, platform="cpu") == "split"
+    assert vgg(112, 10, 64, 64, platform="gpu") == "xla"
+    assert vgg(112, 10, 64, 64, dtype=jnp.bfloat16, platform="cpu") == "xla"
+    strided = choose_impl(
+        "auto", (112, 112), (3, 3), (2, 2), (1, 1), batch=10, features=(64, 64), platform="cpu"
+    )
+    assert strided == "xla"
 
 
 def test_auto_uses_gemm_only_below_the_window():
