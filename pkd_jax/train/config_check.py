@@ -58,6 +58,7 @@ _AT_LEAST: dict[str, tuple[float, str]] = {
     "data.window_subsequences": (0, "sub-sequences per window (0: clips)"),
     "data.subsequence_frames": (1, "frames per sub-sequence"),
     "data.audio_window_s": (0.0, "seconds of audio per frame"),
+    "model.frozen_bn_calibration_frames": (0, "inputs for a frozen trunk's BN statistics (0: keep)"),
     "loss.alpha": (0.0, "distillation weight"),
     "optim.lr_visual_cnn": (0.0, "learning rate"),
     "optim.lr_temporal": (0.0, "learning rate"),

@@ -28,7 +28,7 @@ from pkd_jax import losses
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.provenance import provenance
-from pkd_jax.train import build, sharding, trunk_features
+from pkd_jax.train import build, frozen_bn, sharding, trunk_features
 from pkd_jax.train.checkpoint import Checkpointer
 from pkd_jax.train.config_check import validate_config
 from pkd_jax.train.config_drift import check_not_teacher_workdir, record_config, with_loss
@@ -117,6 +117,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.Los
     variables = build.init_variables(model, example, config.seed)
     state_rng = jax.random.key(config.seed)  # dropout keys: folded with the step number
     variables = load_pretrained(config, variables)
+    variables = frozen_bn.calibrate_untrained(config, model, variables, cache)
     frame_arrays, trunk_digests = trunk_features.frozen_feature_arrays(config, model, variables, cache)
     dataset = train_dataset(
         cache, pipeline, shard_index=jax.process_index(), shard_count=jax.process_count(),

@@ -107,6 +107,32 @@ def feature_directory(cache: Cache, group: str, trunk: str, digest: str, setting
     return Path(cache.root) / "trunk_features" / f"{group}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
+def trunk_inputs(reader: FrameReader, video_id: str, index: np.ndarray, group: str) -> np.ndarray:
+    """The inputs of trunk `group` at time indices `index` of one video, as the pipeline builds them:
+    frames (uint8 [N, S, S, 3]; windows: the sub-sequence's clip [N, C, S, S, 3]) or audio windows."""
+    video = reader.cache.video(video_id)
+    n, config = video.num_frames, reader.config
+    if group == "visual_cnn" and config.subsequences:  # the clip of the sub-sequence starting at t
+        clips = np.minimum(index[:, None] + config.clip_offsets()[None, :], n - 1)
+        return reader.frames(video, clips.reshape(-1)).reshape(*clips.shape, *video.frames.shape[1:])
+    if group == "visual_cnn":
+        return reader.frames(video, index)
+    if config.subsequences:  # the audio window centred on the sub-sequence starting at t
+        centre = index * reader.mel_per_frame + config.subsequence_frames * reader.mel_per_frame // 2
+        return reader.audio_at(video, centre)
+    return reader.audio(video, index)
+
+
+def trunk_reader(config: ml_collections.ConfigDict, cache: Cache, group: str) -> FrameReader:
+    """A reader that builds a trunk's inputs with the config's data settings."""
+    pipeline = PipelineConfig(
+        clip_frames=config.data.clip_frames, missing_face=config.data.missing_face,
+        with_audio=group == "audio_cnn", audio_window_s=config.data.audio_window_s,
+        **build.window_fields(config),
+    )  # fmt: skip
+    return FrameReader(cache, pipeline)
+
+
 def compute_video_features(
     apply_trunk: Callable[[np.ndarray], np.ndarray],
     reader: FrameReader,
@@ -117,21 +143,11 @@ def compute_video_features(
 ) -> np.ndarray:
     """float32 [T, D]: `apply_trunk` on the inputs of every time index of one video, `chunk` at a time
     (the last chunk padded, so the trunk compiles once)."""
-    video = reader.cache.video(video_id)
-    n, config = video.num_frames, reader.config
+    n = reader.cache.video(video_id).num_frames
     parts = []
     for first in range(0, n, chunk):
         index = np.arange(first, min(first + chunk, n))
-        if group == "visual_cnn" and config.subsequences:  # the clip of the sub-sequence starting at t
-            clips = np.minimum(index[:, None] + config.clip_offsets()[None, :], n - 1)
-            inputs = reader.frames(video, clips.reshape(-1)).reshape(*clips.shape, *video.frames.shape[1:])
-        elif group == "visual_cnn":
-            inputs = reader.frames(video, index)
-        elif config.subsequences:  # the audio window centred on the sub-sequence starting at t
-            centre = index * reader.mel_per_frame + config.subsequence_frames * reader.mel_per_frame // 2
-            inputs = reader.audio_at(video, centre)
-        else:
-            inputs = reader.audio(video, index)
+        inputs = trunk_inputs(reader, video_id, index, group)
         padded = np.concatenate([inputs, np.zeros((chunk - len(index), *inputs.shape[1:]), inputs.dtype)])
         parts.append(np.asarray(apply_trunk(padded[None]), np.float32)[0, : len(index)])
     return np.concatenate(parts)
@@ -202,12 +218,7 @@ def load_or_compute(
     if missing:
         logging.info("Computing %s features of %d videos into %s.", group, len(missing), directory)
         directory.mkdir(parents=True, exist_ok=True)
-        pipeline = PipelineConfig(
-            clip_frames=config.data.clip_frames, missing_face=config.data.missing_face,
-            with_audio=group == "audio_cnn", audio_window_s=config.data.audio_window_s,
-            **build.window_fields(config),
-        )  # fmt: skip
-        reader = FrameReader(cache, pipeline)
+        reader = trunk_reader(config, cache, group)
         apply_trunk = _trunk_fn(model, variables, group, build.compute_dtype(config))
         for video_id in tqdm(
             missing, desc=f"{group} features", unit="video", disable=jax.process_index() != 0

@@ -12,7 +12,7 @@ import pytest
 from pkd_jax import defaults
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
-from pkd_jax.train import build, trunk_features
+from pkd_jax.train import build, frozen_bn, trunk_features
 from pkd_jax.train.config_check import validate_config
 from pkd_jax.train.workdir import load_trained
 from tests.train.test_train import run_main, train_losses
@@ -44,14 +44,16 @@ def test_training_on_cached_features_equals_the_frozen_trunk_online(tmp_path, ca
             jax.tree.leaves(online_vars["params"][group]),
             strict=True,
         ):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)  # Adam amplifies rounding a little
     digest = trunk_features.weights_digest(cached_vars, "visual_cnn")
     stored = [
         json.loads(p.read_text()) for p in (cache / "trunk_features").glob("visual_cnn-*/manifest.json")
     ]
     assert digest in [m["weights_digest"] for m in stored]
     init = build.init_variables(run.model, {"frames": np.zeros((1, 1, 32, 32, 3), np.uint8)}, run.config.seed)
-    assert trunk_features.weights_digest(init, "visual_cnn") == digest
+    assert trunk_features.weights_digest(init, "visual_cnn") != digest  # its BN statistics were calibrated
+    calibrated = frozen_bn.calibrate_untrained(run.config, run.model, init, Cache(cache))
+    assert trunk_features.weights_digest(calibrated, "visual_cnn") == digest
     assert trunk_features.weights_digest(init, "temporal") != trunk_features.weights_digest(
         cached_vars, "temporal"
     )
@@ -157,3 +159,46 @@ def test_frozen_groups_never_move_and_augmentation_needs_the_online_trunk(cache)
     updates, _ = tx.update(grads, tx.init(params), params)
     assert np.all(updates["visual_cnn"]["w"] == 0) and np.all(updates["head"]["w"] != 0)
     assert build.frozen_trunks(_config("student", cache, freeze_audio_cnn=True)) == ()
+
+
+def test_untrained_batchnorm_of_a_frozen_trunk_is_calibrated_on_training_inputs(tmp_path):
+    from tests.fake_cache import write_fake_cache
+
+    cache_dir = write_fake_cache(tmp_path / "cache", frames=30)
+    config = _config("visual", cache_dir, freeze_visual_cnn=True, frozen_bn_calibration_frames=40)
+    cache, model = Cache(cache_dir), build.build_student(config)
+    variables = build.init_variables(model, {"frames": np.zeros((1, 1, 32, 32, 3), np.uint8)}, 0)
+    assert frozen_bn.has_untrained_statistics(variables, "visual_cnn")
+    picks = frozen_bn.calibration_index([30, 30, 30], 40)
+    assert sum(len(i) for _, i in picks) == 40 and [v for v, _ in picks] == [0, 1, 2]
+
+    # Three batches (16, 16, 8): the first BatchNorm's statistics are those of the first convolution's
+    # output over all 40 inputs (its input does not depend on any normalisation).
+    calibrated = frozen_bn.calibrate_group(config, model, variables, cache, "visual_cnn", count=40, batch=16)
+    reader = trunk_features.trunk_reader(config, cache, "visual_cnn")
+    ids = cache.ids("train")
+    inputs = np.concatenate([trunk_features.trunk_inputs(reader, ids[v], i, "visual_cnn") for v, i in picks])
+    _, captured = model.apply(
+        variables, inputs / 255.0, method=lambda m, x: m.visual_cnn(x, train=False),
+        capture_intermediates=True, mutable=["intermediates"],
+    )  # fmt: skip
+    conv0 = np.asarray(captured["intermediates"]["visual_cnn"]["features_0"]["__call__"][0], np.float64)
+    first_bn = calibrated["batch_stats"]["visual_cnn"]["features_1"]
+    np.testing.assert_allclose(first_bn["mean"], conv0.mean((0, 1, 2)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(first_bn["var"], conv0.var((0, 1, 2)), rtol=1e-3, atol=1e-6)
+    assert not frozen_bn.has_untrained_statistics(calibrated, "visual_cnn")
+    for a, b in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(calibrated["params"]), strict=True):
+        np.testing.assert_array_equal(a, b)  # the weights are untouched
+
+    # Calibrated, the frozen trunk's features vary over a video; with the initial statistics they vanish.
+    frames = inputs[None] / 255.0
+    spread = [
+        float(np.std(model.apply(v, frames, method="trunk_visual"), axis=1).mean())
+        for v in (variables, calibrated)
+    ]
+    assert spread[1] > 100 * spread[0]
+
+    # Statistics that are not the initial ones (pretrained) are kept, and so is everything with 0 frames.
+    assert frozen_bn.calibrate_untrained(config, model, calibrated, cache) is calibrated
+    config.model.frozen_bn_calibration_frames = 0
+    assert frozen_bn.calibrate_untrained(config, model, variables, cache) is variables
