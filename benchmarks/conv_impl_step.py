@@ -27,6 +27,7 @@ from ml_collections import config_flags
 from pkd_jax.models import conv
 from pkd_jax.perf import train_step as bench
 from pkd_jax.provenance import provenance
+from pkd_jax.train.cpu_flags import apply_cpu_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:args]).")
@@ -75,6 +76,7 @@ def rotated_times(steps: dict[str, Callable[[], None]], rounds: int, warmup: int
 
 def main(argv: list[str]) -> None:
     del argv
+    apply_cpu_flags(FLAGS.config.model.dtype)  # pkd_jax's own XLA:CPU flags, as its CLIs set them
     config = torch_compare.with_batch_size(FLAGS.config, FLAGS.batch)
     torch.set_num_threads(os.cpu_count() or 1)
     for kind in FLAGS.kinds:

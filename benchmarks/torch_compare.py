@@ -40,6 +40,7 @@ from pkd_jax.perf import train_step as bench
 from pkd_jax.provenance import provenance
 from pkd_jax.testing.torch_reference import StudentTorch, TeacherTorch
 from pkd_jax.train import build, sharding
+from pkd_jax.train.cpu_flags import apply_cpu_flags
 
 DEFAULT_KINDS = ("visual", "student_cached", "teacher")
 
@@ -367,6 +368,7 @@ def compare(
             "jax_platform": jax.devices()[0].platform,
             "jax_devices": jax.device_count(),
             "torch_threads": torch.get_num_threads(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "torch_channels_last": channels_last,
             "jax_params": jax_step.params,
             "torch_params": torch_step.num_params(),
@@ -419,6 +421,7 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    apply_cpu_flags(FLAGS.config.model.dtype)  # pkd_jax's own XLA:CPU flags, as its CLIs set them
     config = with_batch_size(FLAGS.config, FLAGS.batch)
     results = compare(
         config, FLAGS.kinds, steps=FLAGS.steps, warmup=FLAGS.warmup, n_mels=FLAGS.n_mels,

@@ -29,6 +29,7 @@ from pkd_jax.perf.complexity import complexity_table
 from pkd_jax.perf.data_bench import data_benchmark, format_data_table
 from pkd_jax.perf.train_step import KINDS, benchmark, format_table
 from pkd_jax.provenance import provenance
+from pkd_jax.train.cpu_flags import apply_cpu_flags
 
 
 def define_flags() -> None:
@@ -57,6 +58,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     del argv
+    apply_cpu_flags(flags.FLAGS.config.model.dtype)  # before JAX starts a backend
     if flags.FLAGS.complexity:
         rows = complexity_table(flags.FLAGS.config)
         if flags.FLAGS.json:

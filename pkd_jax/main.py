@@ -23,7 +23,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pkd_jax.train import sharding
+from pkd_jax.train import cpu_flags, sharding
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:args]).")
 _WORKDIR = flags.DEFINE_string(
@@ -55,6 +55,7 @@ flags.mark_flags_as_required(["config"])  # and workdir, above
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cpu_flags.apply_cpu_flags(_CONFIG.value.model.dtype)  # before JAX starts a backend
     sharding.maybe_initialize_distributed(
         coordinator_address=_COORDINATOR.value,
         num_processes=_NUM_PROCESSES.value,

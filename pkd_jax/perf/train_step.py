@@ -9,6 +9,7 @@ XLA's memory analysis; optionally a profiler trace with the costliest operations
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -223,6 +224,7 @@ def benchmark(
                 "dtype": config.model.dtype,
                 "devices": jax.device_count(),
                 "platform": jax.devices()[0].platform,
+                "xla_flags": os.environ.get("XLA_FLAGS", ""),
                 **timing,
                 "frames_per_s": frames / timing["step_s_median"],
                 "peak_flops_per_s": peak_flops,
