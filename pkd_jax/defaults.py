@@ -78,9 +78,7 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     m.freeze_visual_cnn = False  # freeze the visual trunk (VGG19-BN with its linear layer, or R3D-18)
     m.freeze_audio_cnn = False  # freeze the teacher's audio trunk (ResNet-18)
     m.frozen_features = "cached"  # frozen trunks' features: "cached" once per corpus and weights, or "online"
-    m.frozen_bn_calibration_frames = (
-        512  # untrained BN statistics of a frozen trunk: estimated on this many inputs
-    )
+    m.frozen_bn_calibration_frames = 512  # a frozen trunk's untrained BN statistics: from this many inputs
 
     c.optim = o = ml_collections.ConfigDict()  # Adam with one learning rate per module group
     o.lr_visual_cnn = 1e-6  # VGG19-BN trunk (paper text; released code 1e-5)
