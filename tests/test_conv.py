@@ -83,6 +83,9 @@ def test_auto_splits_only_float32_cpu_batches_beyond_the_chunk():
         "auto", (112, 112), (3, 3), (2, 2), (1, 1), batch=10, features=(64, 64), platform="cpu"
     )
     assert strided == "xla"
+    # `jax.export` with a symbolic batch (the exported student's "b*t" frames): never split.
+    (symbolic,) = jax.export.symbolic_shape("b")
+    assert vgg(112, symbolic, 64, 64, platform="cpu") == "xla"
 
 
 def test_auto_uses_gemm_only_below_the_window():

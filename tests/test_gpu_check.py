@@ -49,9 +49,12 @@ def test_cpu_check_writes_one_report_of_every_part(tmp_path):
     assert parts["install"]["status"] == "not_needed"
     assert report["tests"]["exit_code"] == 0 and report["tests"]["passed"] > 0
     assert report["tests"]["failed"] == report["tests"]["errors"] == 0
-    # Every step kind of the bench, as KINDS has them now, with finite step times and MFU.
+    # The CPU dry run's kinds (a GPU run plans every kind of KINDS: test_gpu_plan_benches_every_kind), with finite step
+    # times and MFU.
     bench = report["bench"]
-    assert {r["kind"] for r in bench} == set(KINDS) and report["bench_missing"] == []
+    assert {r["kind"] for r in bench} == set(gpu_check.CPU_KINDS) <= set(KINDS) and report[
+        "bench_missing"
+    ] == []
     assert all(
         math.isfinite(r["step_s_median"]) and r["step_s_median"] > 0 and 0 < r["mfu"] < 1 for r in bench
     )
@@ -116,6 +119,17 @@ def test_plan_rotates_kinds_on_cpu_and_profiles_after_the_first_bench_with_the_k
         "float32",
         "y",
     )
+
+
+def test_gpu_plan_benches_every_kind_in_every_setting(tmp_path):
+    from pkd_jax.perf.train_step import KINDS
+
+    gpu_check.setup(tmp_path, cpu=False)
+    rows = [line.split("\t") for line in (tmp_path / "plan.tsv").read_text().splitlines()]
+    benched = [
+        (int(batch), dtype, set(kinds.split(","))) for tag, batch, dtype, kinds in rows if tag == "bench"
+    ]
+    assert benched == [(b, d, set(KINDS)) for b, d in gpu_check.GPU_SETTINGS]
 
 
 def test_a_timed_out_bench_and_a_lost_kind_fail_the_report(tmp_path):

@@ -75,7 +75,8 @@ def choose_impl(
     if any(o < k for o, k in zip(out, kernel, strict=True)):
         return "gemm"
     split = (
-        (platform or jax.default_backend()) == "cpu"
+        isinstance(batch, int)  # a symbolic batch (`jax.export`) is never split: its size is unknown
+        and (platform or jax.default_backend()) == "cpu"
         and jnp.dtype(dtype) == jnp.float32
         and all(s == 1 for s in strides)
         and split_chunk(batch, spatial, out, features, jnp.dtype(dtype).itemsize) < batch
