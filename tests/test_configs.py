@@ -37,3 +37,13 @@ def test_every_config_field_has_a_comment():
     assert len(assignments) > 40
     uncommented = [line.strip() for line in assignments if "#" not in line]
     assert not uncommented, uncommented
+
+
+def test_demo_frozen_option_freezes_the_visual_trunk_of_every_stage():
+    for args in ("frozen", "distill,frozen", "smoke,distill,frozen", "strong,frozen"):
+        c = demo.get_config(args)
+        assert (
+            c.model.freeze_visual_cnn and c.model.frozen_features == "cached" and not c.model.freeze_audio_cnn
+        )
+    assert not demo.get_config("distill").model.freeze_visual_cnn
+    assert "student_pkdot" in demo.get_config("distill,frozen").experiment.methods
