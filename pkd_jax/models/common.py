@@ -32,9 +32,14 @@ def scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
+BN_MOMENTUM = 0.9  # new running statistic = BN_MOMENTUM * old + (1 - BN_MOMENTUM) * batch
+
+
 def batch_norm(train: bool, name: str, dtype: DTypeLike) -> nn.BatchNorm:
     """BatchNorm with PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5)."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name)
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=1e-5, dtype=dtype, name=name
+    )
 
 
 def merge_time(x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:

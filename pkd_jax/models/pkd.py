@@ -39,6 +39,13 @@ VISUAL_TRUNKS = ("vgg19_bn", "r3d18")
 FUSIONS = ("concat", "jca")
 
 
+def run_trunk(trunk: nn.Module, x: jax.Array, *, frozen: bool, train: bool) -> jax.Array:
+    """A per-step trunk over [B, T, ...] -> [B, T, D]; a frozen one in inference mode, without gradient."""
+    flat, bt = merge_time(x)
+    feats = split_time(trunk(flat, train=train and not frozen), bt)
+    return jax.lax.stop_gradient(feats) if frozen else feats
+
+
 class _VisualTemporal(nn.Module):
     """Shared visual path: a trunk per time step (VGG19-BN on a frame or R3D-18 on a clip), then a
     recurrent layer over time."""
@@ -75,11 +82,8 @@ class _VisualTemporal(nn.Module):
     def trunk_visual(self, frames: jax.Array, *, train: bool = False) -> jax.Array:
         """The visual trunk on every time step: [B, T, ...] -> [B, T, D]. A frozen trunk runs in
         inference mode (running BatchNorm statistics, no dropout) and passes no gradient."""
-        # [B, T, ...] -> [B*T, ...]: a frame for VGG19-BN, a clip [C, H, W, 3] for R3D-18.
-        flat, bt = merge_time(frames)
-        frozen = self.freeze_visual_cnn
-        feats = split_time(self.visual_cnn(flat, train=train and not frozen), bt)
-        return jax.lax.stop_gradient(feats) if frozen else feats
+        # Per time step: a frame for VGG19-BN, a clip [C, H, W, 3] for R3D-18.
+        return run_trunk(self.visual_cnn, frames, frozen=self.freeze_visual_cnn, train=train)
 
     def encode_visual(
         self, frames: jax.Array | None, carry: Carry, train: bool, features: jax.Array | None = None
@@ -183,10 +187,7 @@ class Teacher(_VisualTemporal):
     def trunk_audio(self, audio: jax.Array, *, train: bool = False) -> jax.Array:
         """The audio trunk on every time step's window: [B, T, F, W, C] -> [B, T, Da]; frozen, it runs
         in inference mode and passes no gradient."""
-        flat, bt = merge_time(audio)
-        frozen = self.freeze_audio_cnn
-        feats = split_time(self.audio_cnn(flat, train=train and not frozen), bt)
-        return jax.lax.stop_gradient(feats) if frozen else feats
+        return run_trunk(self.audio_cnn, audio, frozen=self.freeze_audio_cnn, train=train)
 
     def frame_features(
         self,

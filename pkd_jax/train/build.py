@@ -171,10 +171,17 @@ def model_inputs(
 
     An input the batch lacks is None; the model then needs its trunk's features (`feature_inputs`).
     """
-    frames = jnp.asarray(batch["frames"]).astype(dtype) / 255.0 if "frames" in batch else None
+    frames = trunk_input("visual_cnn", batch["frames"], dtype) if "frames" in batch else None
     if isinstance(model, Teacher):
-        return frames, jnp.asarray(batch["audio"]).astype(dtype) if "audio" in batch else None
+        return frames, trunk_input("audio_cnn", batch["audio"], dtype) if "audio" in batch else None
     return (frames,)
+
+
+def trunk_input(group: str, x: Any, dtype: DTypeLike) -> jax.Array:
+    """A trunk's input as the networks take it: uint8 frames scaled to [0, 1] for `visual_cnn`, the
+    (z-scored) audio windows as they are for `audio_cnn`, in the compute dtype."""
+    x = jnp.asarray(x).astype(dtype)
+    return x / 255.0 if group == "visual_cnn" else x
 
 
 FEATURE_KEYS = ("visual_features", "audio_features")  # batch keys of frozen trunks' cached features

@@ -22,10 +22,9 @@ from absl import logging
 
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import Student, Teacher
+from pkd_jax.models.common import BN_MOMENTUM
 from pkd_jax.train import build
 from pkd_jax.train.trunk_features import trunk_inputs, trunk_reader
-
-MOMENTUM = 0.9  # `models.common.batch_norm`: new running = MOMENTUM * old + (1 - MOMENTUM) * batch
 
 
 def has_untrained_statistics(variables: dict[str, Any], group: str) -> bool:
@@ -70,7 +69,6 @@ def calibrate_group(
         [trunk_inputs(reader, video_ids[v], index, group) for v, index in calibration_index(lengths, count)]
     )
     dtype = build.compute_dtype(config)
-    scale = 1.0 / 255.0 if group == "visual_cnn" else 1.0  # frames are uint8, audio is z-scored
 
     def trunk_in_training_mode(module: Any, x: jax.Array) -> jax.Array:
         return getattr(module, group)(x, train=True)
@@ -78,7 +76,7 @@ def calibrate_group(
     @jax.jit
     def new_statistics(v: Any, x: jax.Array) -> Any:
         _, updates = model.apply(
-            v, x.astype(dtype) * scale, method=trunk_in_training_mode, mutable=["batch_stats"],
+            v, build.trunk_input(group, x, dtype), method=trunk_in_training_mode, mutable=["batch_stats"],
             rngs={"dropout": jax.random.key(0)},
         )  # fmt: skip
         return updates["batch_stats"][group]
@@ -90,7 +88,7 @@ def calibrate_group(
         new = jax.device_get(new_statistics(variables, part))
         # Undo the running average (the batch's own statistics), as first and second moments weighted
         # by the batch's size, so the result is the mean and variance over all `count` inputs.
-        own = jax.tree.map(lambda n, o: (np.float64(n) - MOMENTUM * o) / (1 - MOMENTUM), new, old)
+        own = jax.tree.map(lambda n, o: (np.float64(n) - BN_MOMENTUM * o) / (1 - BN_MOMENTUM), new, old)
         weight = len(part)
         moments = _map_layers(own, lambda mean, var, w=weight: (w * mean, w * (var + mean**2)))
         total = moments if total is None else jax.tree.map(np.add, total, moments)

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -155,11 +154,10 @@ def compute_video_features(
 
 def _trunk_fn(model: Student | Teacher, variables: Any, group: str, dtype: Any) -> Callable:
     method = _METHODS[group]
-    scale = 1.0 / 255.0 if group == "visual_cnn" else 1.0  # frames are uint8, audio is z-scored
 
     @jax.jit
     def apply(v: Any, x: jax.Array) -> jax.Array:
-        out = model.apply(v, x.astype(dtype) * jnp.asarray(scale, dtype), train=False, method=method)
+        out = model.apply(v, build.trunk_input(group, x, dtype), train=False, method=method)
         return cast(jax.Array, out)  # no `mutable`: the output alone
 
     return lambda x: apply(variables, x)
