@@ -41,6 +41,9 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     d.cache = ""  # feature cache directory; empty: <root>/pkd_jax_cache, preprocessed on first use
     d.preprocess_workers = 2  # processes for preprocessing when the cache is built
     d.face_size = 112  # face crop side in pixels
+    d.face_detector = "haar"  # cache's face detector: "haar" (OpenCV) or "mtcnn" (the paper's, JAX)
+    d.detector_weights = ""  # mtcnn: the .npz of `python -m pkd_jax.weights import --arch=mtcnn`
+    d.face_align = "none"  # crops: "none" (square around the box) or "landmarks" (5-point, needs mtcnn)
     d.clip_frames = 5  # frames per training clip (the paper's text gives none; the released code uses 5)
     d.batch_size = 8  # clips per step, over all devices and processes
     d.missing_face = "retain"  # frames without a face: "retain" the last face (Table 5) or "black"

@@ -53,6 +53,12 @@ def _define_flags() -> None:
         "chunk_frames", None, "Frames per inference step (default: the config's data.eval_chunk_frames)."
     )
     flags.DEFINE_string("cache", None, "The training feature cache (default: the one config.json names).")
+    flags.DEFINE_string(
+        "detector_weights",
+        None,
+        "The face detector's weights file (mtcnn: the .npz of `python -m pkd_jax.weights import "
+        "--arch=mtcnn`), when the path the training cache recorded is not valid here.",
+    )
     flags.DEFINE_multi_string(
         "detector_module",
         [],
@@ -85,7 +91,9 @@ def main(argv: Sequence[str]) -> int:
         print(
             f"{trained.config.stage} model from {trained.source} (step {trained.step}), targets {trained.targets}"
         )
-        predictor = Predictor(trained, chunk_frames=f.chunk_frames, cache_dir=f.cache)
+        predictor = Predictor(
+            trained, chunk_frames=f.chunk_frames, cache_dir=f.cache, detector_weights=f.detector_weights
+        )
         rows = predict_files(predictor, videos, f.out, audio=f.audio or None, overwrite=f.overwrite)
     except (ValueError, OSError) as e:  # a bad model, cache or argument: nothing to predict with
         raise SystemExit(f"error: {e}") from e

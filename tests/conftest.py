@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import jax
+import pytest
 
 _CACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax_compilation"
 _CACHE.mkdir(parents=True, exist_ok=True)
@@ -17,3 +18,14 @@ def outside_checkout_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+@pytest.fixture(scope="session")
+def mtcnn_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MTCNN's weights converted from the facenet-pytorch wheel (fetched once into .venv through pip)."""
+    from pkd_jax.testing.facenet_reference import facenet_wheel
+    from pkd_jax.weights.mtcnn import import_mtcnn
+
+    out = tmp_path_factory.mktemp("mtcnn") / "mtcnn.npz"
+    import_mtcnn(facenet_wheel(), out)
+    return out

@@ -74,7 +74,7 @@ _CROPPERS: dict[PreprocessConfig, FaceCropper] = {}
 def _cropper(config: PreprocessConfig) -> FaceCropper:
     if config not in _CROPPERS:
         detector = create_detector(config.detector, **config.detector_options())
-        _CROPPERS[config] = FaceCropper(detector, config.face_size, config.face_margin)
+        _CROPPERS[config] = FaceCropper(detector, config.face_size, config.face_margin, config.face_align)
     return _CROPPERS[config]
 
 

@@ -1,8 +1,14 @@
 """Face detection and cropping: a `FaceDetector` protocol, a name registry, and the OpenCV Haar default.
 
-A detector maps one RGB frame to the box of the face to keep (`(x, y, w, h)` in frame pixels) or None.
-`FaceCropper` turns that box into a square crop of `face_size` pixels; frames without a face give a black
-crop and `found=False` (the retain-last-face policy is applied at load time, not here).
+A detector maps one RGB frame to the face to keep: a `Face` (box, and five landmarks where the detector
+gives them), a bare box `(x, y, w, h)` in frame pixels, or None. Detectors that work on many frames at
+once (MTCNN in JAX) also have `detect_batch`. `FaceCropper` turns each face into a crop of `face_size`
+pixels: the square around the box (`face_align="none"`) or the landmarks warped onto a canonical template
+(`"landmarks"`, see `pkd_jax.detect.landmark_align`); frames without a face give a black crop and
+`found=False` (the retain-last-face policy is applied at load time, not here).
+
+Built in: `haar` (OpenCV's cascade, host CPU, no landmarks) and `mtcnn` (`pkd_jax.detect`, the paper's
+detector, with landmarks; needs converted weights, see docs/data.md "MTCNN").
 
 Detectors are chosen by registered name only: `create_detector` looks the name up and never imports
 anything, because the name comes from data files (a cache manifest, which a shared workdir may ship), and
@@ -16,8 +22,9 @@ creates its own detector by name).
 from __future__ import annotations
 
 import importlib
+import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,17 +32,17 @@ import cv2
 import cv2.data
 import numpy as np
 
-from pkd_jax.data.preprocess_config import check_detector_name
+from pkd_jax.data.face_box import Box, Face
+from pkd_jax.data.preprocess_config import FACE_ALIGNMENTS, check_detector_name
 
-Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 _TRACK_MIN_SIDE = 30  # Pixels: the smallest face size searched when tracking.
 
 
 class FaceDetector(Protocol):
     """Finds the face to crop in one frame."""
 
-    def detect(self, frame_rgb: np.ndarray) -> Box | None:
-        """Returns the box of the chosen face in `frame_rgb` (uint8 [H, W, 3]), or None."""
+    def detect(self, frame_rgb: np.ndarray) -> Face | Box | None:
+        """Returns the chosen face in `frame_rgb` (uint8 [H, W, 3]): a `Face`, a bare box, or None."""
         ...
 
     def reset(self) -> None:
@@ -50,8 +57,9 @@ _REGISTRY: dict[str, DetectorFactory] = {}
 def register_detector(name: str) -> Callable[[DetectorFactory], DetectorFactory]:
     """Class/function decorator registering a detector factory under `name` (letters, digits, `_`, `-`).
 
-    Factories are called with the keywords `detect_width`, `min_face_fraction` and `redetect_every` (see
-    `HaarFaceDetector`) and should accept and ignore any they do not use (`**kwargs`).
+    Factories are called with the keywords `detect_width`, `min_face_fraction`, `redetect_every` (see
+    `HaarFaceDetector`) and `weights` (a weights file, for detectors that need one) and should accept and
+    ignore any they do not use (`**kwargs`).
     """
     check_detector_name(name)
 
@@ -221,6 +229,28 @@ class HaarFaceDetector:
         return (round(x / scale), round(y / scale), round(w / scale), round(h / scale))
 
 
+@register_detector("mtcnn")
+def _mtcnn(**options: Any) -> FaceDetector:
+    """MTCNN in JAX (`pkd_jax.detect.mtcnn_detector.MtcnnDetector`), imported only when chosen."""
+    from pkd_jax.detect.mtcnn_detector import MtcnnDetector
+
+    return MtcnnDetector(**options)
+
+
+def as_face(found: Face | Box | None) -> Face | None:
+    """A detector's answer as a `Face` (bare boxes from detectors of one's own are accepted)."""
+    if found is None or isinstance(found, Face):
+        return found
+    return Face(box=tuple(int(v) for v in found))  # type: ignore[arg-type]
+
+
+def detect_many(detector: FaceDetector, frames: Sequence[np.ndarray]) -> list[Face | None]:
+    """The face of each of consecutive `frames`, through `detect_batch` where the detector has it."""
+    batch = getattr(detector, "detect_batch", None)
+    found = batch(frames) if batch is not None else [detector.detect(f) for f in frames]
+    return [as_face(f) for f in found]
+
+
 def square_crop_box(box: Box, margin: float, height: int, width: int) -> Box:
     """The square around `box`, grown by `margin` x its size per side, shifted and shrunk to fit the frame."""
     x, y, w, h = box
@@ -253,24 +283,55 @@ class FaceCropper:
     Args:
       detector: The face detector.
       size: Side of the output crops in pixels.
-      margin: Context kept around the detected box, as a fraction of its size per side.
+      margin: Context kept around the detected box, as a fraction of its size per side (`align="none"`).
+      align: "none": the square around the box; "landmarks": the five landmarks warped onto the
+        canonical template (the detector must give landmarks; the margin does not apply).
+      batch_frames: Frames handed to the detector at once by `crop_frames`.
     """
 
-    def __init__(self, detector: FaceDetector, size: int, margin: float):
+    def __init__(
+        self, detector: FaceDetector, size: int, margin: float, align: str = "none", batch_frames: int = 16
+    ):
+        if align not in FACE_ALIGNMENTS:
+            raise ValueError(f"face_align={align!r}; choose one of {list(FACE_ALIGNMENTS)}")
         self.detector = detector
         self.size = size
         self.margin = margin
+        self.align = align
+        self.batch_frames = batch_frames
         self.detect_seconds = 0.0
 
     def reset(self) -> None:
         """Starts a new video (detectors may track faces across frames)."""
         self.detector.reset()
 
-    def __call__(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, bool]:
-        """(crop uint8 [size, size, 3], found); a black crop when no face is found."""
-        start = time.perf_counter()
-        box = self.detector.detect(frame_rgb)
-        self.detect_seconds += time.perf_counter() - start
-        if box is None:
+    def crop(self, frame_rgb: np.ndarray, face: Face | None) -> tuple[np.ndarray, bool]:
+        """(crop uint8 [size, size, 3], found) of `face` in `frame_rgb`; a black crop when it is None."""
+        if face is None:
             return np.zeros((self.size, self.size, 3), np.uint8), False
-        return crop_face(frame_rgb, box, self.size, self.margin), True
+        if self.align == "none":
+            return crop_face(frame_rgb, face.box, self.size, self.margin), True
+        if face.landmarks is None:
+            raise ValueError(
+                f"face_align='landmarks' needs a detector that gives landmarks; "
+                f"{type(self.detector).__name__} gives boxes only (use detector 'mtcnn')"
+            )
+        from pkd_jax.detect.landmark_align import aligned_crop
+
+        return aligned_crop(frame_rgb, face.landmarks, self.size), True
+
+    def __call__(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(crop uint8 [size, size, 3], found) of one frame; a black crop when no face is found."""
+        start = time.perf_counter()
+        face = as_face(self.detector.detect(frame_rgb))
+        self.detect_seconds += time.perf_counter() - start
+        return self.crop(frame_rgb, face)
+
+    def crop_frames(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, bool]]:
+        """(crop, found) of each of consecutive frames of one video, detecting `batch_frames` at a time."""
+        for chunk in itertools.batched(frames, self.batch_frames):
+            start = time.perf_counter()
+            faces = detect_many(self.detector, chunk)
+            self.detect_seconds += time.perf_counter() - start
+            for frame, face in zip(chunk, faces, strict=True):
+                yield self.crop(frame, face)

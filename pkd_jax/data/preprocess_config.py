@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+FACE_ALIGNMENTS = ("none", "landmarks")  # PreprocessConfig.face_align values
 _DETECTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 
 
@@ -44,8 +45,19 @@ class PreprocessConfig:
     face_size: int = _field(112, "Side of the square face crops in pixels.")
     detector: str = _field(
         "haar",
-        "Face detector, by registered name ('haar' built in); a detector of your own is registered by a "
-        "plugin module named with --detector_module.",
+        "Face detector, by registered name: 'haar' (OpenCV, no landmarks) or 'mtcnn' (the paper's, in JAX, "
+        "with landmarks; needs detector_weights); a detector of your own is registered by a plugin module "
+        "named with --detector_module.",
+    )
+    detector_weights: str = _field(
+        "",
+        "Weights file of the face detector: for 'mtcnn' the .npz of `python -m pkd_jax.weights import "
+        "--arch=mtcnn`; empty for 'haar'.",
+    )
+    face_align: str = _field(
+        "none",
+        "How a detected face becomes a crop: 'none' (the square around its box, with face_margin) or "
+        "'landmarks' (five landmarks warped onto the 112 x 112 template; needs a detector with landmarks).",
     )
     face_margin: float = _field(
         0.2, "Context around the detected face box, as a fraction of its size per side."
@@ -72,6 +84,18 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         check_detector_name(self.detector)
+        if self.face_align not in FACE_ALIGNMENTS:
+            raise ValueError(f"face_align={self.face_align!r}; choose one of {list(FACE_ALIGNMENTS)}")
+        if self.face_align == "landmarks" and self.detector == "haar":
+            raise ValueError(
+                "face_align='landmarks' needs landmarks, which the 'haar' detector does not give; use "
+                "detector='mtcnn' or face_align='none'"
+            )
+        if self.detector == "mtcnn" and not self.detector_weights:
+            raise ValueError(
+                "detector='mtcnn' needs detector_weights: the .npz of `python -m pkd_jax.weights import "
+                "--arch=mtcnn --src=<facenet-pytorch wheel> --out=mtcnn.npz` (docs/data.md, MTCNN)"
+            )
         if self.sample_rate % self.fps or (self.sample_rate // self.fps) % self.hop:
             raise ValueError(
                 f"sample_rate={self.sample_rate} must be a multiple of fps * hop = {self.fps * self.hop} so "
@@ -107,6 +131,7 @@ class PreprocessConfig:
             "detect_width": self.detect_width,
             "min_face_fraction": self.min_face_fraction,
             "redetect_every": self.redetect_every,
+            "weights": self.detector_weights,
         }
 
     def digest(self) -> str:

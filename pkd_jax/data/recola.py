@@ -146,8 +146,7 @@ def extract(job: RecolaJob, config: PreprocessConfig, cropper: FaceCropper) -> A
     cropper.reset()
     reader = VideoReader(job.video, config.fps)
     crops, found = [], []
-    for frame in reader:
-        crop, ok = cropper(frame)
+    for crop, ok in cropper.crop_frames(reader):
         crops.append(crop)
         found.append(ok)
     samples_per_frame = config.sample_rate // config.fps

@@ -81,8 +81,7 @@ def face_chunks(
     found = np.zeros(chunk_frames, bool)
     last_face: np.ndarray | None = None
     n = 0
-    for frame in VideoReader(path, fps):
-        crop, ok = cropper(frame)
+    for crop, ok in cropper.crop_frames(VideoReader(path, fps)):
         if ok:
             last_face = crop
         elif missing_face == "retain" and last_face is not None:

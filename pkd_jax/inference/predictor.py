@@ -51,10 +51,16 @@ class Predictor:
       chunk_frames: Frames per step; None uses the training config's `data.eval_chunk_frames`.
       cache_dir: The training feature cache (face settings, and audio statistics for a teacher); None
         uses the one the training config names.
+      detector_weights: The face detector's weights file, replacing the one the cache's settings name.
     """
 
     def __init__(
-        self, trained: Trained, *, chunk_frames: int | None = None, cache_dir: str | Path | None = None
+        self,
+        trained: Trained,
+        *,
+        chunk_frames: int | None = None,
+        cache_dir: str | Path | None = None,
+        detector_weights: str | Path | None = None,
     ):
         config = trained.config
         self.trained = trained
@@ -62,7 +68,7 @@ class Predictor:
         if self.chunk_frames < 1:
             raise ValueError(f"chunk_frames={self.chunk_frames} must be positive")
         self.settings, self.cache = preprocess_settings(config, cache_dir)
-        self.cropper = make_cropper(self.settings)
+        self.cropper = make_cropper(self.settings, detector_weights)
         if trained.is_teacher:
             if self.cache is None:
                 raise CacheError(

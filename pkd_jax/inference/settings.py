@@ -30,6 +30,8 @@ FACE_FIELDS = (
     "min_face_fraction",
     "redetect_every",
 )
+# Fields added later: a manifest written before them means their defaults (Haar caches, square crops).
+LATER_FACE_FIELDS = {"face_align": "none", "detector_weights": ""}
 
 
 def preprocess_settings(
@@ -51,7 +53,7 @@ def preprocess_settings(
     directory = Path(cache_dir) if cache_dir else build.cache_dir(config)
     if directory is not None and (cache_dir or (directory / "manifest.json").is_file()):
         cache = Cache(directory)  # validates the manifest, naming it
-        settings = dict(cache.config)
+        settings = {**LATER_FACE_FIELDS, **cache.config}
         manifest = directory / "manifest.json"
         missing = [f for f in FACE_FIELDS if f not in settings]
         if missing:
@@ -74,12 +76,17 @@ def preprocess_settings(
     return build.preprocess_config(config).to_dict(), None
 
 
-def make_cropper(settings: dict[str, Any]) -> FaceCropper:
-    """The face cropper preprocessing builds from the same settings (a registered detector only)."""
+def make_cropper(settings: dict[str, Any], detector_weights: str | Path | None = None) -> FaceCropper:
+    """The face cropper preprocessing builds from the same settings (a registered detector only).
+
+    `detector_weights` replaces the weights file the settings name (a model used on another machine).
+    """
+    settings = {**LATER_FACE_FIELDS, **settings}
     detector = create_detector(
         settings["detector"],
         detect_width=settings["detect_width"],
         min_face_fraction=settings["min_face_fraction"],
         redetect_every=settings["redetect_every"],
+        weights=str(detector_weights or settings["detector_weights"]),
     )
-    return FaceCropper(detector, settings["face_size"], settings["face_margin"])
+    return FaceCropper(detector, settings["face_size"], settings["face_margin"], settings["face_align"])

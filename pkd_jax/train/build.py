@@ -69,8 +69,15 @@ def cache_dir(config: ml_collections.ConfigDict) -> Path | None:
 
 
 def preprocess_config(config: ml_collections.ConfigDict) -> PreprocessConfig:
-    """The preprocessing a training config builds its cache with: the defaults at its face size."""
-    return PreprocessConfig(face_size=config.data.face_size)
+    """The preprocessing a training config builds its cache with: its face size, detector and alignment,
+    and preprocessing's defaults for the rest."""
+    d = config.data
+    return PreprocessConfig(
+        face_size=d.face_size,
+        detector=d.face_detector,
+        detector_weights=d.detector_weights,
+        face_align=d.face_align,
+    )
 
 
 def pipeline_config(

@@ -50,13 +50,23 @@ def open_cache(config: ml_collections.ConfigDict) -> Cache:
     return cache
 
 
+# Config field -> (cache manifest field, its value in manifests written before the field existed).
+_CHECKED_FIELDS = {
+    "face_size": ("face_size", None),
+    "face_detector": ("detector", "haar"),
+    "face_align": ("face_align", "none"),
+}
+
+
 def check_cache_settings(config: ml_collections.ConfigDict, cache: Cache) -> None:
     """The cache's preprocessing must be the one the config asks for (the fields a config sets)."""
-    # A config sets only the face size; the other settings come from whoever preprocessed the corpus.
-    built, wanted = cache.config.get("face_size"), config.data.face_size
-    if built != wanted:
-        raise CacheError(
-            f"{cache.root / 'manifest.json'}: the feature cache was built with face_size={built!r}, the "
-            f"config asks data.face_size={wanted!r}. Point config.data.cache at a new directory to "
-            f"preprocess the corpus for this config, or set data.face_size={built!r}"
-        )
+    # A config sets the face size, detector and alignment; the other settings (detection width, margin,
+    # weights path) come from whoever preprocessed the corpus.
+    for name, (field, before) in _CHECKED_FIELDS.items():
+        built, wanted = cache.config.get(field, before), config.data[name]
+        if built != wanted:
+            raise CacheError(
+                f"{cache.root / 'manifest.json'}: the feature cache was built with {field}={built!r}, the "
+                f"config asks data.{name}={wanted!r}. Point config.data.cache at a new directory to "
+                f"preprocess the corpus for this config, or set data.{name}={built!r}"
+            )

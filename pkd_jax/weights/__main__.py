@@ -2,6 +2,7 @@
 
     python -m pkd_jax.weights import --arch=vgg19_bn --src=PrivateTest_model.t7 --out=weights/vgg19_fer.npz
     python -m pkd_jax.weights import --arch=resnet18 --src=resnet18-f37072fd.pth --out=weights/resnet18.npz
+    python -m pkd_jax.weights import --arch=mtcnn --src=facenet_pytorch-2.6.0-py3-none-any.whl --out=mtcnn.npz
 
 `--src` is a PyTorch checkpoint (`.pth`/`.t7`/..., read with `weights_only=True`) or an `.npz`; every
 tensor the trunk expects must be in it with the expected shape (VGG19-BN's fc may be absent, as in the
