@@ -149,6 +149,6 @@ def test_import_command_converts_the_wheel_and_refuses_other_files(tmp_path: Pat
     bogus.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=f"{bogus}: not a readable wheel"):
         import_mtcnn(bogus, tmp_path / "never.npz")
-    with pytest.raises(ValueError, match="no pnet.pt in it"):
+    with pytest.raises(ValueError, match=r"no pnet\.pt in it"):
         import_mtcnn(tmp_path, tmp_path / "never.npz")  # a folder without the .pt files
     assert not (tmp_path / "never.npz").exists()
