@@ -4,7 +4,8 @@
 # Parts, each under a time limit, a failed one recorded and the rest still run: the backend (and, when JAX
 # sees no GPU, `pip install -e '.[cuda12]'`), the devices and versions, a GPU-relevant subset of the tests,
 # the train-step bench of every kind of pkd_jax.perf.train_step.KINDS (at run time) at 8 and 64 clips in
-# bfloat16 and float32 with MFU against the data-sheet peak, and a short profile with its top operations.
+# bfloat16 and float32 with MFU against the data-sheet peak, a short profile with its top operations, and
+# MTCNN face detection's frames/s (pkd_jax.perf.detector_bench, 320x240 frames, 16 and 64 per call).
 # Result: OUT_DIR/gpu_check.json (plus OUT_DIR/logs/); the exit status is non-zero when any part failed.
 # --cpu: the same on the CPU (JAX_PLATFORMS=cpu), tiny config and small batches, in about 2-3 minutes.
 # Environment: PYTHON (default .venv/bin/python); GPU_CHECK_BUDGET_S (total seconds, default 290 on GPU);
@@ -35,7 +36,8 @@ if [[ $mode == gpu ]]; then
   steps=(--steps=5 --warmup=2)
   profile_steps=(--steps=3 --warmup=1)
   tests=(tests/test_conv.py tests/test_models.py tests/test_bench.py::test_bench_strong_setting_windows)
-  cap_tests=150 cap_warm=170 cap_bench=90 cap_profile=45
+  cap_tests=150 cap_warm=170 cap_bench=90 cap_profile=45 cap_mtcnn=60
+  mtcnn_flags=(--batches=16,64 --steps=5)
   unset JAX_PLATFORMS
   # XLA:CPU flags never go to a GPU run: drop any the environment brought.
   kept=() removed=()
@@ -54,7 +56,8 @@ else
   profile_steps=(--steps=1 --warmup=1)
   tests=(tests/test_models.py::test_bf16_compute_keeps_float32_params
     tests/test_conv.py::test_max_pool_2x2_matches_reduce_window)
-  cap_tests=120 cap_warm=0 cap_bench=200 cap_profile=90
+  cap_tests=120 cap_warm=0 cap_bench=200 cap_profile=90 cap_mtcnn=60
+  mtcnn_flags=(--height=128 --width=128 --batches=16 --steps=1)  # the detector tests' program
   export JAX_PLATFORMS=cpu
   removed=()
 fi
@@ -181,8 +184,10 @@ if ((gpu_ok)); then
         "${profile_steps[@]}" --profile_dir="$scratch/trace" --top_ops=15
     fi
   done
+  # MTCNN face detection (pkd_jax.detect): the full cascade and the tracking step, frames/s.
+  part mtcnn "$cap_mtcnn" "$python" -m pkd_jax.perf.detector_bench --json "${mtcnn_flags[@]}"
 else
-  for name in tests bench profile; do record "$name" skipped "" 0 "" "JAX sees no GPU"; done
+  for name in tests bench profile mtcnn; do record "$name" skipped "" 0 "" "JAX sees no GPU"; done
 fi
 
 rc=0

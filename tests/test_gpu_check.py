@@ -63,6 +63,11 @@ def test_cpu_check_writes_one_report_of_every_part(tmp_path):
         "bfloat16",
     }
     assert all(r["platform"] == "cpu" and r["face_size"] == 32 and "provenance" in r for r in bench)
+    # MTCNN's full cascade and tracking step, timed.
+    assert {r["program"] for r in report["mtcnn"]} == {"detect", "refine"} and parts["mtcnn"][
+        "status"
+    ] == "ok"
+    assert all(r["frames_per_s"] > 0 and r["batch_frames"] == 16 for r in report["mtcnn"])
     top = report["top_ops"]
     assert top["kind"] in KINDS and top["top"] and top["top"][0]["ms_per_step"] > 0
     assert (out / "logs" / "tests.xml").exists() and not list(out.rglob("*.xplane.pb"))  # traces stay out
@@ -97,7 +102,7 @@ def test_no_gpu_fails_clearly_and_drops_cpu_xla_flags(tmp_path):
     rows = [line.split("\t") for line in (tmp_path / "out" / "logs" / "parts.tsv").read_text().splitlines()]
     assert [(r[0], r[1]) for r in rows] == [
         ("backend", "failed"), ("install", "failed"), ("backend_after_install", "failed"), ("devices", "failed"),
-        ("tests", "skipped"), ("bench", "skipped"), ("profile", "skipped"),
+        ("tests", "skipped"), ("bench", "skipped"), ("profile", "skipped"), ("mtcnn", "skipped"),
     ]  # fmt: skip
 
 

@@ -8,8 +8,9 @@ Tracking (`redetect_every` > 1): every `redetect_every`-th frame of a video gets
 frames between are checked by O-Net alone on the last full detection's face, which costs one 48 x 48 crop
 instead of the whole pyramid, and any frame where O-Net rejects that box gets a full detection after all,
 so tracking never loses a face a full detection would find near the previous one. A larger face appearing
-elsewhere is picked up at the next full detection. Frames are padded to a few fixed batch sizes (powers of
-four up to `batch_frames`), so each video size compiles a handful of programs once.
+elsewhere is picked up at the next full detection. Frames go to the cascade `batch_frames` at a time (the last
+batch padded), or one at a time when there are few (the key frames of tracking), so each frame size
+compiles at most two programs of each kind.
 """
 
 from __future__ import annotations
@@ -27,14 +28,6 @@ from pkd_jax.detect.mtcnn_nets import PNET_CELL
 from pkd_jax.weights.mtcnn import load_mtcnn_weights
 
 Found = tuple[np.ndarray, float, np.ndarray]  # box (x1, y1, x2, y2), score, landmarks [5, 2]
-
-
-def _bucket(n: int, largest: int) -> int:
-    """The padded batch size for `n` frames: the next power of 4, at most `largest` (few compilations)."""
-    size = 1
-    while size < n:
-        size *= 4
-    return min(size, largest)
 
 
 class MtcnnDetector:
@@ -97,12 +90,13 @@ class MtcnnDetector:
         return CascadeSettings(**{**self.base_settings.__dict__, "min_face": min_face})
 
     def _padded(self, fn: Any, frames: np.ndarray, *extra: np.ndarray) -> Detections:
-        """`fn` on `frames` padded to a bucket size, in calls of at most `batch_frames`; numpy results."""
+        """`fn` on `frames` in calls of `batch_frames` (the last padded), or one frame at a time when there
+        are at most a quarter of that: two compiled batch sizes per frame size; numpy results."""
+        size = 1 if 4 * len(frames) <= self.batch_frames else self.batch_frames
         parts = []
-        for start in range(0, len(frames), self.batch_frames):
-            chunk = [a[start : start + self.batch_frames] for a in (frames, *extra)]
+        for start in range(0, len(frames), size):
+            chunk = [a[start : start + size] for a in (frames, *extra)]
             n = len(chunk[0])
-            size = _bucket(n, self.batch_frames)
             padded = [np.concatenate([a, np.repeat(a[-1:], size - n, axis=0)]) for a in chunk]
             out = fn(self.params, *map(jnp.asarray, padded))
             parts.append([np.asarray(x)[:n] for x in out])

@@ -168,6 +168,11 @@ def assemble(out_dir: Path) -> tuple[dict[str, Any], bool]:
         missing += lost
         if lost and name in parts and parts[name]["status"] == "ok":
             parts[name].update(status="failed", note=f"no finite step time for {', '.join(lost)}")
+    detector = [r for r in json_lines(logs / "mtcnn.out") if r.get("part") == "mtcnn"]
+    if parts.get("mtcnn", {}).get("status") == "ok" and not all(
+        _finite(r.get("frames_per_s")) for r in detector or [{}]
+    ):
+        parts["mtcnn"].update(status="failed", note="no finite MTCNN frames/s")
     tests: dict[str, Any] = {"selection": meta.get("tests", "")}
     if "tests" in parts:
         tests.update(pytest_counts(logs / "tests.xml", logs / "tests.out"))
@@ -187,7 +192,7 @@ def assemble(out_dir: Path) -> tuple[dict[str, Any], bool]:
         "nvidia_smi_L": devices.get("nvidia_smi_L"), "versions": devices.get("versions"),
         "environment_info": devices.get("environment_info"), "provenance": devices.get("provenance"),
         "parts": parts, "tests": tests, "bench": bench, "bench_missing": missing, "top_ops": top_ops,
-        "bench_warmup": warmup,
+        "bench_warmup": warmup, "mtcnn": detector,
     }  # fmt: skip
     return report, ok
 
@@ -209,6 +214,11 @@ def cli(argv: Sequence[str]) -> int:
         print(
             f"  {r.get('kind')!s:16} b{r.get('batch_clips')!s:<3} {r.get('dtype')!s:8} compile {n['compile_s']:6.1f} s"
             f"  step {1e3 * n['step_s_median']:9.2f} ms {n['frames_per_s']:9.1f} frames/s  MFU {100 * mfu:5.1f}%"
+        )
+    for r in report["mtcnn"]:
+        print(
+            f"  mtcnn {r['program']:7} b{r['batch_frames']:<3} {r['height']}x{r['width']}  compile "
+            f"{r['compile_s']:6.1f} s  {r['frames_per_s']:9.1f} frames/s"
         )
     print(
         "gpu_check: "

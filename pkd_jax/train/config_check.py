@@ -12,6 +12,7 @@ import ml_collections
 from pkd_jax import defaults
 from pkd_jax.data.cache import TARGETS
 from pkd_jax.data.pipeline import MISSING_FACE_POLICIES
+from pkd_jax.data.preprocess_config import FACE_ALIGNMENTS, check_detector_name
 from pkd_jax.losses import CCC_REDUCTIONS, DISTILL_TERMS, GATE_CONTEXTS, GATE_NAMES
 from pkd_jax.train import build
 
@@ -22,6 +23,7 @@ def _choices() -> dict[str, tuple[Any, ...]]:
         "stage": defaults.STAGES,
         "data.dataset": defaults.DATASETS,
         "data.missing_face": MISSING_FACE_POLICIES,
+        "data.face_align": FACE_ALIGNMENTS,
         "model.rnn": ("gru", "lstm"),
         "model.activation": ("relu", "none"),
         "model.visual_trunk": ("vgg19_bn", "r3d18"),
@@ -91,6 +93,15 @@ def check_values(config: ml_collections.ConfigDict) -> None:
             problems.append(f"config.{field}={value!r}: must be a whole number ({meaning})")
         elif value < low:
             problems.append(f"config.{field}={value!r}: must be >= {low} ({meaning})")
+    try:
+        check_detector_name(config.data.face_detector)
+    except ValueError as e:
+        problems.append(f"config.data.face_detector: {e}")
+    if config.data.face_align == "landmarks" and config.data.face_detector == "haar":
+        problems.append(
+            "config.data.face_align='landmarks' needs a detector that gives landmarks: set "
+            "data.face_detector='mtcnn' (with data.detector_weights)"
+        )
     targets = tuple(config.targets)
     if not targets or len(set(targets)) != len(targets) or not set(targets) <= set(TARGETS):
         problems.append(f"config.targets={targets}: one or both of {TARGETS}, each once")

@@ -18,15 +18,16 @@ from pkd_jax.testing.facenet_reference import facenet_wheel
 from pkd_jax.weights.files import save_npz
 from pkd_jax.weights.mtcnn import import_mtcnn, load_mtcnn_weights
 
+# Every test here detects on 128 x 128 frames, 16 (or 1) at a time, with the default 15% smallest face, as
+# tests/data/test_mtcnn_corpus.py does on the tiny corpus: the compiled programs are shared through the
+# suite's compilation cache instead of being compiled once per test.
+SIDE, BATCH = 128, 16
+
 
 def _moving_face(count: int = 24) -> list[np.ndarray]:
-    """The astronaut drifting right by 2 px a frame, with three blank frames (no face) in the middle."""
-    photo = cv2.resize(skimage.data.astronaut(), (160, 160), interpolation=cv2.INTER_AREA)
-    frames = []
-    for i in range(count):
-        canvas = np.full((160, 200, 3), 60, np.uint8)
-        canvas[:, 2 * i : 2 * i + 160] = photo[:, : min(160, 200 - 2 * i)]
-        frames.append(canvas)
+    """A 128 px window of the astronaut photo moving 2 px a frame, with three face-less frames in the middle."""
+    photo = cv2.resize(skimage.data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    frames = [np.ascontiguousarray(photo[0:SIDE, 40 + 2 * i : 40 + 2 * i + SIDE]) for i in range(count)]
     for i in (9, 10, 11):
         if i < count:
             frames[i] = np.full_like(frames[i], 60)
@@ -53,16 +54,18 @@ def test_tracking_finds_what_full_detection_finds_with_fewer_full_detections(mtc
     for i, (a, b) in enumerate(zip(full, tracked, strict=True)):
         assert (a is None) == (b is None) == (i in (9, 10, 11)), i
         if a is not None and b is not None:
-            assert _iou(a.box, b.box) >= 0.8, (i, a.box, b.box)
-            assert np.abs(a.landmarks - b.landmarks).max() < 3.0
-    # The face moves right with the frames, and each frame's answer is its own.
-    assert full[20].box[0] - full[0].box[0] in range(34, 47)
+            # O-Net from the key frame's box, with the face moved up to 10 px since (a 55 px face moving
+            # 50 px/s): the same face, within a few pixels.
+            assert _iou(a.box, b.box) >= 0.75, (i, a.box, b.box)
+            assert np.abs(a.landmarks - b.landmarks).max() < 5.0
+    # The face moves left in the window, 2 px a frame: each frame's answer is its own.
+    assert full[0].box[0] - full[20].box[0] in range(34, 47)
 
 
 def test_one_frame_at_a_time_equals_a_batch(mtcnn_weights: Path):
-    frames = _moving_face(6)
-    batched = create_detector("mtcnn", weights=str(mtcnn_weights), redetect_every=1, batch_frames=4)
-    batched = [f for start in (0, 4) for f in batched.detect_batch(frames[start : start + 4])]
+    frames = _moving_face(8)
+    batched = create_detector("mtcnn", weights=str(mtcnn_weights), redetect_every=1, batch_frames=BATCH)
+    batched = batched.detect_batch(frames)
     single = create_detector("mtcnn", weights=str(mtcnn_weights), redetect_every=1)
     for frame, face in zip(frames, batched, strict=True):
         one = single.detect(frame)
@@ -72,7 +75,7 @@ def test_one_frame_at_a_time_equals_a_batch(mtcnn_weights: Path):
 def test_aligned_crops_put_the_landmarks_on_the_template(mtcnn_weights: Path):
     detector = create_detector("mtcnn", weights=str(mtcnn_weights), redetect_every=1)
     frame = _moving_face(1)[0]
-    rotated = cv2.warpAffine(frame, cv2.getRotationMatrix2D((100, 60), 20, 1.0), (200, 160))
+    rotated = cv2.warpAffine(frame, cv2.getRotationMatrix2D((64, 60), 20, 1.0), (SIDE, SIDE))
     cropper = FaceCropper(detector, 112, 0.2, align="landmarks")
     for image in (frame, rotated):
         face = detector.detect(image)
@@ -81,11 +84,11 @@ def test_aligned_crops_put_the_landmarks_on_the_template(mtcnn_weights: Path):
         mapped = face.landmarks @ matrix[:, :2].T + matrix[:, 2]
         assert np.abs(mapped - TEMPLATE).max() < 6.0  # a real face fits the template closely
         ((crop, ok),) = cropper.crop_frames([image])
-        again = detector.detect(cv2.resize(crop, (224, 224), interpolation=cv2.INTER_LINEAR))
+        again = detector.detect(cv2.resize(crop, (SIDE, SIDE), interpolation=cv2.INTER_LINEAR))
         assert ok and again is not None and again.landmarks is not None
         # Re-detected on the (enlarged) aligned crop, the landmarks are where the template puts them
         # (a wrong rotation, mirror or scale would move them by tens of pixels).
-        error = np.abs(again.landmarks / 2 - TEMPLATE)
+        error = np.abs(again.landmarks * (112 / SIDE) - TEMPLATE)
         assert error[:3].max() < 5.0 and error.max() < 12.0, error  # eyes and nose; mouths vary more
 
 

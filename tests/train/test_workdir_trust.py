@@ -226,6 +226,13 @@ def test_duplicate_metric_steps_are_read_once(tmp_path):
         ("train.num_steps", -1, r"config.train.num_steps=-1: must be >= 1"),
         ("data.batch_size", 0, r"config.data.batch_size=0: must be >= 1"),
         ("targets", ("valence", "joy"), r"config.targets=\('valence', 'joy'\)"),
+        (
+            "data.face_align",
+            "tight",
+            r"config.data.face_align='tight': choose one of \['none', 'landmarks'\]",
+        ),
+        ("data.face_align", "landmarks", r"face_align='landmarks' needs a detector that gives landmarks"),
+        ("data.face_detector", "mylab:Detector", r"config.data.face_detector: .* looks like an import path"),
     ],
 )
 def test_enumerated_and_counted_fields_are_checked_before_anything_is_written(
