@@ -17,30 +17,6 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-# The longest test files first: `make test` hands whole files to its two workers in collection order
-# (`--dist loadfile`), and starting the longest ones first keeps one worker from finishing a long file
-# alone at the end (longest-first scheduling). Ordered by their cold durations on the 2-core machine.
-_LONGEST_FIRST = (
-    "test_notebooks.py",
-    "test_multihost.py",
-    "test_strong.py",
-    "test_gpu_check.py",
-    "test_experiments.py",
-    "test_gate.py",
-    "test_train.py",
-    "test_bench.py",
-    "test_mtcnn_corpus.py",
-    "test_workdir_trust.py",
-    "test_frozen_trunks.py",
-    "test_export.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Runs the longest files first; the others, and the tests within a file, keep their order."""
-    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
 
 def outside_checkout_env() -> dict[str, str]:
     """The environment of a user's shell elsewhere: no PYTHONPATH, so only the installed `pkd_jax` is
