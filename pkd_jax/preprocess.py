@@ -56,8 +56,9 @@ def main(argv: Sequence[str]) -> int:
         # Each field has a flag of its type with a non-None default (absl types `.value` as Optional).
         values: dict[str, Any] = {f.name: FLAGS[f.name].value for f in dataclasses.fields(PreprocessConfig)}
         config = PreprocessConfig(**values)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
+    except ValueError as e:  # a wrong setting: one line, not the usage text
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         manifest = preprocess_corpus(
             FLAGS.dataset,

@@ -126,3 +126,16 @@ def test_rerun_retries_only_the_failures(bad_run, tiny_config, capsys):
         "train_1",
         "train_3",
     ]
+
+
+def test_cli_meets_a_wrong_face_setting_with_one_line(tmp_path):
+    command = [
+        sys.executable, "-m", "pkd_jax.preprocess", "--dataset=synthetic", f"--src={tmp_path}",
+        f"--out={tmp_path / 'cache'}", "--detector=mtcnn", "--noprogress",
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: detector='mtcnn' needs detector_weights") and "weights import" in last
+    assert not (tmp_path / "cache").exists()
