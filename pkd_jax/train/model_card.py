@@ -150,7 +150,8 @@ def _data(config: ml_collections.ConfigDict, manifest: Mapping[str, Any], root: 
         f"- Videos in the cache: {counts['train']} train, {counts['dev']} dev, {counts['test']} test"
         + (f" ({failed} failed in preprocessing, not used)" if failed else ""),
         f"- Faces: {cached.get('face_size', config.data.face_size)} px crops "
-        f"(detector {cached.get('detector', 'not recorded')}), {cached.get('fps', 'unknown')} frames per second; "
+        f"(detector {cached.get('detector', 'not recorded')}, alignment {cached.get('face_align', 'none')}), "
+        f"{cached.get('fps', 'unknown')} frames per second; "
         f"frames without a face: {config.data.missing_face}",
         "",
     ]
