@@ -13,7 +13,12 @@ from pkd_jax.data.cache import CacheWriter, VideoRecord
 
 def write_fake_cache(root: Path, *, n_train=3, n_dev=2, frames=60, size=32, n_mels=8, seed=0) -> Path:
     rng = np.random.default_rng(seed)
-    config = {"audio": {"sample_rate": 16000, "hop": 160, "n_mels": n_mels}, "fps": 25, "face_size": size}
+    config = {
+        "audio": {"sample_rate": 16000, "hop": 160, "n_mels": n_mels},
+        "fps": 25,
+        "face_size": size,
+        "detector": "haar",
+    }
     writer = CacheWriter(root, dataset="fake", config=config)
     ids = [(f"train_{i + 1}", "train") for i in range(n_train)] + [
         (f"dev_{i + 1}", "dev") for i in range(n_dev)

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 FACE_ALIGNMENTS = ("none", "landmarks")  # PreprocessConfig.face_align values
@@ -137,3 +138,13 @@ class PreprocessConfig:
     def digest(self) -> str:
         """Short hash identifying this configuration in every video's meta.json."""
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+LATER_FIELDS = ("detector_weights", "face_align")  # added after the first caches were written
+
+
+def with_later_fields(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A manifest's stored `config` with the fields added since filled in with their defaults, which
+    are what a cache written before them did (no detector weights, square crops)."""
+    defaults = PreprocessConfig()
+    return {**{name: getattr(defaults, name) for name in LATER_FIELDS}, **stored}

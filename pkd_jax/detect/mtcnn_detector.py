@@ -15,6 +15,8 @@ compiles at most two programs of each kind.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,7 +61,7 @@ class MtcnnDetector:
                 "pkd_jax.weights import --arch=mtcnn --src=<wheel> --out=mtcnn.npz` and pass "
                 "--detector_weights=mtcnn.npz (data.detector_weights in a training config)"
             )
-        self.params = {k: {"params": v["params"]} for k, v in load_mtcnn_weights(weights).items()}
+        self.params = load_mtcnn_weights(weights)  # checked: exactly the three networks' parameters
         self.detect_width = detect_width
         self.min_face_fraction = min_face_fraction
         self.redetect_every = max(1, redetect_every)
@@ -87,7 +89,7 @@ class MtcnnDetector:
 
     def _settings(self, height: int, width: int) -> CascadeSettings:
         min_face = max(float(PNET_CELL), self.min_face_fraction * min(height, width))
-        return CascadeSettings(**{**self.base_settings.__dict__, "min_face": min_face})
+        return dataclasses.replace(self.base_settings, min_face=min_face)
 
     def _padded(self, fn: Any, frames: np.ndarray, *extra: np.ndarray) -> Detections:
         """`fn` on `frames` in calls of `batch_frames` (the last padded), or one frame at a time when there
@@ -123,12 +125,13 @@ class MtcnnDetector:
                 result = results[i]
                 previous = result[0] if result is not None else None
             priors.append(previous)
-        tracked = [i for i in range(n) if not full[i] and priors[i] is not None]
+        tracked = [(i, p) for i, p in enumerate(priors) if not full[i] and p is not None]
         if tracked:
-            prior = np.stack([p for i in tracked if (p := priors[i]) is not None]).astype(np.float32)
-            refine = lambda p, f, b, v: refine_faces(p, f, b, v, settings)
-            found = self._padded(refine, small[tracked], prior, np.ones(len(tracked), bool))
-            for j, i in enumerate(tracked):
+            index = [i for i, _ in tracked]
+            prior = np.stack([p for _, p in tracked]).astype(np.float32)
+            refine = functools.partial(refine_faces, settings=settings)
+            found = self._padded(refine, small[index], prior, np.ones(len(index), bool))
+            for j, i in enumerate(index):
                 results[i] = self._largest(found, j)
         retry = [i for i in range(n) if not full[i] and results[i] is None]
         self._run_full(small, np.asarray(retry, int), settings, results)
@@ -142,7 +145,7 @@ class MtcnnDetector:
     ) -> None:
         if len(index) == 0:
             return
-        found = self._padded(lambda p, f: detect_faces(p, f, settings), small[index])
+        found = self._padded(functools.partial(detect_faces, settings=settings), small[index])
         self.full_detections += len(index)
         for j, i in enumerate(index):
             results[int(i)] = self._largest(found, j)

@@ -16,6 +16,7 @@ import ml_collections
 
 from pkd_jax.data.cache import Cache, CacheError
 from pkd_jax.data.faces import FaceCropper, create_detector, is_registered, not_registered_message
+from pkd_jax.data.preprocess_config import with_later_fields
 from pkd_jax.train import build
 
 _LOG = logging.getLogger(__name__)
@@ -30,8 +31,6 @@ FACE_FIELDS = (
     "min_face_fraction",
     "redetect_every",
 )
-# Fields added later: a manifest written before them means their defaults (Haar caches, square crops).
-LATER_FACE_FIELDS = {"face_align": "none", "detector_weights": ""}
 
 
 def preprocess_settings(
@@ -53,7 +52,7 @@ def preprocess_settings(
     directory = Path(cache_dir) if cache_dir else build.cache_dir(config)
     if directory is not None and (cache_dir or (directory / "manifest.json").is_file()):
         cache = Cache(directory)  # validates the manifest, naming it
-        settings = {**LATER_FACE_FIELDS, **cache.config}
+        settings = with_later_fields(cache.config)
         manifest = directory / "manifest.json"
         missing = [f for f in FACE_FIELDS if f not in settings]
         if missing:
@@ -81,7 +80,7 @@ def make_cropper(settings: dict[str, Any], detector_weights: str | Path | None =
 
     `detector_weights` replaces the weights file the settings name (a model used on another machine).
     """
-    settings = {**LATER_FACE_FIELDS, **settings}
+    settings = with_later_fields(settings)  # also a manifest's config given directly
     detector = create_detector(
         settings["detector"],
         detect_width=settings["detect_width"],

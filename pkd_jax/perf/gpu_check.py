@@ -169,9 +169,8 @@ def assemble(out_dir: Path) -> tuple[dict[str, Any], bool]:
         if lost and name in parts and parts[name]["status"] == "ok":
             parts[name].update(status="failed", note=f"no finite step time for {', '.join(lost)}")
     detector = [r for r in json_lines(logs / "mtcnn.out") if r.get("part") == "mtcnn"]
-    if parts.get("mtcnn", {}).get("status") == "ok" and not all(
-        _finite(r.get("frames_per_s")) for r in detector or [{}]
-    ):
+    timed = bool(detector) and all(_finite(r.get("frames_per_s")) for r in detector)
+    if parts.get("mtcnn", {}).get("status") == "ok" and not timed:
         parts["mtcnn"].update(status="failed", note="no finite MTCNN frames/s")
     tests: dict[str, Any] = {"selection": meta.get("tests", "")}
     if "tests" in parts:

@@ -10,6 +10,7 @@ import ml_collections
 from absl import logging
 
 from pkd_jax.data.cache import Cache, CacheError
+from pkd_jax.data.preprocess_config import with_later_fields
 from pkd_jax.train import build, sharding
 
 
@@ -50,20 +51,17 @@ def open_cache(config: ml_collections.ConfigDict) -> Cache:
     return cache
 
 
-# Config field -> (cache manifest field, its value in manifests written before the field existed).
-_CHECKED_FIELDS = {
-    "face_size": ("face_size", None),
-    "face_detector": ("detector", "haar"),
-    "face_align": ("face_align", "none"),
-}
+# Config field -> the cache manifest's field.
+_CHECKED_FIELDS = {"face_size": "face_size", "face_detector": "detector", "face_align": "face_align"}
 
 
 def check_cache_settings(config: ml_collections.ConfigDict, cache: Cache) -> None:
     """The cache's preprocessing must be the one the config asks for (the fields a config sets)."""
     # A config sets the face size, detector and alignment; the other settings (detection width, margin,
     # weights path) come from whoever preprocessed the corpus.
-    for name, (field, before) in _CHECKED_FIELDS.items():
-        built, wanted = cache.config.get(field, before), config.data[name]
+    stored = with_later_fields(cache.config)
+    for name, field in _CHECKED_FIELDS.items():
+        built, wanted = stored.get(field), config.data[name]
         if built != wanted:
             raise CacheError(
                 f"{cache.root / 'manifest.json'}: the feature cache was built with {field}={built!r}, the "

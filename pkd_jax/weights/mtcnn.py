@@ -106,7 +106,7 @@ def load_mtcnn_source(src: str | os.PathLike) -> Tree:
         return check_mtcnn_tree(mtcnn_from_torch(_state_dicts_from_folder(path, path)), path)
     if path.suffix.lower() == ".npz":
         return load_mtcnn_weights(path)
-    if path.suffix.lower() == ".whl" or (zipfile.is_zipfile(path) and path.suffix.lower() != ".pt"):
+    if path.suffix.lower() in (".whl", ".zip"):
         try:
             with zipfile.ZipFile(path) as wheel, tempfile.TemporaryDirectory() as tmp:
                 members = [n for n in wheel.namelist() if n.rsplit("/", 1)[-1] in _PT_NAMES]
