@@ -3,7 +3,7 @@
     python -m pkd_jax.preprocess --dataset=recola|affwild2|synthetic --src=DIR --out=CACHE [--workers=N]
 
 Every field of `pkd_jax.data.preprocess_config.PreprocessConfig` is also a flag (`--face_size`, `--detector`,
-`--n_mels`, ...). Exits with status 1 when any video failed (2 when nothing could start: no corpus, a
+`--n_mels`, `--physio=auto|yes|no`, `--physio_sample_rate`, ...). Exits with status 1 when any video failed (2 when nothing could start: no corpus, a
 cache of another configuration); rerunning resumes where it stopped.
 
 Detectors are chosen by registered name (`--detector=haar`). For a detector of your own, `--detector_module`

@@ -32,6 +32,7 @@ from pkd_jax.data.video import probe_video
 
 SPLITS = {"Train_Set": "train", "Validation_Set": "dev"}
 NEEDS_DETECTOR = False
+SUPPORTS_PHYSIO = False  # Aff-Wild2 records no physiological signals
 VIDEO_SUFFIXES = (".mp4", ".avi")
 INVALID = -5.0
 _PERSON_SUFFIXES = ("_left", "_right")

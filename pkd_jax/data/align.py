@@ -78,6 +78,7 @@ class AlignedVideo:
       audio: float32 [T * sample_rate / fps] mono waveform.
       warnings: Human-readable notes stored with the video.
       extra: JSON-serialisable facts for the video's meta.json (sources, lengths, timings).
+      physio: float32 [T, 4] physiological features (`physio_features.PHYSIO_FEATURES`), or None.
     """
 
     frames: np.ndarray
@@ -87,6 +88,7 @@ class AlignedVideo:
     audio: np.ndarray
     warnings: list[str] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    physio: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -100,9 +102,12 @@ class AlignedVideo:
             and self.labels.shape == (t, 2)
             and self.label_mask.shape == (t,)
             and self.audio.shape == (t * samples_per_frame,)
+            and (self.physio is None or self.physio.shape == (t, 4))
         )
         if not ok:
+            physio = None if self.physio is None else self.physio.shape
             raise AssertionError(
                 f"misaligned streams: frames {self.frames.shape}, face_found {self.face_found.shape}, labels "
-                f"{self.labels.shape}, label_mask {self.label_mask.shape}, audio {self.audio.shape}"
+                f"{self.labels.shape}, label_mask {self.label_mask.shape}, audio {self.audio.shape}, "
+                f"physio {physio}"
             )

@@ -12,6 +12,10 @@ Layout of a cache directory:
                                    frame t owns mel frames [k*t, k*t + k)
     videos/<id>/labels.npy         float32 [T, 2] (valence, arousal)
     videos/<id>/label_mask.npy     bool [T], False where a label is invalid
+    videos/<id>/physio.npy         float32 [T, 4] physiological features per frame (only in a cache built
+                                   with physio: manifest config "physio" is "yes"; docs/data.md), raw
+                                   units, columns `physio_features.PHYSIO_FEATURES`: heart_rate (bpm),
+                                   hrv_rmssd (ms), eda_tonic (uS), eda_phasic (uS)
 
 Arrays are plain `.npy` files so readers memory-map them. A video is written into a hidden temporary
 directory and renamed into place, so a partial write never looks finished and preprocessing resumes by
@@ -33,6 +37,7 @@ import numpy as np
 
 CACHE_VERSION = 1
 ARRAYS = ("frames", "face_found", "logmel", "labels", "label_mask")
+OPTIONAL_ARRAYS = ("physio",)  # written when present; a cache built with physio has it for every video
 TARGETS = ("valence", "arousal")
 
 
@@ -86,7 +91,7 @@ class CacheWriter:
             raise CacheError(f"video {record.video_id}: arrays {sorted(missing)} missing")
         tmp = Path(tempfile.mkdtemp(prefix=f".{record.video_id}.", dir=self.root / "videos"))
         try:
-            for name in ARRAYS:
+            for name in (*ARRAYS, *(n for n in OPTIONAL_ARRAYS if n in arrays)):
                 np.save(tmp / f"{name}.npy", arrays[name])
             meta = dataclasses.asdict(record) | dict(extra or {})
             _write_json(tmp / "meta.json", meta)
@@ -159,6 +164,7 @@ class CachedVideo:
     logmel: np.ndarray
     labels: np.ndarray
     label_mask: np.ndarray
+    physio: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -192,6 +198,11 @@ class Cache:
     def config(self) -> dict[str, Any]:
         return self.manifest["config"]
 
+    @property
+    def has_physio(self) -> bool:
+        """Whether the cache was built with physiological recordings (every video has `physio.npy`)."""
+        return self.config.get("physio") in ("yes", True)
+
     def ids(self, split: str | None = None, *, ok_only: bool = True) -> list[str]:
         """Video ids of `split` (all splits when None), in the manifest's order."""
         return [
@@ -220,6 +231,9 @@ class Cache:
             folder = self.root / "videos" / video_id
             try:
                 arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in ARRAYS}
+                for name in OPTIONAL_ARRAYS:
+                    if (folder / f"{name}.npy").is_file():
+                        arrays[name] = np.load(folder / f"{name}.npy", mmap_mode="r")
             except (OSError, ValueError) as e:
                 raise CacheError(f"{folder}: unreadable cached arrays ({e})") from e
             self._open[video_id] = CachedVideo(video_id, meta["split"], **arrays)

@@ -10,8 +10,13 @@ a second run only retries what failed or was interrupted (leftover temporary dir
 run one preprocessing job per cache at a time). A cache holds one configuration: resuming with another
 `PreprocessConfig` is refused.
 
-A bad input (corrupt video, missing audio, short or NaN label file, lengths beyond the tolerance) fails
-only its own video, with a reason naming the file; the summary lists it and the CLI exits non-zero.
+A bad input (corrupt video, missing audio, short or NaN label file, lengths beyond the tolerance, a
+broken physiological recording) fails only its own video, with a reason naming the file; the summary lists
+it and the CLI exits non-zero.
+
+Physiological signals: `PreprocessConfig.physio="auto"` is resolved once, at the start, into "yes" (the
+corpus has `recordings_physio/`) or "no", and the manifest's config records that answer; "yes" on a corpus
+without that folder, or on Aff-Wild2, which has none, stops before any video is processed.
 
 Detectors of the user's own come from the plugin modules the caller names (`detector_modules`, the CLI's
 `--detector_module`): they are imported in this process and passed with every job, so each spawned worker
@@ -48,8 +53,9 @@ from pkd_jax.data.worker_process import exit_with_parent
 
 _LOG = logging.getLogger(__name__)
 
-# Corpus readers: each module has `discover(src) -> jobs`, `extract(job, config, cropper) -> AlignedVideo`
-# and `NEEDS_DETECTOR`. Synthetic corpora are written in the RECOLA layout.
+# Corpus readers: each module has `discover(src) -> jobs`, `extract(job, config, cropper) -> AlignedVideo`,
+# `NEEDS_DETECTOR` and `SUPPORTS_PHYSIO` (then also `PHYSIO_FOLDER` and `has_physio(src) -> bool`).
+# Synthetic corpora are written in the RECOLA layout.
 DATASETS: dict[str, ModuleType] = {"recola": recola, "synthetic": recola, "affwild2": affwild2}
 
 
@@ -137,6 +143,10 @@ def process_video(
             "labels": aligned.labels.astype(np.float32),
             "label_mask": aligned.label_mask,
         }
+        if aligned.physio is not None:
+            arrays["physio"] = aligned.physio.astype(np.float32)
+        elif config.physio == "yes":
+            raise AssertionError(f"{job.video_id}: the reader returned no physiological features")
         timing = dict(aligned.extra.get("timing", {}), seconds=time.perf_counter() - start)
         extra = dict(aligned.extra, timing=timing, config_digest=config.digest())
         CacheWriter(out, dataset=dataset, config=config.to_dict()).write_video(record, arrays, extra)
@@ -180,6 +190,32 @@ def _check_resumable(writer: CacheWriter, dataset: str, config: PreprocessConfig
                 )
 
 
+def resolve_physio(dataset: str, src: str | Path, config: PreprocessConfig) -> PreprocessConfig:
+    """`config` with `physio` "auto" resolved to "yes" or "no" for the corpus at `src`.
+
+    Raises:
+      FileNotFoundError: physio "yes" on a corpus without physiological recordings.
+      ValueError: physio "yes" on a dataset that has none (Aff-Wild2).
+    """
+    reader = DATASETS[dataset]
+    if config.physio == "no":
+        return config
+    if not reader.SUPPORTS_PHYSIO:
+        if config.physio == "yes":
+            raise ValueError(
+                f"physio='yes': dataset {dataset!r} has no physiological signals (only the RECOLA layout has "
+                "recordings_physio/); use physio='no' or 'auto'"
+            )
+        return dataclasses.replace(config, physio="no")
+    present = reader.has_physio(src)
+    if config.physio == "yes" and not present:
+        raise FileNotFoundError(
+            f"{Path(src) / reader.PHYSIO_FOLDER}: folder missing, and physio='yes' requires physiological "
+            "recordings (<id>.csv with time;ECG;EDA); use physio='auto' or 'no' to preprocess without them"
+        )
+    return dataclasses.replace(config, physio="yes" if present else "no")
+
+
 def _remove_partial_writes(writer: CacheWriter) -> int:
     """Deletes temporary video directories left by an interrupted run (never read, only disk space)."""
     stale = [p for p in (writer.root / "videos").glob(".*") if p.is_dir()]
@@ -205,7 +241,8 @@ def preprocess_corpus(
       dataset: "recola", "synthetic" (RECOLA layout) or "affwild2".
       src: Corpus root.
       out: Cache directory (created; an existing one is resumed).
-      config: Preprocessing configuration.
+      config: Preprocessing configuration; its `physio` "auto" is resolved for this corpus first
+        (`resolve_physio`), and the manifest stores the resolved configuration.
       workers: Processes; 1 runs in this process.
       progress: Show a progress bar over videos.
       verbose: Print the summary table.
@@ -219,6 +256,7 @@ def preprocess_corpus(
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
     reader = DATASETS[dataset]
     jobs = reader.discover(src)
+    config = resolve_physio(dataset, src, config)
     writer = CacheWriter(out, dataset=dataset, config=config.to_dict())
     _check_resumable(writer, dataset, config, [j.video_id for j in jobs])
     removed = _remove_partial_writes(writer)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 FACE_ALIGNMENTS = ("none", "landmarks")  # PreprocessConfig.face_align values
+PHYSIO_CHOICES = ("auto", "yes", "no")  # PreprocessConfig.physio values; a manifest holds "yes" or "no"
 _DETECTOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 
 
@@ -82,6 +83,18 @@ class PreprocessConfig:
         0.02, "Stream lengths of a video may differ by this fraction of the longest (or the frames below)."
     )
     length_tolerance_frames: int = _field(25, "Stream lengths of a video may differ by this many frames.")
+    physio: str = _field(
+        "auto",
+        "Physiological features (ECG heart rate and HRV, EDA tonic and phasic) from recordings_physio/<id>.csv: "
+        "'auto' (when the corpus has that folder), 'yes' (required) or 'no'. The cache manifest records the "
+        "resolved 'yes' or 'no'.",
+    )
+    physio_sample_rate: float = _field(
+        250.0, "Sampling rate in Hz the physiological recordings must have (within 1%)."
+    )
+    physio_max_gap_s: float = _field(
+        1.0, "Longest run of missing (NaN) physiological samples that is interpolated, in seconds."
+    )
 
     def __post_init__(self) -> None:
         check_detector_name(self.detector)
@@ -114,6 +127,14 @@ class PreprocessConfig:
             raise ValueError(f"n_fft={self.n_fft} must be at least hop={self.hop}")
         if self.length_tolerance_fraction < 0 or self.length_tolerance_frames < 0:
             raise ValueError("length tolerances must be non-negative")
+        if self.physio not in PHYSIO_CHOICES:
+            raise ValueError(f"physio={self.physio!r}; choose one of {list(PHYSIO_CHOICES)}")
+        if not self.physio_sample_rate >= 100:
+            raise ValueError(
+                f"physio_sample_rate={self.physio_sample_rate} must be at least 100 Hz (ECG R-peak detection)"
+            )
+        if not self.physio_max_gap_s >= 0:
+            raise ValueError(f"physio_max_gap_s={self.physio_max_gap_s} must be non-negative")
 
     @property
     def samples_per_frame(self) -> int:
@@ -140,11 +161,15 @@ class PreprocessConfig:
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-LATER_FIELDS = ("detector_weights", "face_align")  # added after the first caches were written
+# Added after the first caches were written.
+LATER_FIELDS = ("detector_weights", "face_align", "physio", "physio_sample_rate", "physio_max_gap_s")
+# What a cache written before a later field did, where that is not the field's default.
+_BEFORE_THE_FIELD = {"physio": "no"}
 
 
 def with_later_fields(stored: Mapping[str, Any]) -> dict[str, Any]:
-    """A manifest's stored `config` with the fields added since filled in with their defaults, which
-    are what a cache written before them did (no detector weights, square crops)."""
+    """A manifest's stored `config` with the fields added since filled in with what a cache written before
+    them did: their defaults (no detector weights, square crops), except `physio`, which is "no"."""
     defaults = PreprocessConfig()
-    return {**{name: getattr(defaults, name) for name in LATER_FIELDS}, **stored}
+    filled = {name: _BEFORE_THE_FIELD.get(name, getattr(defaults, name)) for name in LATER_FIELDS}
+    return {**filled, **stored}

@@ -21,8 +21,11 @@ TINY_IDS = ("train_1", "train_2", "dev_1")
 TINY_SECONDS = 6.0
 TINY_FRAMES = round(TINY_SECONDS * 25)
 # Small frames and crops keep the suite fast; many face-absent frames make the detection check meaningful.
-TINY_SYNTHETIC = synthetic.SyntheticConfig(frame_width=128, frame_height=128, face_absent_fraction=0.2)
-TINY_PREPROCESS = PreprocessConfig(face_size=48)
+# No physiological signals: tests/data/test_physio.py adds them to a copy of the corpus.
+TINY_SYNTHETIC = synthetic.SyntheticConfig(
+    frame_width=128, frame_height=128, face_absent_fraction=0.2, physio=False
+)
+TINY_PREPROCESS = PreprocessConfig(face_size=48, physio="no")
 
 
 @pytest.fixture(scope="session")

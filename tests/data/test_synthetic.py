@@ -53,6 +53,7 @@ def test_layout_and_ids(corpus: Path) -> None:
             f"ratings_gold_standard/arousal/{vid}.arff",
             f"ratings_gold_standard/valence/{vid}.arff",
             f"latent/{vid}.csv",
+            f"recordings_physio/{vid}.csv",
         }
     assert files == expected
     meta = json.loads((corpus / "synthetic.json").read_text())
@@ -237,7 +238,8 @@ def test_readers_round_trip(tmp_path: Path) -> None:
 
 
 def test_workers_match_serial(tmp_path: Path) -> None:
-    small = dataclasses.replace(CONFIG, frame_width=64, frame_height=64)
+    # No physiology: each spawned worker would import neurokit2 (seconds); tests/data/test_physio.py has it.
+    small = dataclasses.replace(CONFIG, frame_width=64, frame_height=64, physio=False)
     for workers in (1, 2):
         synthetic.generate_corpus(tmp_path / f"w{workers}", 1, 1, 2.0, 5, config=small, workers=workers)
     for vid in ("train_1", "dev_1"):
@@ -247,11 +249,13 @@ def test_workers_match_serial(tmp_path: Path) -> None:
 
 def test_cli(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "pkd_jax.data.synthetic", f"--out={tmp_path}", "--train=1", "--dev=1"]
-    cmd += ["--test=1", "--seconds=1", "--seed=4", "--frame_size=64"]
+    # --nophysio: a quicker start (no neurokit2 to import); tests/data/test_physio.py has the physiology.
+    cmd += ["--test=1", "--seconds=1", "--seed=4", "--frame_size=64", "--nophysio"]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     videos = sorted(p.name for p in (tmp_path / "recordings_video").iterdir())
     assert videos == ["dev_1.mp4", "test_1.mp4", "train_1.mp4"]
     assert (tmp_path / "ratings_gold_standard/arousal/test_1.arff").is_file()
+    assert not (tmp_path / "recordings_physio").exists()
 
 
 def test_data_package_does_not_import_jax() -> None:

@@ -14,6 +14,9 @@ Generative model, one module per part (each module's docstring describes its par
   strong, arousal weak), jaw opening with the speech envelope, head motion, lighting and sensor noise.
 * ``speech``: the audio, source-filter speech whose loudness, pitch and syllable rate follow arousal,
   so that audio carries arousal far better than the face does (the privileged modality).
+* ``physio``: the ECG and EDA (RECOLA layout, ``SyntheticConfig.physio``, on by default): heart rate
+  follows arousal about 2 s late, skin conductance responses come more often and larger with arousal,
+  built on neurokit2's ECG beat and noise models. Its own random stream leaves the rest unchanged.
 * ``subject``: one person, every random part of a recording drawn together.
 
 Files: ``formats`` (mp4, latent CSV, RECOLA ratings), ``recola_layout`` (``generate_corpus``, the
@@ -50,6 +53,7 @@ from pkd_jax.data.synthetic.formats import (
     write_recording,
     write_video,
 )
+from pkd_jax.data.synthetic.physio import Physio, synthesize_physio, write_physio_csv
 from pkd_jax.data.synthetic.recola_layout import generate_corpus, generate_video
 from pkd_jax.data.synthetic.signals import (
     annotate,
@@ -67,6 +71,7 @@ __all__ = [
     "LATENT_HEADER",
     "AbsentSpan",
     "Appearance",
+    "Physio",
     "SyntheticConfig",
     "Voice",
     "annotate",
@@ -84,8 +89,10 @@ __all__ = [
     "sample_voice",
     "smooth_noise",
     "synthesize_audio",
+    "synthesize_physio",
     "video_rngs",
     "write_latent_csv",
+    "write_physio_csv",
     "write_recording",
     "write_video",
 ]

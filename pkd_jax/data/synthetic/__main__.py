@@ -7,8 +7,9 @@ Each recording is a face video, a speech-like waveform and lagged, noisy gold-st
 rendered from two latent emotion trajectories (valence, arousal); a recording depends only on
 ``(seed, id)``. RECOLA layout: ``train_k``, ``dev_k`` and (``--test``) held-out ``test_k`` recordings
 with ratings; ``--ratings_from`` takes the latent trajectories (ids and lengths) from real RECOLA
-rating files. Aff-Wild2 layout: face crops, ``-5``-marked label files and videos with audio; the last
-training recording holds two people. The generative model: ``pkd_jax.data.synthetic``.
+rating files; ``recordings_physio/`` holds each recording's ECG and EDA, driven by its arousal
+(``--nophysio`` leaves them out). Aff-Wild2 layout: face crops, ``-5``-marked label files and videos with
+audio; the last training recording holds two people. The generative model: ``pkd_jax.data.synthetic``.
 """
 
 from absl import app, flags

@@ -4,6 +4,7 @@ CLI::
 
   python -m pkd_jax.data.synthetic --out=DIR --train=9 --dev=9 --test=3 --seconds=60 --seed=0
   python -m pkd_jax.data.synthetic --out=DIR --layout=affwild2 ...   # Aff-Wild2 layout instead
+  python -m pkd_jax.data.synthetic --out=DIR --nophysio ...         # without recordings_physio/ (ECG, EDA)
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("workers", 1, "Worker processes.")
     flags.DEFINE_integer("frame_size", 256, "Frame width and height in pixels (even).")
     flags.DEFINE_enum("layout", "recola", ["recola", "affwild2"], "Corpus layout to write.")
+    flags.DEFINE_boolean(
+        "physio",
+        True,
+        "Write recordings_physio/<id>.csv (ECG and EDA driven by arousal; RECOLA layout only).",
+    )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -42,7 +48,7 @@ def main(argv: Sequence[str]) -> None:
     f = flags.FLAGS
     if f.ratings_from:
         logging.info("--ratings_from given: ids and lengths come from the rating files")
-    config = SyntheticConfig(frame_width=f.frame_size, frame_height=f.frame_size)
+    config = SyntheticConfig(frame_width=f.frame_size, frame_height=f.frame_size, physio=f.physio)
     if f.layout == "affwild2":
         if f.ratings_from or f.test:
             raise app.UsageError("--ratings_from and --test are for the RECOLA layout only")

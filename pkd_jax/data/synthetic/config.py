@@ -79,6 +79,26 @@ class SyntheticConfig:
     brightness_valence_gain: float = 0.25
     brightness_arousal_gain: float = 0.4
     snr_db: tuple[float, float] = (10.0, 25.0)
+    # Physiology (RECOLA layout only): recordings_physio/<id>.csv, ECG and EDA (see ``physio``).
+    physio: bool = True
+    physio_sample_rate: int = 250
+    heart_rate_bpm: tuple[float, float] = (60.0, 80.0)  # Resting heart rate of a subject.
+    heart_rate_arousal_bpm: tuple[float, float] = (10.0, 15.0)  # Rise per unit of arousal.
+    heart_rate_valence_bpm: float = 1.0  # Barely any.
+    heart_rate_latency_s: float = 2.0
+    heart_rate_tau_s: float = 1.0  # Low-pass of the cardiac response.
+    heart_rate_noise_bpm: float = 1.5  # Slow heart-rate variability besides RSA (OU, 3 s).
+    rsa_bpm: tuple[float, float] = (2.0, 5.0)  # Respiratory sinus arrhythmia at rest, halved at arousal +1.
+    respiration_hz: tuple[float, float] = (0.2, 0.3)
+    ecg_r_amplitude_mv: tuple[float, float] = (0.8, 1.6)
+    scl_us: tuple[float, float] = (2.0, 10.0)  # Skin conductance level of a subject.
+    scl_arousal_us: float = 0.5  # Slow rise of the level per unit of arousal (20 s low-pass, 3 s late).
+    scr_per_minute: float = 5.0  # Skin conductance responses at arousal 0 ...
+    scr_arousal_log_gain: float = 1.2  # ... times exp(gain * arousal): 1.5 / min at -1, 17 / min at +1.
+    scr_amplitude_us: float = 0.2  # Median SCR at arousal 0, times (1 + arousal / 2).
+    scr_latency_s: tuple[float, float] = (1.0, 3.0)  # From the arousing moment to the SCR's onset.
+    scr_rise_s: float = 0.75  # Bateman time constants: peak 1.5 s after onset, ...
+    scr_decay_s: float = 4.0  # ... then a decay over several seconds.
 
     def __post_init__(self) -> None:
         if self.frame_width % 2 or self.frame_height % 2:
@@ -89,6 +109,8 @@ class SyntheticConfig:
             raise ValueError("sample_rate must be a multiple of fps")
         if not 0.0 <= self.face_absent_fraction < 1.0:
             raise ValueError("face_absent_fraction must be in [0, 1)")
+        if self.physio_sample_rate < 100 or self.physio_sample_rate % self.fps:
+            raise ValueError("physio_sample_rate must be a multiple of fps and at least 100 Hz (ECG R-peaks)")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SyntheticConfig:

@@ -32,7 +32,8 @@ def video_rngs(seed: int, video_id: str) -> dict[str, np.random.Generator]:
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     root = np.random.SeedSequence([seed, *video_id.encode("utf-8")])
-    names = ("emotion", "annotation", "appearance", "voice", "visibility", "motion", "audio")
+    # Append only: the streams before a new name stay as they were (SeedSequence children by position).
+    names = ("emotion", "annotation", "appearance", "voice", "visibility", "motion", "audio", "physio")
     return {n: np.random.default_rng(s) for n, s in zip(names, root.spawn(len(names)), strict=True)}
 
 
