@@ -11,10 +11,14 @@ cosine student, under the same seeds; with `smoke`, in seconds), `strong` (the s
 joint cross-attention fusion, on a synthetic corpus in the Aff-Wild2 layout, scored by CCC over all dev
 frames concatenated), `frozen` (the fast option for loss research: every stage's visual trunk frozen,
 its features computed once per seed and reused by the baseline and every student, docs/training.md
-"Frozen trunks"; it combines with the others, e.g. `distill,frozen`):
+"Frozen trunks"; it combines with the others, e.g. `distill,frozen`), `beyond` (beyond the paper:
+teachers of physiological + visual and audio + visual + physiological signals, students of the physio
+teacher and of two teachers, and one-stage distillation against two-stage, under the same seeds;
+docs/results.md "Beyond the paper"):
 
     python -m pkd_jax.experiments.paper --config=configs/demo.py:strong --workdir=runs/demo_strong
     python -m pkd_jax.experiments.paper --config=configs/demo.py:distill,frozen --workdir=runs/demo_frozen
+    python -m pkd_jax.experiments.paper --config=configs/demo.py:beyond --workdir=runs/demo_beyond
 """
 
 import ml_collections
@@ -22,9 +26,14 @@ import ml_collections
 from pkd_jax import defaults
 from pkd_jax.experiments.runner import DISTILL_METHODS as DISTILL_TERMS
 
+BEYOND_METHODS = (
+    "teacher", "teacher_pv", "teacher_apv", "visual", "student", "student_pv", "student_two",
+    "student_nogate", "student_onestage",
+)  # fmt: skip
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = defaults.parse_args(arg, ("smoke", "strong", "table5", "distill", "frozen"))
+    args = defaults.parse_args(arg, ("smoke", "strong", "table5", "distill", "frozen", "beyond"))
     if "strong" in args:
         return _frozen(_strong("smoke" in args), "frozen" in args)
     c = defaults.get_config("teacher", "synthetic")
@@ -60,6 +69,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.eval_every = 4
         c.train.checkpoint_every = 4
         c.data.eval_chunk_frames = 100
+    if "beyond" in args:  # physio teachers, two teachers, one-stage (their references first)
+        e.methods = BEYOND_METHODS
     c.lock()
     return _frozen(c, "frozen" in args)
 

@@ -54,6 +54,8 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     d.window_subsequences = 0  # strong setting: sub-sequences (time steps) per window; 0: clips (weak)
     d.subsequence_frames = 32  # strong setting: frames per sub-sequence; clip_frames of them are sampled
     d.eval_windows_per_batch = 4  # strong setting: evaluation windows per batch
+    d.physio_window_s = 8.0  # physio teachers: seconds of physiological features per frame, centred on it
+    d.physio_window_step = 5  # physio teachers: frames between a window's samples (5: 5 Hz)
 
     c.model = m = ml_collections.ConfigDict()  # network sizes (RECOLA, weak setting)
     m.vgg_width = 1.0  # VGG19-BN channel multiplier (1.0 = the paper's network)
@@ -75,6 +77,9 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     m.jca_hidden = 128  # JCA: regressor hidden layer (2d' -> jca_hidden -> targets)
     m.jca_dropout = 0.6  # JCA: dropout before the regressor's output layer
     m.jca_embedding = "hidden"  # JCA teacher's embedding: "hidden" (regressor layer) or "attended" (2d')
+    m.teacher_modalities = ("audio", "visual")  # teacher's streams: visual with "audio", "physio" or both
+    m.physio_width = 32  # physio encoder: channels of its first 1-D convolution (the second has twice)
+    m.physio_features = 128  # physio encoder: output size, the physiological stream's features in fusion
     m.dtype = "float32"  # compute dtype: "float32" or "bfloat16" (params stay float32)
     # Frozen trunks (docs/training.md "Frozen trunks"): inference mode (running BN statistics, no dropout),
     # never updated; only the recurrent layer and heads train. The paper trains VGG19-BN at lr 1e-6.
@@ -88,6 +93,7 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     o.lr_temporal = 1e-4  # GRU / LSTM
     o.lr_head = 1e-4  # heads and fusion
     o.lr_audio_cnn = 1e-5  # ResNet-18 audio trunk (paper text; released code 1e-4)
+    o.lr_physio_cnn = 1e-4  # physiological encoder (physio teachers; not in the paper)
     o.b1 = 0.9  # Adam beta1
     o.b2 = 0.999  # Adam beta2
     o.weight_decay = 0.0  # decoupled weight decay (AdamW) when > 0
@@ -108,10 +114,14 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     lo.gate_window_frames = 250  # gate_context="window": frames of the video, centred on the clip
     lo.custom = ""  # set by the Python API: module:qualname of a user loss; empty for the config's own
 
-    c.teacher = t = ml_collections.ConfigDict()  # the frozen teacher of a student
+    c.teacher = t = ml_collections.ConfigDict()  # the frozen teacher(s) of a student
     t.workdir = ""  # student only: the teacher's workdir (its best checkpoint is used)
     t.checkpoint = ""  # student only: or an explicit checkpoint directory
-    t.mode = "cached"  # "cached": teacher outputs computed once per frame; "online": run in the step
+    t.workdirs = ()  # student only: several teachers' workdirs instead (each with its own gate)
+    t.combine = "average"  # several teachers: "average" the trusted teachers' terms, or the "best" per clip
+    # "joint" is one-stage: the teacher (model.teacher_modalities) trains in the student's step
+    t.mode = "cached"  # "cached": outputs computed once per frame; "online": run in the step; or "joint"
+    t.warmup_steps = 0  # mode "joint": steps that train the teacher alone before the student starts
 
     c.train = tr = ml_collections.ConfigDict()  # loop length, logging, checkpoints
     tr.num_steps = 20_000  # optimizer steps
@@ -174,10 +184,13 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.model.audio_width = 0.0625
     c.model.fusion_visual_features = 32
     c.model.fused_features = (24, 16)
+    c.model.physio_width = 8
+    c.model.physio_features = 16
     c.optim.lr_visual_cnn = 1e-3
     c.optim.lr_temporal = 1e-3
     c.optim.lr_head = 1e-3
     c.optim.lr_audio_cnn = 1e-3
+    c.optim.lr_physio_cnn = 1e-3
     c.train.num_steps = 20
     c.train.log_every = 5
     c.train.eval_every = 10

@@ -304,3 +304,44 @@ def test_user_gates_ask_for_the_context_through_a_gamma_keyword():
         losses.compose(gate=old_gate, gate_context="window")
     with pytest.raises(ValueError, match="window"):
         losses.compose(gate="paper", gate_context="video")
+
+
+def test_several_teachers_each_gated_then_averaged_or_the_best_taken():
+    outputs, batch = make_outputs(b=4)
+    rng = np.random.default_rng(3)
+    second_emb = jnp.asarray(rng.normal(size=np.shape(outputs["teacher_emb"])).astype(np.float32))
+    gammas = (jnp.asarray([0.1, 0.5, 0.1, 0.9]), jnp.asarray([0.05, 0.1, 0.9, 0.9]))
+    two = {
+        **outputs,
+        "teacher_pred": (outputs["teacher_pred"],) * 2,
+        "teacher_emb": (outputs["teacher_emb"], second_emb),
+    }
+    two_batch = {**batch, "gate_gamma": gammas}
+    kw = dict(ccc="per_sequence", gate="paper", alpha=0.2, gate_context="window")
+    parts = [losses.compose_parts(theta=0.2, **kw), losses.compose_parts(theta=0.3, **kw)]
+    # One teacher: the single-teacher loss, whatever the rule.
+    single = losses.compose(theta=0.2, **kw)(outputs, {**batch, "gate_gamma": gammas[0]})[0]
+    one = {**outputs, "teacher_pred": (outputs["teacher_pred"],), "teacher_emb": (outputs["teacher_emb"],)}
+    for rule in losses.COMBINE_RULES:
+        got = losses.combine_teachers(parts[:1], rule)(one, {**batch, "gate_gamma": gammas[:1]})[0]
+        assert float(got) == pytest.approx(float(single), abs=1e-6)
+    l_ccc = np.asarray(losses.ccc_loss(outputs["pred"], batch["labels"], per_sequence=True))
+    l_cos = [
+        np.asarray(losses.cosine_distillation(e, outputs["emb"], per_sequence=True))
+        for e in (outputs["teacher_emb"], second_emb)
+    ]
+    g0, g1 = (np.asarray(g) for g in gammas)
+    term = lambda k, i: 0.2 * l_cos[k][i] + (g0, g1)[k][i] * l_ccc[i]  # teacher k trusted on sequence i
+    # Trusted: teacher 0 on sequences 0, 2 (gamma <= 0.2); teacher 1 on 0, 1 (gamma <= 0.3).
+    average = [(term(0, 0) + term(1, 0)) / 2, term(1, 1), term(0, 2), l_ccc[3]]
+    loss, metrics = losses.combine_teachers(parts, "average")(two, two_batch)
+    assert float(loss) == pytest.approx(np.mean(average), abs=1e-5)
+    assert float(metrics["distilled_fraction"]) == 0.75
+    assert float(metrics["distilled_fraction_0"]) == 0.5 and float(metrics["distilled_fraction_1"]) == 0.5
+    # Best: the lower gamma per sequence (1, 1, 0, 0 on ties the first), gated as usual.
+    best = [term(1, 0), term(1, 1), term(0, 2), l_ccc[3]]
+    loss, metrics = jax.jit(losses.combine_teachers(parts, "best"))(two, two_batch)
+    assert float(loss) == pytest.approx(np.mean(best), abs=1e-5)
+    assert float(metrics["used_fraction_0"]) == 0.5 and float(metrics["distilled_fraction"]) == 0.75
+    with pytest.raises(ValueError, match="choose one of"):
+        losses.combine_teachers(parts, "vote")

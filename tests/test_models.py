@@ -136,13 +136,31 @@ def test_joint_cross_attention_shapes_residual_and_length_check():
     audio = jax.random.normal(jax.random.key(0), (2, 8, 32))
     visual = jax.random.normal(jax.random.key(1), (2, 8, 48))
     jca = JointCrossAttention(JCASettings(length=8, dim=16, k=4, hidden=12))
-    v = jca.init(jax.random.key(2), audio, visual, train=False)
+    v = jca.init(jax.random.key(2), {"audio": audio, "visual": visual}, train=False)
     assert v["params"]["w_ja"].shape == (8, 8) and v["params"]["w_a"].shape == (8, 4)
     assert v["params"]["w_ca"]["kernel"].shape == (32, 4)  # 2d' -> k
-    pred, emb = jca.apply(v, audio, visual, train=False)
+    pred, emb = jca.apply(v, {"audio": audio, "visual": visual}, train=False)
     assert pred.shape == (2, 8, 2) and emb.shape == (2, 8, 12)
     # Time mixing: changing the audio at one step changes predictions at other steps.
-    pred2, _ = jca.apply(v, audio.at[:, 0].add(1.0), visual, train=False)
+    pred2, _ = jca.apply(v, {"audio": audio.at[:, 0].add(1.0), "visual": visual}, train=False)
     assert not np.allclose(pred[:, 5], pred2[:, 5])
     with pytest.raises(ValueError, match="built for 8 steps"):
-        jca.apply(v, audio[:, :4], visual[:, :4], train=False)
+        jca.apply(v, {"audio": audio[:, :4], "visual": visual[:, :4]}, train=False)
+    with pytest.raises(ValueError, match="built for 2 of the streams"):
+        jca.apply(v, {"audio": audio, "visual": visual, "physio": audio}, train=False)
+
+
+def test_joint_cross_attention_fuses_three_streams():
+    streams = {
+        name: jax.random.normal(jax.random.key(i), (2, 8, size))
+        for i, (name, size) in enumerate((("audio", 32), ("visual", 48), ("physio", 6)))
+    }
+    jca = JointCrossAttention(JCASettings(length=8, dim=16, k=4, hidden=12, embedding="attended", streams=3))
+    v = jca.init(jax.random.key(3), streams, train=False)
+    assert v["params"]["w_jp"].shape == (8, 8) and v["params"]["physio_proj"]["kernel"].shape == (6, 16)
+    assert v["params"]["w_cp"]["kernel"].shape == (48, 4)  # 3d' -> k
+    pred, emb = jca.apply(v, streams, train=False)
+    assert pred.shape == (2, 8, 2) and emb.shape == (2, 8, 48) == (2, 8, jca.embedding_size())
+    # The physiological stream reaches every output step.
+    pred2, _ = jca.apply(v, {**streams, "physio": streams["physio"].at[:, 0].add(1.0)}, train=False)
+    assert not np.allclose(pred[:, 6], pred2[:, 6])

@@ -243,7 +243,7 @@ def test_joint_cross_attention_matches_the_equations_in_torch(embedding):
         want_pred, want_hidden, want_attended = (t.numpy() for t in ref(audio, visual))
     settings = JCASettings(length=length, embedding=embedding, dim=16, k=6, hidden=12)
     model = JointCrossAttention(settings, num_targets=sizes["num_targets"])
-    inputs = (jnp.asarray(audio.numpy()), jnp.asarray(visual.numpy()))
+    inputs = ({"audio": jnp.asarray(audio.numpy()), "visual": jnp.asarray(visual.numpy())},)
     variables = merge_into(abstract_variables(model, *inputs, train=False), jca_from_torch(ref))
     pred, emb = run(model, variables, *inputs, train=False)
     assert_close(f"jca predictions ({embedding})", pred, want_pred)

@@ -19,6 +19,7 @@ evaluation windows (`eval_windows`) tile every video from frame 0. Window batche
 a clip and one audio window centred on the sub-sequence:
     frames       uint8 [B, L, C, S, S, 3]
     audio        float32 [B, L, n_mels, W, 1]
+    physio       float32 [B, L, Wp, F]  physiological features centred on each sub-sequence (`with_physio`)
     labels       float32 [B, L, 2]  the label of each sub-sequence's last frame
     label_mask   float32 [B, L]  1 where that label is valid (Aff-Wild2's -5 is invalid) and real
     frame_mask   float32 [B, L]  1 for a real sub-sequence, 0 for padding past the video's end
@@ -29,6 +30,8 @@ a clip and one audio window centred on the sub-sequence:
 Batch keys (B clips or lanes, T frames):
     frames       uint8 [B, T, S, S, 3]  face crops, missing-face policy applied
     audio        float32 [B, T, n_mels, W, 1]  z-scored log-mel window per frame (when `with_audio`)
+    physio       float32 [B, T, Wp, F]  physiological features around each frame, z-scored per recording,
+                 every `physio_window_step` frames over `physio_window_s` seconds (when `with_physio`)
     labels       float32 [B, T, 2]  (valence, arousal)
     label_mask   float32 [B, T]  1 where the label is valid
     frame_mask   float32 [B, T]  1 for a real frame, 0 for padding
@@ -53,6 +56,7 @@ import grain
 import numpy as np
 
 from pkd_jax.data.cache import Cache, CachedVideo
+from pkd_jax.data.physio_windows import PhysioWindows
 
 MISSING_FACE_POLICIES = ("retain", "black")
 
@@ -71,6 +75,9 @@ class PipelineConfig:
     subsequences: int = 0  # windows of this many sub-sequences (strong setting); 0: clips
     subsequence_frames: int = 32  # frames per sub-sequence; `clip_frames` of them are sampled
     with_frames: bool = True  # False: no pixels in the batch (frozen trunk features stand for them)
+    with_physio: bool = False  # physiological feature windows (needs a cache preprocessed with physio)
+    physio_window_s: float = 8.0  # physiological context per frame, centred on the frame
+    physio_window_step: int = 5  # frames between the window's samples (5: 5 Hz at 25 fps)
 
     def __post_init__(self) -> None:
         if self.missing_face not in MISSING_FACE_POLICIES:
@@ -79,11 +86,22 @@ class PipelineConfig:
             )
         if self.clip_frames < 1 or self.batch_size < 1:
             raise ValueError("clip_frames and batch_size must be positive")
+        if self.with_physio and (self.physio_window_step < 1 or self.physio_window_s <= 0):
+            raise ValueError(
+                f"physio windows need physio_window_s > 0 and physio_window_step >= 1, got "
+                f"{self.physio_window_s} and {self.physio_window_step}"
+            )
         if self.subsequences < 0 or (self.subsequences and self.subsequence_frames < self.clip_frames):
             raise ValueError(
                 f"windows need subsequences >= 0 and subsequence_frames={self.subsequence_frames} >= "
                 f"clip_frames={self.clip_frames}"
             )
+
+    @property
+    def physio_offsets(self) -> np.ndarray:
+        """Frame offsets of a physiological window's samples around its centre frame."""
+        steps = max(1, round(self.physio_window_s * 25 / self.physio_window_step))
+        return (np.arange(steps) - steps // 2) * self.physio_window_step
 
     @property
     def window_frames(self) -> int:
@@ -111,6 +129,7 @@ class FrameReader:
         self.extra_arrays = dict(extra_arrays or {})
         self.frame_arrays = dict(frame_arrays or {})
         self._last_found: dict[str, np.ndarray] = {}
+        self.physio = PhysioWindows(cache, config.physio_offsets) if config.with_physio else None
         if config.with_audio:
             self.audio_mean, self.audio_std = cache.audio_stats()
             audio_cfg = cache.config.get("audio", cache.config)
@@ -167,6 +186,8 @@ class FrameReader:
             )
         if self.config.with_audio:
             example["audio"] = self.audio(video, index)
+        if self.physio is not None:
+            example["physio"] = self.physio(video, index)
         for name, per_clip_start in self.extra_arrays.items():
             example[name] = np.asarray(per_clip_start[video_id][index[0]])
         for name, per_frame in self.frame_arrays.items():
@@ -202,6 +223,8 @@ class FrameReader:
             # [a * k, (a + S) * k)).
             centre = np.minimum(sub_starts, n - 1) * self.mel_per_frame + sub * self.mel_per_frame // 2
             example["audio"] = self.audio_at(video, centre)
+        if self.physio is not None:
+            example["physio"] = self.physio(video, np.minimum(sub_starts + sub // 2, n - 1))
         for name, per_start in self.extra_arrays.items():
             example[name] = np.asarray(per_start[video_id][start])
         for name, per_step in self.frame_arrays.items():  # indexed by each sub-sequence's first frame
@@ -322,15 +345,20 @@ def eval_batches(
     audio_window_s: float = 1.0,
     video_ids: list[str] | None = None,
     extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    physio: PipelineConfig | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Every frame of every video of `split` once, in order, as lanes of chunks.
 
     Yields batches with the keys of the module docstring plus `first_chunk` (bool: reset the carry).
     Empty lanes (fewer videos than `videos_per_batch` left) have `video_id` "" and a zero frame mask.
+    `physio` (a config with `with_physio`) adds its physiological windows.
     """
+    physio_fields = {
+        k: getattr(physio, k) for k in ("with_physio", "physio_window_s", "physio_window_step")
+    } if physio is not None else {}  # fmt: skip
     config = PipelineConfig(
         clip_frames=chunk_frames, batch_size=videos_per_batch, missing_face=missing_face,
-        with_audio=with_audio, audio_window_s=audio_window_s,
+        with_audio=with_audio, audio_window_s=audio_window_s, **physio_fields,
     )  # fmt: skip
     reader = FrameReader(cache, config, extra_arrays)
     ids = cache.ids(split) if video_ids is None else list(video_ids)

@@ -36,6 +36,11 @@ LABELS = {
     "student_rkd": "Student (paper gate, relational KD)",
     "student_pkdot": "Student (paper gate, PKDOT optimal transport)",
     "student_response": "Student (paper gate, response CCC)",
+    "teacher_pv": "Teacher (physio + visual)",
+    "teacher_apv": "Teacher (audio + visual + physio)",
+    "student_pv": "Student of the physio + visual teacher (paper gate)",
+    "student_two": "Student of two teachers, A+V and P+V (paper gates, average)",
+    "student_onestage": "Student, one-stage with its A+V teacher (no gate)",
 }
 
 

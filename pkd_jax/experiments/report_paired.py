@@ -4,6 +4,8 @@ Runs of two methods with the same seed share their initialisation and their clip
 difference of their CCC cancels what the seed does to both (see `pkd_jax.experiments.stats`). Compared:
 every student (a method named `student*`) against the visual-only baseline, which it differs from only by
 distillation, and the teacher with frame retention against the teacher with black frames (Table 5).
+Beyond the paper: the physio teachers against the audio-visual one, the two-teacher student against each
+single-teacher student, and one-stage against two-stage distillation (both without a gate).
 """
 
 from __future__ import annotations
@@ -19,8 +21,15 @@ TARGET_ORDER = ("valence", "arousal")
 def comparisons(methods: Sequence[str]) -> list[tuple[str, str]]:
     """(method, reference) pairs among `methods`: student* - visual, then teacher - teacher_black."""
     pairs = [(m, "visual") for m in methods if m.startswith("student") and "visual" in methods]
-    if "teacher" in methods and "teacher_black" in methods:
-        pairs.append(("teacher", "teacher_black"))
+    extensions = [
+        ("teacher", "teacher_black"),
+        ("teacher_pv", "teacher"),
+        ("teacher_apv", "teacher"),
+        ("student_two", "student"),
+        ("student_two", "student_pv"),
+        ("student_onestage", "student_nogate"),
+    ]
+    pairs += [(a, b) for a, b in extensions if a in methods and b in methods]
     return pairs
 
 

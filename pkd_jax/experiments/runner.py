@@ -33,6 +33,19 @@ METHODS.update(
         for term in DISTILL_METHODS
     }
 )
+# Beyond the paper (`configs/demo.py:beyond`): teachers with physiological signals, a student of two
+# teachers, one-stage distillation. `_teachers` names the teacher run(s) a student distils from (default:
+# "teacher"); the one-stage student trains its own (audio + visual) teacher in the same run.
+PV, APV = ("physio", "visual"), ("audio", "visual", "physio")
+METHODS.update(
+    {
+        "teacher_pv": {"stage": "teacher", "model.teacher_modalities": PV},
+        "teacher_apv": {"stage": "teacher", "model.teacher_modalities": APV},
+        "student_pv": {"stage": "student", "loss.gate": "paper", "_teachers": ("teacher_pv",)},
+        "student_two": {"stage": "student", "loss.gate": "paper", "_teachers": ("teacher", "teacher_pv")},
+        "student_onestage": {"stage": "student", "loss.gate": "none", "teacher.mode": "joint"},
+    }
+)
 
 
 def method_config(
@@ -40,15 +53,20 @@ def method_config(
 ) -> ml_collections.ConfigDict:
     """The training config of one method and seed, derived from the experiment config."""
     config = ml_collections.ConfigDict(base.to_dict())
-    for key, value in METHODS[method].items():
+    spec = METHODS[method]
+    for key, value in spec.items():
+        if key.startswith("_"):
+            continue
         node = config
         *parents, leaf = key.split(".")
         for name in parents:
             node = node[name]
         node[leaf] = value
     config.seed = seed
-    if config.stage == "student":
-        config.teacher.workdir = str(run_dir(workdir, "teacher", seed))
+    if config.stage == "student" and config.teacher.mode != "joint":
+        teachers = tuple(str(run_dir(workdir, t, seed)) for t in spec.get("_teachers", ("teacher",)))
+        config.teacher.workdir = teachers[0] if len(teachers) == 1 else ""
+        config.teacher.workdirs = teachers if len(teachers) > 1 else ()
         config.teacher.checkpoint = ""
     config.eval.final_splits = final_splits(config)
     del config["experiment"]

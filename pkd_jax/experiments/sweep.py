@@ -56,7 +56,7 @@ def teacher_gammas(
     config: ml_collections.ConfigDict, windows: tuple[int, ...], seed: int
 ) -> dict[str, np.ndarray]:
     """gamma of every training clip start (uniform draws) per context, from one seed's teacher."""
-    from pkd_jax.train.loop import load_teacher
+    from pkd_jax.train.workdir import load_teacher
 
     mesh = sharding.make_mesh()
     teacher, variables, _ = load_teacher(config, mesh)

@@ -70,6 +70,11 @@ class Predictor:
         self.settings, self.cache = preprocess_settings(config, cache_dir)
         self.cropper = make_cropper(self.settings, detector_weights)
         if trained.is_teacher:
+            if set(build.eval_modalities(trained.model)) != {"audio", "visual"}:
+                raise ValueError(
+                    f"{trained.source}: a teacher of {build.eval_modalities(trained.model)}; predict runs "
+                    "students and audio-visual teachers (new videos come without physiological recordings)"
+                )
             if self.cache is None:
                 raise CacheError(
                     "a teacher needs the training split's audio statistics from its feature cache "

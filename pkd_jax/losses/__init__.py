@@ -36,7 +36,8 @@ gets each sequence's gate weight, a batch-level one is scaled by the mean gate w
     predictor, so a gate fed clip-level gamma rarely trusts even a good teacher.
 
 Modules: `ccc` (CCC, masks), `gates`, `distill` (cosine, feature, response terms), `relational`
-(similarity-preserving and relational KD), `pkdot` (optimal transport) and `compose`.
+(similarity-preserving and relational KD), `pkdot` (optimal transport), `compose`, and `multi_teacher`
+(several teachers, each gated, combined by "average" or "best").
 """
 
 from pkd_jax.losses.ccc import (
@@ -52,7 +53,7 @@ from pkd_jax.losses.ccc import (
     ccc_term,
     label_mask,
 )
-from pkd_jax.losses.compose import DISTILL_TERMS, compose, distill_term
+from pkd_jax.losses.compose import DISTILL_TERMS, PartsFn, compose, compose_parts, distill_term
 from pkd_jax.losses.distill import (
     COS_EPS,
     RESPONSE_METRICS,
@@ -74,12 +75,14 @@ from pkd_jax.losses.gates import (
     gate_released_code,
     make_gate,
 )
+from pkd_jax.losses.multi_teacher import COMBINE_RULES, combine_teachers
 from pkd_jax.losses.pkdot import pkdot_distillation, pkdot_term, sinkhorn_divergence
 from pkd_jax.losses.relational import rkd_distillation, rkd_term, similarity_distillation, similarity_term
 
 __all__ = [
     "CCC_EPS",
     "CCC_REDUCTIONS",
+    "COMBINE_RULES",
     "COS_EPS",
     "DISTILL_TERMS",
     "GATE_CONTEXTS",
@@ -91,11 +94,14 @@ __all__ = [
     "GateWeights",
     "LossFn",
     "Outputs",
+    "PartsFn",
     "TermFn",
     "ccc",
     "ccc_loss",
     "ccc_term",
+    "combine_teachers",
     "compose",
+    "compose_parts",
     "cosine_distillation",
     "cosine_term",
     "distill_term",

@@ -22,6 +22,7 @@ from pkd_jax.losses.gates import (
     GATE_CONTEXTS,
     ContextGateFn,
     GateFn,
+    GateWeights,
     _accepts_gamma,
     gate_gamma,
     make_gate,
@@ -62,7 +63,7 @@ def _masked_quantiles(values: Array, weights: Array, qs: tuple[float, ...]) -> l
     return [jnp.nan_to_num(jnp.nanquantile(kept, q)) for q in qs]
 
 
-def _sequence_weights(batch: Batch) -> Array:
+def sequence_weights(batch: Batch) -> Array:
     """1 for sequences with at least one labelled frame; those are averaged over."""
     mask = label_mask(batch)
     labels = batch["labels"]
@@ -105,13 +106,60 @@ def compose(
     if distill is None:
 
         def ccc_only(outputs: Outputs, batch: Batch) -> tuple[Array, dict[str, Array]]:
-            seq = _sequence_weights(batch)
+            seq = sequence_weights(batch)
             value = jnp.broadcast_to(ccc_fn(outputs, batch), seq.shape)
             loss = jnp.sum(seq * value) / jnp.maximum(jnp.sum(seq), 1.0)
             return loss, {"loss": loss, "ccc_loss": loss}
 
         return ccc_only
 
+    parts = compose_parts(
+        ccc=ccc_fn, distill=distill, gate=gate, alpha=alpha, theta=theta, gate_context=gate_context,
+        distill_options=distill_options,
+    )  # fmt: skip
+
+    def loss_fn(outputs: Outputs, batch: Batch) -> tuple[Array, dict[str, Array]]:
+        seq = sequence_weights(batch)
+        count = jnp.maximum(jnp.sum(seq), 1.0)
+        mean = lambda x: jnp.sum(seq * jnp.broadcast_to(x, seq.shape)) / count
+        l_ccc, l_cos, weights = parts(outputs, batch)
+        loss = mean(weights.ccc * l_ccc + weights.cos * l_cos)
+        q10, q50, q90 = _masked_quantiles(jnp.broadcast_to(weights.gamma, seq.shape), seq, (0.1, 0.5, 0.9))
+        metrics = {
+            "loss": loss,
+            "ccc_loss": mean(l_ccc),
+            "cos_loss": mean(l_cos),
+            "distilled_fraction": mean(weights.distilled),
+            "teacher_gamma": mean(weights.gamma),
+            "ccc_weight": mean(weights.ccc),
+            "cos_weight": mean(weights.cos),
+            "gamma_q10": q10,
+            "gamma_q50": q50,
+            "gamma_q90": q90,
+        }
+        return loss, metrics
+
+    return loss_fn
+
+
+# (l_ccc, l_distill, gate weights) of one teacher: the pieces `compose` weighs and averages.
+PartsFn = Callable[[Outputs, Batch], tuple[Array, Array, GateWeights]]
+
+
+def compose_parts(
+    *,
+    ccc: str | TermFn = "flattened",
+    distill: str | TermFn = "per_frame",
+    gate: str | GateFn = "paper",
+    alpha: float = 0.2,
+    theta: float = 0.2,
+    gate_context: str | None = None,
+    distill_options: Mapping[str, Any] | None = None,
+) -> PartsFn:
+    """`parts(outputs, batch) -> (L_ccc, L_distill, GateWeights)`, unweighted: what `compose` combines
+    for one teacher (arguments as in `compose`); several teachers combine theirs with
+    `pkd_jax.losses.multi_teacher.combine_teachers`."""
+    ccc_fn = ccc_term(ccc) if isinstance(ccc, str) else ccc
     if isinstance(distill, str):
         cos_fn = distill_term(distill, distill_options)
     elif distill_options:
@@ -130,10 +178,7 @@ def compose(
             )
         context_gate = gate_fn
 
-    def loss_fn(outputs: Outputs, batch: Batch) -> tuple[Array, dict[str, Array]]:
-        seq = _sequence_weights(batch)
-        count = jnp.maximum(jnp.sum(seq), 1.0)
-        mean = lambda x: jnp.sum(seq * jnp.broadcast_to(x, seq.shape)) / count
+    def parts(outputs: Outputs, batch: Batch) -> tuple[Array, Array, GateWeights]:
         l_ccc, l_cos = ccc_fn(outputs, batch), cos_fn(outputs, batch)
         teacher_pred, labels, mask = outputs["teacher_pred"], batch["labels"], label_mask(batch)
         if gate_context is None:
@@ -142,20 +187,6 @@ def compose(
             assert context_gate is not None  # set with gate_context
             gamma = gate_gamma(gate_context, teacher_pred, labels, mask, batch)
             weights = context_gate(teacher_pred, labels, mask, gamma=gamma)
-        loss = mean(weights.ccc * l_ccc + weights.cos * l_cos)
-        q10, q50, q90 = _masked_quantiles(jnp.broadcast_to(weights.gamma, seq.shape), seq, (0.1, 0.5, 0.9))
-        metrics = {
-            "loss": loss,
-            "ccc_loss": mean(l_ccc),
-            "cos_loss": mean(l_cos),
-            "distilled_fraction": mean(weights.distilled),
-            "teacher_gamma": mean(weights.gamma),
-            "ccc_weight": mean(weights.ccc),
-            "cos_weight": mean(weights.cos),
-            "gamma_q10": q10,
-            "gamma_q50": q50,
-            "gamma_q90": q90,
-        }
-        return loss, metrics
+        return l_ccc, l_cos, weights
 
-    return loss_fn
+    return parts

@@ -27,6 +27,7 @@ from jax.typing import DTypeLike
 
 from pkd_jax.models.common import merge_time, split_time
 from pkd_jax.models.fusion import ConcatFusionHead, JCASettings, JointCrossAttention, MLPHead
+from pkd_jax.models.physio import PhysioEncoder
 from pkd_jax.models.r3d import R3D18
 from pkd_jax.models.resnet import ResNet18
 from pkd_jax.models.temporal import RECURRENT, zero_carry
@@ -37,6 +38,22 @@ Carry = Any
 
 VISUAL_TRUNKS = ("vgg19_bn", "r3d18")
 FUSIONS = ("concat", "jca")
+# A teacher's modalities. Visual is always one: its recurrent layer carries the teacher's temporal context
+# and it is the modality the student keeps. The others are fused in this order after it.
+MODALITIES = ("visual", "audio", "physio")
+
+
+def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+    """`modalities` in canonical order (visual, audio, physio), or a ValueError saying what is wrong."""
+    unknown = sorted(set(modalities) - set(MODALITIES))
+    if unknown or len(set(modalities)) != len(modalities):
+        raise ValueError(f"teacher modalities {tuple(modalities)}: each once, from {MODALITIES}")
+    if "visual" not in modalities or len(modalities) < 2:
+        raise ValueError(
+            f"teacher modalities {tuple(modalities)}: a teacher fuses the visual stream with audio, "
+            "physio or both (the student distils a visual network)"
+        )
+    return tuple(m for m in MODALITIES if m in modalities)
 
 
 def run_trunk(trunk: nn.Module, x: jax.Array, *, frozen: bool, train: bool) -> jax.Array:
@@ -150,12 +167,15 @@ class Student(_VisualTemporal):
 
 
 class Teacher(_VisualTemporal):
-    """Audio-visual network: frames and audio windows [B, T, F, W, C] (log-mel, C = 1 by default).
+    """Multimodal network: frames with audio windows [B, T, F, W, C] (log-mel, C = 1 by default), windows
+    of physiological features [B, T, Wp, Fp], or both, as `modalities` says (default: the paper's audio
+    and visual).
 
-    `fusion="concat"` (weak setting): per-frame audio, concatenated with the recurrent visual output
-    and an MLP (`ConcatFusionHead`). `fusion="jca"` (strong setting): one audio window per sub-sequence,
-    joint cross-attention between the ResNet-18 audio features and the LSTM visual features over the
-    window's `jca.length` steps (`JointCrossAttention`); its embedding is chosen by `jca.embedding`.
+    `fusion="concat"` (weak setting): per-frame audio and physiological features, concatenated with the
+    recurrent visual output, and an MLP (`ConcatFusionHead`). `fusion="jca"` (strong setting): one window
+    of each per sub-sequence, joint cross-attention between the trunk features and the LSTM visual
+    features over the window's `jca.length` steps (`JointCrossAttention`); its embedding is chosen by
+    `jca.embedding`. Streams are passed and returned in the order of `streams` (visual first).
     """
 
     audio_width: float = 1.0
@@ -166,10 +186,24 @@ class Teacher(_VisualTemporal):
     fusion: str = "concat"
     jca: JCASettings = JCASettings()  # fusion="jca" only
     freeze_audio_cnn: bool = False
+    modalities: Sequence[str] = ("audio", "visual")
+    physio_width: int = 32  # physio: the encoder's first convolution's channels
+    physio_features: int = 128  # physio: the encoder's output size
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The modalities in the order the methods take and return them: visual, then audio, physio."""
+        return check_modalities(self.modalities)
 
     def setup(self) -> None:
         self.setup_visual()
-        self.audio_cnn = ResNet18(width=self.audio_width, dtype=self.dtype)
+        streams = self.streams
+        if "audio" in streams:
+            self.audio_cnn = ResNet18(width=self.audio_width, dtype=self.dtype)
+        if "physio" in streams:
+            self.physio_cnn = PhysioEncoder(
+                width=self.physio_width, features=self.physio_features, dtype=self.dtype
+            )
         self.head: ConcatFusionHead | JointCrossAttention
         if self.fusion == "concat":
             self.head = ConcatFusionHead(
@@ -180,6 +214,8 @@ class Teacher(_VisualTemporal):
                 dtype=self.dtype,
             )
         elif self.fusion == "jca":
+            if self.jca.streams != len(streams):
+                raise ValueError(f"JCA settings for {self.jca.streams} streams, the teacher has {streams}")
             self.head = JointCrossAttention(self.jca, num_targets=self.num_targets, dtype=self.dtype)
         else:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {FUSIONS}")
@@ -193,44 +229,61 @@ class Teacher(_VisualTemporal):
         self,
         frames: jax.Array | None,
         audio: jax.Array | None,
+        physio: jax.Array | None = None,
         *,
         train: bool = False,
         visual_features: jax.Array | None = None,
         audio_features: jax.Array | None = None,
-    ) -> tuple[jax.Array, jax.Array]:
-        """Per-frame trunk features (visual [B, T, Dv], audio [B, T, Da]); no temporal context. Features
-        given (a frozen trunk's cached output) are used as they are."""
+    ) -> tuple[jax.Array, ...]:
+        """Per-frame trunk features of each stream (visual [B, T, Dv], then audio [B, T, Da] and physio
+        [B, T, Dp] where the teacher has them); no temporal context. Features given (a frozen trunk's
+        cached output) are used as they are."""
         if visual_features is None:
             if frames is None:
                 raise ValueError("the teacher needs frames or precomputed visual_features")
             visual_features = self.trunk_visual(frames, train=train)
-        if audio_features is None:
-            if audio is None:
-                raise ValueError("the teacher needs audio windows or precomputed audio_features")
-            if audio.shape[:2] != visual_features.shape[:2]:
-                raise ValueError(
-                    f"audio windows {audio.shape[:2]} do not match video frames "
-                    f"{visual_features.shape[:2]} in [batch, time]"
+        out = [visual_features]
+        for name, given, inputs in (("audio", audio_features, audio), ("physio", None, physio)):
+            if name not in self.streams:
+                continue
+            if given is None:
+                if inputs is None:
+                    raise ValueError(
+                        f"the teacher needs {name} windows"
+                        + (" or precomputed audio_features" if name == "audio" else "")
+                    )
+                if inputs.shape[:2] != visual_features.shape[:2]:
+                    raise ValueError(
+                        f"{name} windows {inputs.shape[:2]} do not match video frames "
+                        f"{visual_features.shape[:2]} in [batch, time]"
+                    )
+                given = (
+                    self.trunk_audio(inputs, train=train)
+                    if name == "audio"
+                    else run_trunk(self.physio_cnn, inputs, frozen=False, train=train)
                 )
-            audio_features = self.trunk_audio(audio, train=train)
-        return visual_features.astype(self.dtype), audio_features.astype(self.dtype)
+            out.append(given)
+        return tuple(x.astype(self.dtype) for x in out)
 
     def from_features(
-        self, visual: jax.Array, audio: jax.Array, carry: Carry = None, *, train: bool = False
+        self, streams: Sequence[jax.Array], carry: Carry = None, *, train: bool = False
     ) -> tuple[jax.Array, jax.Array, Carry]:
-        """The recurrent layer and fusion head on trunk features; the cheap part of the teacher.
-        `train` only matters for the JCA regressor's dropout."""
+        """The recurrent layer and fusion head on the streams' trunk features (`frame_features`' order);
+        the cheap part of the teacher. `train` only matters for the JCA regressor's dropout."""
+        visual, *others = streams
         hidden, carry = self.temporal(visual, carry)
         if isinstance(self.head, JointCrossAttention):  # fusion="jca"
-            pred, emb = self.head(audio, hidden, train=train)
+            named = dict(zip(self.streams[1:], others, strict=True))
+            pred, emb = self.head({"visual": hidden, **named}, train=train)
         else:
-            pred, emb = self.head(hidden, audio)
+            pred, emb = self.head(hidden, *others)
         return pred.astype(jnp.float32), emb.astype(jnp.float32), carry
 
     def stream(
         self,
         frames: jax.Array | None,
         audio: jax.Array | None,
+        physio: jax.Array | None = None,
         carry: Carry = None,
         *,
         train: bool = False,
@@ -238,21 +291,23 @@ class Teacher(_VisualTemporal):
         audio_features: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array, Carry]:
         """Predictions, embedding and the carry after the last frame, starting from `carry`."""
-        visual, audio_feats = self.frame_features(
-            frames, audio, train=train, visual_features=visual_features, audio_features=audio_features
+        streams = self.frame_features(
+            frames, audio, physio, train=train, visual_features=visual_features, audio_features=audio_features
         )
-        return self.from_features(visual, audio_feats, carry, train=train)
+        return self.from_features(streams, carry, train=train)
 
     def __call__(
         self,
         frames: jax.Array | None,
         audio: jax.Array | None,
+        physio: jax.Array | None = None,
         *,
         train: bool = False,
         visual_features: jax.Array | None = None,
         audio_features: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         pred, emb, _ = self.stream(
-            frames, audio, None, train=train, visual_features=visual_features, audio_features=audio_features
-        )
+            frames, audio, physio, None, train=train, visual_features=visual_features,
+            audio_features=audio_features,
+        )  # fmt: skip
         return pred, emb

@@ -38,7 +38,7 @@ def base_kind(kind: str) -> str:
 def trunk_feature_sizes(config: ml_collections.ConfigDict) -> tuple[int, int]:
     """Sizes of the visual and audio trunks' features (per frame, or per clip with windows)."""
     teacher = build.build_teacher(_stage_config(config, "teacher"))
-    frames, audio = build.example_inputs(config, teacher=True)
+    frames, audio, _ = build.example_inputs(config, teacher=True)
     key = jax.random.key(0)
     visual = jax.eval_shape(lambda: teacher.init_with_output(key, frames, method="trunk_visual")[0])
     sound = jax.eval_shape(lambda: teacher.init_with_output(key, audio, method="trunk_audio")[0])

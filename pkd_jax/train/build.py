@@ -14,9 +14,11 @@ from jax.typing import DTypeLike
 
 from pkd_jax import losses
 from pkd_jax.data.cache import TARGETS
+from pkd_jax.data.physio_features import PHYSIO_FEATURES
 from pkd_jax.data.pipeline import PipelineConfig
 from pkd_jax.data.preprocess_config import PreprocessConfig
-from pkd_jax.models import JCASettings, Student, Teacher
+from pkd_jax.models import JCASettings, Network, Student, Teacher, TeacherStudent
+from pkd_jax.models.pkd import check_modalities
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -80,6 +82,31 @@ def preprocess_config(config: ml_collections.ConfigDict) -> PreprocessConfig:
     )
 
 
+def teacher_modalities(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The teacher's modalities (`model.teacher_modalities`) in canonical order: visual, audio, physio."""
+    return check_modalities(tuple(config.model.teacher_modalities))
+
+
+def input_modalities(model: Any) -> tuple[str, ...]:
+    """What a network reads: ("visual",) for a student, its modalities for a teacher, and both networks'
+    for the one-stage pair."""
+    if isinstance(model, Teacher):
+        return model.streams
+    teacher = getattr(model, "teacher", None)  # the one-stage pair holds a teacher and a student
+    return teacher.streams if isinstance(teacher, Teacher) else ("visual",)
+
+
+def eval_modalities(model: Any) -> tuple[str, ...]:
+    """What a network's evaluation and prediction read: a teacher's modalities, else the frames (the
+    one-stage pair predicts with its student)."""
+    return model.streams if isinstance(model, Teacher) else ("visual",)
+
+
+def physio_pipeline(config: ml_collections.ConfigDict) -> PipelineConfig:
+    """Settings of the physiological windows (`data.physio_window_*`), for `eval_batches`' `physio`."""
+    return pipeline_config(config, batch_size=1, with_audio=False, train=False, with_physio=True)
+
+
 def pipeline_config(
     config: ml_collections.ConfigDict,
     *,
@@ -87,6 +114,7 @@ def pipeline_config(
     with_audio: bool,
     train: bool,
     with_frames: bool = True,
+    with_physio: bool = False,
 ) -> PipelineConfig:
     """The input pipeline's settings; `train` adds the config's augmentation and seed to the clip stream."""
     d = config.data
@@ -98,6 +126,9 @@ def pipeline_config(
         with_audio=with_audio,
         with_frames=with_frames,
         audio_window_s=d.audio_window_s,
+        with_physio=with_physio,
+        physio_window_s=d.physio_window_s,
+        physio_window_step=d.physio_window_step,
         **extra,
         **window_fields(config),
     )
@@ -106,7 +137,7 @@ def pipeline_config(
 def teacher_embedding_size(config: ml_collections.ConfigDict) -> int:
     """Size the student projects its embedding to; 0 where it already matches the teacher's.
 
-    Only the strong setting's `jca_embedding="attended"` teacher (2d') differs from the student's
+    Only the strong setting's `jca_embedding="attended"` teacher (n d') differs from the student's
     embedding layer; the JCA regressor's hidden layer and the weak teacher's fused layer match it.
     """
     if config.model.fusion == "jca" and config.model.jca_embedding == "attended":
@@ -116,9 +147,11 @@ def teacher_embedding_size(config: ml_collections.ConfigDict) -> int:
 
 def jca_settings(config: ml_collections.ConfigDict) -> JCASettings:
     """Joint cross-attention's settings: `model.jca_<name>` for each, the window length for `length`."""
-    names = [f.name for f in dataclasses.fields(JCASettings) if f.name != "length"]
+    names = [f.name for f in dataclasses.fields(JCASettings) if f.name not in ("length", "streams")]
     return JCASettings(
-        length=config.data.window_subsequences, **{name: config.model[f"jca_{name}"] for name in names}
+        length=config.data.window_subsequences,
+        streams=len(teacher_modalities(config)),
+        **{name: config.model[f"jca_{name}"] for name in names},
     )
 
 
@@ -151,11 +184,15 @@ def build_student(config: ml_collections.ConfigDict) -> Student:
 
 
 def build_teacher(config: ml_collections.ConfigDict) -> Teacher:
-    """The audio-visual teacher: concat fusion (weak setting) or joint cross-attention over a window."""
+    """The multimodal teacher (`model.teacher_modalities`): concat fusion (weak setting) or joint
+    cross-attention over a window."""
     m = config.model
     if m.fusion == "jca" and not is_windowed(config):
         raise ValueError("model.fusion='jca' attends over a window: set data.window_subsequences > 0")
     return Teacher(
+        modalities=teacher_modalities(config),
+        physio_width=m.physio_width,
+        physio_features=m.physio_features,
         audio_width=m.audio_width,
         fusion_visual_features=m.fusion_visual_features,
         fused_features=tuple(m.fused_features),
@@ -166,22 +203,30 @@ def build_teacher(config: ml_collections.ConfigDict) -> Teacher:
     )
 
 
-def build_model(config: ml_collections.ConfigDict) -> Student | Teacher:
-    """The network the config's stage trains."""
+def is_joint(config: ml_collections.ConfigDict) -> bool:
+    """One-stage distillation: a student whose teacher trains with it (`teacher.mode="joint"`)."""
+    return config.stage == "student" and config.teacher.mode == "joint"
+
+
+def build_model(config: ml_collections.ConfigDict) -> Student | Teacher | TeacherStudent:
+    """The network the config's stage trains; for one-stage distillation, the teacher-student pair."""
+    if is_joint(config):
+        return TeacherStudent(teacher=build_teacher(config), student=build_student(config))
     return build_teacher(config) if config.stage == "teacher" else build_student(config)
 
 
-def model_inputs(
-    model: Student | Teacher, batch: dict[str, Any], dtype: DTypeLike
-) -> tuple[jax.Array | None, ...]:
-    """Positional inputs of `model` from a batch: frames scaled to [0, 1], and audio for the teacher.
+def model_inputs(model: Network, batch: dict[str, Any], dtype: DTypeLike) -> tuple[jax.Array | None, ...]:
+    """Positional inputs of `model` from a batch: frames scaled to [0, 1], and for a teacher (or the
+    one-stage pair) its audio and physiological windows.
 
     An input the batch lacks is None; the model then needs its trunk's features (`feature_inputs`).
     """
     frames = trunk_input("visual_cnn", batch["frames"], dtype) if "frames" in batch else None
-    if isinstance(model, Teacher):
-        return frames, trunk_input("audio_cnn", batch["audio"], dtype) if "audio" in batch else None
-    return (frames,)
+    if input_modalities(model) == ("visual",):
+        return (frames,)
+    audio = trunk_input("audio_cnn", batch["audio"], dtype) if "audio" in batch else None
+    physio = jnp.asarray(batch["physio"]).astype(dtype) if "physio" in batch else None
+    return frames, audio, physio
 
 
 def trunk_input(group: str, x: Any, dtype: DTypeLike) -> jax.Array:
@@ -194,7 +239,7 @@ def trunk_input(group: str, x: Any, dtype: DTypeLike) -> jax.Array:
 FEATURE_KEYS = ("visual_features", "audio_features")  # batch keys of frozen trunks' cached features
 
 
-def feature_inputs(model: Student | Teacher, batch: dict[str, Any]) -> dict[str, jax.Array]:
+def feature_inputs(model: Network, batch: dict[str, Any]) -> dict[str, jax.Array]:
     """Keyword inputs of `model` from a batch: the frozen trunks' cached features it carries."""
     keys = FEATURE_KEYS if isinstance(model, Teacher) else FEATURE_KEYS[:1]
     return {k: jnp.asarray(batch[k], jnp.float32) for k in keys if k in batch}
@@ -216,7 +261,7 @@ def cached_trunks(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 def example_inputs(
     config: ml_collections.ConfigDict, *, teacher: bool, audio_channels: int = 1, n_mels: int = 64
-) -> tuple[jax.Array, ...]:
+) -> tuple[jax.Array | None, ...]:
     """Zero inputs of one example shaped as the config's model takes them (for shapes and complexity).
 
     Weak setting: one frame [1, 1, S, S, 3] and its audio window. Strong setting: a whole window
@@ -228,16 +273,26 @@ def example_inputs(
     frames = jnp.zeros((1, *steps, size, size, 3))
     if not teacher:
         return (frames,)
-    return frames, jnp.zeros((1, steps[0], n_mels, audio_cols, audio_channels))
+    modalities = teacher_modalities(config)
+    audio = jnp.zeros((1, steps[0], n_mels, audio_cols, audio_channels)) if "audio" in modalities else None
+    physio = None
+    if "physio" in modalities:
+        physio = jnp.zeros((1, steps[0], len(physio_offsets(config)), len(PHYSIO_FEATURES)))
+    return frames, audio, physio
 
 
-def init_variables(model: Student | Teacher, batch: dict[str, Any], seed: int) -> dict[str, Any]:
+def physio_offsets(config: ml_collections.ConfigDict) -> Any:
+    """Frame offsets of the samples of a physiological window (`data.physio_window_*`)."""
+    return physio_pipeline(config).physio_offsets
+
+
+def init_variables(model: Network, batch: dict[str, Any], seed: int) -> dict[str, Any]:
     """Initial variables from `seed`, shaped by one example of `batch`.
 
     The init key uses the "rbg" generator: with the default threefry, XLA on CPU spends half a minute
     compiling the random fills of a VGG19; rbg compiles in a few seconds and is just as deterministic.
     """
-    one = {k: v[:1] for k, v in batch.items() if k in ("frames", "audio")}
+    one = {k: v[:1] for k, v in batch.items() if k in ("frames", "audio", "physio")}
     inputs = model_inputs(model, one, jnp.float32)
     key = jax.random.key(seed, impl="rbg")
     return jax.jit(lambda k: model.init(k, *inputs))(key)
@@ -246,13 +301,18 @@ def init_variables(model: Student | Teacher, batch: dict[str, Any], seed: int) -
 def build_loss(config: ml_collections.ConfigDict, *, theta: float | None = None) -> losses.LossFn:
     """The stage's loss: plain CCC for teachers and baselines, the composed PKD loss for students.
 
-    `theta` overrides `config.loss.theta` (the loop resolves `loss.theta_quantile` into it).
+    `theta` overrides `config.loss.theta` (the loop resolves `loss.theta_quantile` into it). One-stage
+    training has no precomputed window gamma: with `gate="none"` (which only reports gamma) it reports
+    the batch's.
     """
+    context = config.loss.gate_context
+    if is_joint(config) and config.loss.gate == "none" and context == "window":
+        context = "batch"
     return losses.compose(
         ccc=config.loss.ccc,
         distill=config.loss.distill if config.stage == "student" else None,
         gate=config.loss.gate,
         alpha=config.loss.alpha,
         theta=config.loss.theta if theta is None else theta,
-        gate_context=config.loss.gate_context,
+        gate_context=context,
     )

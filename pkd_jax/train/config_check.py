@@ -37,7 +37,8 @@ def _choices() -> dict[str, tuple[Any, ...]]:
         "loss.distill": tuple(DISTILL_TERMS),
         "loss.gate": GATE_NAMES,
         "loss.gate_context": GATE_CONTEXTS,
-        "teacher.mode": ("cached", "online"),
+        "teacher.mode": ("cached", "online", "joint"),
+        "teacher.combine": ("average", "best"),
         "eval.score": ("mean_over_videos", "concatenated"),
     }
 
@@ -60,6 +61,12 @@ _AT_LEAST: dict[str, tuple[float, str]] = {
     "data.window_subsequences": (0, "sub-sequences per window (0: clips)"),
     "data.subsequence_frames": (1, "frames per sub-sequence"),
     "data.audio_window_s": (0.0, "seconds of audio per frame"),
+    "data.physio_window_s": (0.0, "seconds of physiological features per frame"),
+    "data.physio_window_step": (1, "frames between physiological window samples"),
+    "model.physio_width": (1, "physio encoder channels"),
+    "model.physio_features": (1, "physio encoder output size"),
+    "teacher.warmup_steps": (0, "teacher-only steps of one-stage training"),
+    "optim.lr_physio_cnn": (0.0, "learning rate"),
     "model.frozen_bn_calibration_frames": (0, "inputs for a frozen trunk's BN statistics (0: keep)"),
     "loss.alpha": (0.0, "distillation weight"),
     "optim.lr_visual_cnn": (0.0, "learning rate"),
@@ -112,6 +119,42 @@ def check_values(config: ml_collections.ConfigDict) -> None:
         raise ValueError("invalid config: " + "; ".join(problems))
 
 
+def validate_teachers(config: ml_collections.ConfigDict) -> None:
+    """A student's teacher settings: one teacher, several (`teacher.workdirs`), or one-stage (`joint`)."""
+    t = config.teacher
+    named = bool(t.workdir or t.checkpoint)
+    if t.mode == "joint":
+        if named or t.workdirs:
+            raise ValueError(
+                "config.teacher.mode='joint' trains its own teacher (model.teacher_modalities) in the same "
+                "run: leave teacher.workdir, teacher.checkpoint and teacher.workdirs empty"
+            )
+        gated = config.loss.gate != "none"
+        if gated and (config.loss.theta_quantile or config.loss.gate_context == "window"):
+            raise ValueError(
+                "config.teacher.mode='joint': the teacher changes every step, so there is no gamma over the "
+                "training clips before training: use loss.gate_context 'clip' or 'batch' with "
+                "loss.theta_quantile=0 (an absolute loss.theta), or loss.gate='none'"
+            )
+        if build.cached_trunks(config):
+            raise ValueError("config.teacher.mode='joint' trains every trunk: no frozen cached features")
+        return
+    if t.warmup_steps:
+        raise ValueError("config.teacher.warmup_steps is for teacher.mode='joint' (one-stage training)")
+    if t.workdirs:
+        if named:
+            raise ValueError("set config.teacher.workdirs (several teachers) or teacher.workdir, not both")
+        if len(set(t.workdirs)) != len(t.workdirs):
+            raise ValueError(f"config.teacher.workdirs names a teacher twice: {tuple(t.workdirs)}")
+    elif not named:
+        raise ValueError(
+            "a student needs its teacher: set config.teacher.workdir (or teacher.checkpoint, or "
+            "teacher.workdirs for several, or teacher.mode='joint' for one-stage training)"
+        )
+    if t.mode == "cached" and build.is_windowed(config):
+        raise ValueError("windows (data.window_subsequences > 0) need config.teacher.mode='online'")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Stops early, with what to set, on configs that cannot run."""
     from pkd_jax.train.gate_track import validate_gate_config
@@ -124,13 +167,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "(python -m pkd_jax.data.synthetic --out=DIR) and train on it with "
             "--config.data.dataset=synthetic --config.data.root=DIR."
         )
+    build.teacher_modalities(config)  # a ValueError naming the problem
     if config.stage == "student":
-        if not (config.teacher.workdir or config.teacher.checkpoint):
-            raise ValueError(
-                "a student needs its teacher: set config.teacher.workdir (or teacher.checkpoint)"
-            )
-        if config.teacher.mode == "cached" and build.is_windowed(config):
-            raise ValueError("windows (data.window_subsequences > 0) need config.teacher.mode='online'")
+        validate_teachers(config)
         validate_gate_config(config)
     if config.data.augment and "visual_cnn" in build.cached_trunks(config):
         raise ValueError(

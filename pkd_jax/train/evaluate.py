@@ -19,14 +19,14 @@ from jax.typing import DTypeLike
 
 from pkd_jax import metrics
 from pkd_jax.data.cache import TARGETS, Cache
-from pkd_jax.data.pipeline import eval_batches, eval_windows
-from pkd_jax.models import Student, Teacher
+from pkd_jax.data.pipeline import PipelineConfig, eval_batches, eval_windows
+from pkd_jax.models import Network
 from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
 
 
 def predict_videos(
-    model: Student | Teacher,
+    model: Network,
     variables: Any,
     cache: Cache,
     split: str,
@@ -38,20 +38,23 @@ def predict_videos(
     dtype: DTypeLike = jnp.float32,
     video_ids: list[str] | None = None,
     stream_step: Any = None,
+    physio: PipelineConfig | None = None,
 ) -> dict[str, np.ndarray]:
-    """Predictions [T, targets] of every video of `split`, from one continuous pass per video."""
+    """Predictions [T, targets] of every video of `split`, from one continuous pass per video.
+    `physio` gives the physiological windows' settings of a teacher that reads them."""
     step = stream_step or jax.jit(make_stream_step(model, dtype))
+    reads = build.eval_modalities(model)
     batches = eval_batches(
         cache, split, chunk_frames=chunk_frames, videos_per_batch=videos_per_batch,
-        with_audio=isinstance(model, Teacher), missing_face=missing_face,
-        audio_window_s=audio_window_s, video_ids=video_ids,
+        with_audio="audio" in reads, missing_face=missing_face,
+        audio_window_s=audio_window_s, video_ids=video_ids, physio=physio if "physio" in reads else None,
     )  # fmt: skip
     parts: dict[str, list[np.ndarray]] = {}
     carry = None
     for batch in batches:
         if batch["first_chunk"]:
             carry = model.zero_carry(videos_per_batch)
-        inputs = {k: batch[k] for k in ("frames", "audio") if k in batch}
+        inputs = {k: batch[k] for k in ("frames", "audio", "physio") if k in batch}
         pred, _, carry = step(variables, inputs, carry)
         pred = np.asarray(pred)
         for lane, vid in enumerate(batch["video_id"]):
@@ -62,7 +65,7 @@ def predict_videos(
 
 
 def predict_windows(
-    model: Student | Teacher,
+    model: Network,
     variables: Any,
     cache: Cache,
     split: str,
@@ -77,10 +80,12 @@ def predict_windows(
     training; a sub-sequence's prediction (made for its last frame) is given to all of its frames, so
     every frame of the video gets exactly one prediction and CCC runs over all of them.
     """
+    reads = build.eval_modalities(model)
     pipeline = build.pipeline_config(
         config,
         batch_size=config.data.eval_windows_per_batch,
-        with_audio=isinstance(model, Teacher),
+        with_audio="audio" in reads,
+        with_physio="physio" in reads,
         train=False,
     )
     apply = jax.jit(lambda v, b: model.apply(v, *build.model_inputs(model, b, dtype), train=False)[0])
@@ -89,7 +94,8 @@ def predict_windows(
     for batch in eval_windows(
         cache, split, pipeline, windows_per_batch=pipeline.batch_size, video_ids=video_ids
     ):
-        pred = np.asarray(apply(variables, {k: batch[k] for k in ("frames", "audio") if k in batch}))
+        inputs = {k: batch[k] for k in ("frames", "audio", "physio") if k in batch}
+        pred = np.asarray(apply(variables, inputs))
         for lane, vid in enumerate(batch["video_id"]):
             if not vid:
                 continue
@@ -103,7 +109,7 @@ def predict_windows(
 
 
 def evaluate(
-    model: Student | Teacher,
+    model: Network,
     variables: Any,
     cache: Cache,
     config: ml_collections.ConfigDict,
@@ -129,7 +135,7 @@ def evaluate(
             model, variables, cache, split,
             chunk_frames=config.data.eval_chunk_frames, videos_per_batch=config.data.eval_videos_per_batch,
             missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s,
-            dtype=dtype, stream_step=stream_step,
+            dtype=dtype, stream_step=stream_step, physio=build.physio_pipeline(config),
         )  # fmt: skip
     names = tuple(TARGETS[i] for i in targets)
     labels = {v: np.asarray(cache.video(v).labels)[:, list(targets)] for v in preds}

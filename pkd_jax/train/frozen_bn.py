@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from pkd_jax.data.cache import Cache
-from pkd_jax.models import Student, Teacher
+from pkd_jax.models import Network
 from pkd_jax.models.common import BN_MOMENTUM
 from pkd_jax.train import build
 from pkd_jax.train.trunk_features import trunk_inputs, trunk_reader
@@ -53,7 +53,7 @@ def calibration_index(lengths: list[int], count: int) -> list[tuple[int, np.ndar
 
 def calibrate_group(
     config: ml_collections.ConfigDict,
-    model: Student | Teacher,
+    model: Network,
     variables: dict[str, Any],
     cache: Cache,
     group: str,
@@ -108,7 +108,7 @@ def _map_layers(tree: Any, fn: Any) -> Any:
 
 
 def calibrate_untrained(
-    config: ml_collections.ConfigDict, model: Student | Teacher, variables: dict[str, Any], cache: Cache
+    config: ml_collections.ConfigDict, model: Network, variables: dict[str, Any], cache: Cache
 ) -> dict[str, Any]:
     """Every frozen trunk of the config with initial BatchNorm statistics, calibrated on training inputs
     (`model.frozen_bn_calibration_frames`; 0 leaves them as they are)."""

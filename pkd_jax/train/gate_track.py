@@ -118,6 +118,7 @@ def teacher_track(
         teacher, variables, cache, split,
         chunk_frames=config.data.eval_chunk_frames, videos_per_batch=config.data.eval_videos_per_batch,
         missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s, dtype=dtype,
+        physio=build.physio_pipeline(config),
     )  # fmt: skip
 
 
@@ -226,6 +227,7 @@ def prepare_gate(
     teacher_cache: dict[str, dict[str, np.ndarray]] | None,
     dtype: DTypeLike,
     chief: bool,
+    name: str = "gate",
 ) -> tuple[dict[str, dict[str, np.ndarray]], float, dict[str, Any]]:
     """What a student's gate needs before training: `(extra_arrays, theta, info)`.
 
@@ -233,7 +235,8 @@ def prepare_gate(
     every batch), else empty. theta: `config.loss.theta`, or the `theta_quantile` quantile of the
     teacher's gamma over every training clip start. info (written to `<workdir>/gate.json`, with the
     gammas in `<workdir>/gate/gammas.npz` when known): context, window, theta, the share of training
-    sequences the gate is expected to distil.
+    sequences the gate is expected to distil. `name` names those files (`<workdir>/<name>.json`, ...):
+    one set per teacher for several teachers.
     """
     lo = config.loss
     targets = build.target_indices(config)
@@ -242,7 +245,7 @@ def prepare_gate(
     extra: dict[str, dict[str, np.ndarray]] = {}
     if lo.gate_context == "window":
         track = load_or_compute_track(
-            workdir / "gate",
+            workdir / name,
             fingerprint(config, teacher_source, cache),
             # The cached teacher's pass over every frame already gives the track; online needs its own.
             lambda: (
@@ -285,10 +288,10 @@ def prepare_gate(
             f"q{int(q * 100)}": float(np.quantile(gammas, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
         }
     if chief:
-        (workdir / "gate").mkdir(parents=True, exist_ok=True)
+        (workdir / name).mkdir(parents=True, exist_ok=True)
         if gammas is not None:
-            np.savez(workdir / "gate" / "gammas.npz", gamma=gammas)
-        (workdir / "gate.json").write_text(json.dumps(info, indent=2))
+            np.savez(workdir / name / "gammas.npz", gamma=gammas)
+        (workdir / f"{name}.json").write_text(json.dumps(info, indent=2))
     logging.info(
         "Gate %s, context %s: theta %.4f, expected distilled share %s.",
         lo.gate, lo.gate_context, theta, info["expected_distilled_share"],

@@ -34,14 +34,12 @@ from pkd_jax.train.config_check import validate_config
 from pkd_jax.train.config_drift import check_not_teacher_workdir, record_config, with_loss
 from pkd_jax.train.corpus import open_cache
 from pkd_jax.train.evaluate import evaluate
-from pkd_jax.train.gate_track import prepare_gate
 from pkd_jax.train.metric_writer import MetricWriter
 from pkd_jax.train.model_card import write_model_card
 from pkd_jax.train.resume import restore_newest
 from pkd_jax.train.state import create_state, make_optimizer, parameter_counts
 from pkd_jax.train.steps import make_stream_step, make_train_step
-from pkd_jax.train.teacher_cache import compute_teacher_cache
-from pkd_jax.train.workdir import load_teacher
+from pkd_jax.train.teachers import Teachers, prepare_teachers, student_loss
 from pkd_jax.train.workdir_lock import hold_workdir
 
 
@@ -81,39 +79,29 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.Los
     distill = config.stage == "student"
     teacher_mode = config.teacher.mode if distill else None
 
-    teacher = teacher_variables = teacher_source = None
+    teachers = None  # a two-stage student's frozen teacher(s)
     extra_arrays: dict[str, Any] = {}
-    theta = config.loss.theta
-    if distill:
-        teacher, teacher_variables, teacher_source = load_teacher(config, mesh)
-        teacher_cache = None
-        if teacher_mode == "cached":
-            teacher_cache = compute_teacher_cache(
-                teacher, sharding.local_view(teacher_variables), cache, clip_frames=config.data.clip_frames,
-                missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s, dtype=dtype,
-                with_track=config.loss.gate_context == "window",
-            )  # fmt: skip
-            extra_arrays.update({k: v for k, v in teacher_cache.items() if k != "teacher_track"})
-        gate_arrays, theta, _ = prepare_gate(
-            config, workdir, teacher=teacher, teacher_variables=sharding.local_view(teacher_variables),
-            teacher_source=teacher_source, cache=cache, teacher_cache=teacher_cache, dtype=dtype, chief=chief,
-        )  # fmt: skip
-        extra_arrays.update(gate_arrays)
+    if distill and teacher_mode != "joint":
+        teachers = prepare_teachers(config, workdir, cache, mesh, dtype=dtype, chief=chief)
+        extra_arrays.update(teachers.extra_arrays)
 
     # Frozen trunks with cached features: the batch carries their features instead of their inputs (the
     # online teacher still needs frames and audio).
     cached_trunks = build.cached_trunks(config)
-    needs_audio = config.stage == "teacher" or teacher_mode == "online"
+    reads = step_modalities(config, teachers)
     pipeline = build.pipeline_config(
         config,
         batch_size=sharding.per_process_batch_size(config.data.batch_size, mesh),
-        with_audio=needs_audio and ("audio_cnn" not in cached_trunks or teacher_mode == "online"),
+        with_audio="audio" in reads and ("audio_cnn" not in cached_trunks or teacher_mode == "online"),
         with_frames="visual_cnn" not in cached_trunks or teacher_mode == "online",
+        with_physio="physio" in reads,
         train=True,
     )
 
     model = build.build_model(config)
-    example = train_dataset(cache, dataclasses.replace(pipeline, with_frames=True, with_audio=needs_audio))[0]
+    example = train_dataset(
+        cache, dataclasses.replace(pipeline, with_frames=True, with_audio="audio" in reads)
+    )[0]
     variables = build.init_variables(model, example, config.seed)
     state_rng = jax.random.key(config.seed)  # dropout keys: folded with the step number
     variables = load_pretrained(config, variables)
@@ -129,13 +117,24 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.Los
     )  # fmt: skip
     state = sharding.replicate(create_state(variables, tx, state_rng), mesh)
     if loss_fn is None:
-        loss_fn = build.build_loss(config, theta=theta)
+        loss_fn = student_loss(config, teachers.thetas) if teachers else build.build_loss(config)
     train_step = jax.jit(
         make_train_step(
-            model, tx, loss_fn, targets=targets, dtype=dtype, teacher=teacher, teacher_mode=teacher_mode
+            model,
+            tx,
+            loss_fn,
+            targets=targets,
+            dtype=dtype,
+            teacher=teachers.model if teachers else None,
+            teacher_mode=teacher_mode,
+            warmup_steps=config.teacher.warmup_steps,
+            teacher_loss_fn=losses.compose(ccc=config.loss.ccc, distill=None)
+            if teacher_mode == "joint"
+            else None,
         ),
         donate_argnums=0,
     )
+    teacher_variables = teachers.step_variables if teachers else None
     stream_step = jax.jit(make_stream_step(model, dtype))
 
     iterator = iter(dataset.to_iter_dataset(grain_read_options()))
@@ -211,7 +210,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.Los
         record = {**last_eval, "provenance": provenance()}
         write_model_card(
             workdir, config, {"dev": last_eval, **finals}, cache, record["provenance"], step=step,
-            params=state.variables["params"], teacher_source=teacher_source,
+            params=state.variables["params"], teacher_source=teachers.source if teachers else None,
         )  # fmt: skip
         (workdir / "eval.json").write_text(json.dumps(record, indent=2))
     return last_eval
@@ -242,6 +241,16 @@ def final_evaluations(
                 json.dumps({**result, "provenance": provenance()}, indent=2)
             )
     return results
+
+
+def step_modalities(config: ml_collections.ConfigDict, teachers: Teachers | None) -> tuple[str, ...]:
+    """What the train step reads: the teacher's modalities when one trains (teacher stage, one-stage
+    pair) or runs in the step (online mode), else the frames."""
+    if config.stage == "teacher" or build.is_joint(config):
+        return build.teacher_modalities(config)
+    if teachers is not None and config.teacher.mode == "online":
+        return teachers.reads
+    return ("visual",)
 
 
 def grain_read_options() -> Any:

@@ -16,6 +16,7 @@ LR_FIELDS = {
     "temporal": "lr_temporal",
     "head": "lr_head",
     "audio_cnn": "lr_audio_cnn",
+    "physio_cnn": "lr_physio_cnn",
 }
 
 
@@ -68,9 +69,7 @@ def make_optimizer(
     `steps_per_epoch` optimizer steps (the loop passes one pass over the training frames). Groups in
     `frozen_groups` (frozen trunks, `build.frozen_trunks`) are never updated, not even by weight decay.
     """
-    unknown = set(params) - set(LR_FIELDS)
-    if unknown:
-        raise ValueError(f"parameter groups {sorted(unknown)} have no learning rate field")
+    labels = group_labels(params)
 
     def adam(base_lr: float) -> optax.GradientTransformation:
         lr = step_decay(
@@ -81,12 +80,12 @@ def make_optimizer(
             return optax.adamw(lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
         return optax.adam(lr, b1=optim.b1, b2=optim.b2)
 
-    groups = {name: adam(optim[field]) for name, field in LR_FIELDS.items() if name in params}
+    present = set(jax.tree.leaves(labels))
+    groups = {name: adam(optim[field]) for name, field in LR_FIELDS.items() if name in present}
     for name in frozen_groups:
-        if name not in params:
-            raise ValueError(f"frozen parameter group {name!r} is not in the model ({sorted(params)})")
+        if name not in present:
+            raise ValueError(f"frozen parameter group {name!r} is not in the model ({sorted(present)})")
         groups[name] = optax.set_to_zero()
-    labels = {name: jax.tree.map(lambda _, n=name: n, subtree) for name, subtree in params.items()}
     frozen = biases_before_batchnorm(params)
     if frozen:
         # Their true gradient is 0 (BatchNorm removes any per-channel shift); Adam would turn the float
@@ -101,6 +100,17 @@ def make_optimizer(
     if optim.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip), tx)
     return tx
+
+
+def group_labels(params: Any) -> Any:
+    """The parameter tree with each leaf replaced by its group's name (`LR_FIELDS`): the top-level
+    module, or for the one-stage pair (`params["teacher"]`, `params["student"]`) the module under it."""
+    if params and set(params) <= {"teacher", "student"}:
+        return {side: group_labels(subtree) for side, subtree in params.items()}
+    unknown = set(params) - set(LR_FIELDS)
+    if unknown:
+        raise ValueError(f"parameter groups {sorted(unknown)} have no learning rate field")
+    return {name: jax.tree.map(lambda _, n=name: n, subtree) for name, subtree in params.items()}
 
 
 def biases_before_batchnorm(params: Any) -> list[tuple[str, ...]]:

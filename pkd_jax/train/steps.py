@@ -1,7 +1,11 @@
 """Pure train and evaluation steps; `jax.jit` compiles each once.
 
 The train step takes the state (donated), a batch sharded over the mesh axis `data`, and, in online
-distillation, the frozen teacher's variables. BatchNorm statistics come from the whole global batch
+distillation, the frozen teacher's variables (a tuple of them for several teachers). Several teachers'
+outputs reach the loss as tuples (`outputs["teacher_pred"][k]`, `batch["gate_gamma"][k]`); their cached
+arrays are the batch keys `teacher_pred_<k>`, `teacher_emb_<k>` and `gate_gamma_<k>`. One-stage
+distillation (`teacher_mode="joint"`) trains a `TeacherStudent` pair: teacher loss plus, after the
+warm-up, the student's distillation loss against the teacher's current outputs, gradient stopped. BatchNorm statistics come from the whole global batch
 (XLA inserts the cross-device reductions), so any number of devices computes what one device would.
 A step whose loss is not finite leaves the state unchanged; the loop sees it in the metrics and stops.
 """
@@ -9,7 +13,7 @@ A step whose loss is not finite leaves the state unchanged; the loop sees it in 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import jax
@@ -18,7 +22,7 @@ import optax
 from jax.typing import DTypeLike
 
 from pkd_jax import losses
-from pkd_jax.models import Student, Teacher
+from pkd_jax.models import Network, Teacher, TeacherStudent
 from pkd_jax.train.build import feature_inputs, model_inputs
 from pkd_jax.train.state import TrainState
 
@@ -26,12 +30,15 @@ Batch = dict[str, Any]
 Metrics = dict[str, jax.Array]
 
 
-def select_targets(batch: Batch, targets: tuple[int, ...]) -> Batch:
-    """The loss's view of a batch: the configured label columns, the masks and the gate's gamma."""
-    view = {"labels": jnp.asarray(batch["labels"])[..., list(targets)]}
+def select_targets(batch: Batch, targets: tuple[int, ...], teachers: int = 1) -> Batch:
+    """The loss's view of a batch: the configured label columns, the masks and the gate's gamma (a tuple,
+    one per teacher, for several teachers)."""
+    view: Batch = {"labels": jnp.asarray(batch["labels"])[..., list(targets)]}
     for key in ("label_mask", "frame_mask", "gate_gamma"):
         if key in batch:
             view[key] = jnp.asarray(batch[key])
+    if teachers > 1 and "gate_gamma_0" in batch:
+        view["gate_gamma"] = tuple(jnp.asarray(batch[f"gate_gamma_{k}"]) for k in range(teachers))
     return view
 
 
@@ -60,43 +67,65 @@ def loss_and_metrics(result: Any) -> tuple[jax.Array, Metrics]:
 
 
 def make_train_step(
-    model: Student | Teacher,
+    model: Network,
     tx: optax.GradientTransformation,
     loss_fn: losses.LossFn,
     *,
     targets: tuple[int, ...],
     dtype: DTypeLike = jnp.float32,
-    teacher: Teacher | None = None,
+    teacher: Teacher | Sequence[Teacher] | None = None,
     teacher_mode: str | None = None,
+    teacher_loss_fn: losses.LossFn | None = None,
+    warmup_steps: int = 0,
 ) -> Callable[[TrainState, Batch, Any], tuple[TrainState, Metrics]]:
     """Builds `train_step(state, batch, teacher_variables) -> (state, metrics)`.
 
-    `teacher_mode` is None (teacher and baseline training), "online" (the teacher runs here on the
-    same frames) or "cached" (the batch carries `teacher_pred` and `teacher_emb`).
+    `teacher_mode` is None (teacher and baseline training), "online" (the frozen teacher runs here on
+    the same frames), "cached" (the batch carries `teacher_pred` and `teacher_emb`) or "joint" (one-stage:
+    `model` is a `TeacherStudent`, `teacher_loss_fn` the teacher's loss, and the student's loss counts
+    from step `warmup_steps`). A sequence of teachers distils from each (`losses.combine_teachers`).
     """
-    if teacher_mode not in (None, "online", "cached"):
-        raise ValueError(f"teacher mode {teacher_mode!r}; use 'online' or 'cached'")
+    if teacher_mode not in (None, "online", "cached", "joint"):
+        raise ValueError(f"teacher mode {teacher_mode!r}; use 'online', 'cached' or 'joint'")
     if teacher_mode == "online" and teacher is None:
         raise ValueError("online distillation needs the teacher model")
+    if teacher_mode == "joint" and (not isinstance(model, TeacherStudent) or teacher_loss_fn is None):
+        raise ValueError("one-stage distillation needs a TeacherStudent model and the teacher's loss")
+    several = isinstance(teacher, Sequence)
+    teachers: tuple[Teacher, ...] = (
+        tuple(teacher) if isinstance(teacher, Sequence) else (teacher,) if teacher else ()
+    )
+
+    def teacher_view(batch: Batch, teacher_variables: Any) -> dict[str, Any]:
+        """The frozen teachers' outputs for the loss (tuples for several teachers)."""
+        if teacher_mode == "online":
+            variables = teacher_variables if several else (teacher_variables,)
+            outs = [teacher_outputs(t, v, batch, dtype) for t, v in zip(teachers, variables, strict=True)]
+        elif teacher_mode == "cached":
+            keys = [f"_{k}" for k in range(len(teachers))] if several else [""]
+            outs = [
+                (
+                    jnp.asarray(batch[f"teacher_pred{k}"], jnp.float32),
+                    jnp.asarray(batch[f"teacher_emb{k}"], jnp.float32),
+                )
+                for k in keys
+            ]
+        else:
+            return {}
+        if not several:
+            return {"teacher_pred": outs[0][0], "teacher_emb": outs[0][1]}
+        return {"teacher_pred": tuple(p for p, _ in outs), "teacher_emb": tuple(e for _, e in outs)}
 
     def train_step(state: TrainState, batch: Batch, teacher_variables: Any) -> tuple[TrainState, Metrics]:
         dropout_key = jax.random.fold_in(state.rng, state.step)
         inputs = model_inputs(model, batch, dtype)
         features = feature_inputs(model, batch)  # frozen trunks' cached features, where the batch has them
-        loss_batch = select_targets(batch, targets)
-        extra: dict[str, jax.Array] = {}
-        if teacher_mode == "online":
-            assert teacher is not None  # checked above
-            extra["teacher_pred"], extra["teacher_emb"] = teacher_outputs(
-                teacher, teacher_variables, batch, dtype
-            )
-        elif teacher_mode == "cached":
-            extra["teacher_pred"] = jnp.asarray(batch["teacher_pred"], jnp.float32)
-            extra["teacher_emb"] = jnp.asarray(batch["teacher_emb"], jnp.float32)
+        loss_batch = select_targets(batch, targets, len(teachers))
+        extra = teacher_view(batch, teacher_variables)
 
         def objective(params: Any) -> tuple[jax.Array, tuple[Metrics, Any]]:
             apply: Callable[..., Any] = model.apply  # the features are keyword inputs of the model
-            (pred, emb), updates = apply(
+            out, updates = apply(
                 {"params": params, "batch_stats": state.batch_stats},
                 *inputs,
                 **features,
@@ -104,8 +133,27 @@ def make_train_step(
                 rngs={"dropout": dropout_key},
                 mutable=["batch_stats"],
             )
-            loss, metrics = loss_and_metrics(loss_fn({"pred": pred, "emb": emb, **extra}, loss_batch))
+            if teacher_mode == "joint":
+                assert teacher_loss_fn is not None  # checked above
+                loss, metrics = joint_loss(out, loss_batch, state.step)
+            else:
+                pred, emb = out
+                loss, metrics = loss_and_metrics(loss_fn({"pred": pred, "emb": emb, **extra}, loss_batch))
             return loss, (metrics, updates["batch_stats"])
+
+        def joint_loss(out: Any, loss_batch: Batch, step: jax.Array) -> tuple[jax.Array, Metrics]:
+            (pred, emb), (t_pred, t_emb) = out
+            assert teacher_loss_fn is not None
+            t_loss, _ = loss_and_metrics(teacher_loss_fn({"pred": t_pred, "emb": t_emb}, loss_batch))
+            frozen = {
+                "teacher_pred": jax.lax.stop_gradient(t_pred),
+                "teacher_emb": jax.lax.stop_gradient(t_emb),
+            }
+            s_loss, s_metrics = loss_and_metrics(loss_fn({"pred": pred, "emb": emb, **frozen}, loss_batch))
+            student_on = (step >= warmup_steps).astype(jnp.float32)
+            metrics = {**s_metrics, "student_loss": s_loss, "teacher_loss": t_loss, "student_on": student_on}
+            metrics["loss"] = t_loss + student_on * s_loss
+            return metrics["loss"], metrics
 
         (loss, (metrics, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -126,7 +174,7 @@ def make_train_step(
     return train_step
 
 
-def make_stream_step(model: Student | Teacher, dtype: DTypeLike = jnp.float32) -> Callable:
+def make_stream_step(model: Network, dtype: DTypeLike = jnp.float32) -> Callable:
     """`stream_step(variables, batch, carry) -> (pred, emb, carry)` for chunked inference."""
 
     def stream_step(variables: Any, batch: Batch, carry: Any) -> tuple[jax.Array, jax.Array, Any]:

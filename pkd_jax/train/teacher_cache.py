@@ -20,7 +20,7 @@ from jax.typing import DTypeLike
 from tqdm import tqdm
 
 from pkd_jax.data.cache import Cache
-from pkd_jax.data.pipeline import eval_batches
+from pkd_jax.data.pipeline import PipelineConfig, eval_batches
 from pkd_jax.models import Teacher
 from pkd_jax.train.build import model_inputs
 
@@ -38,14 +38,14 @@ def compute_teacher_cache(
     chunk_frames: int = 250,
     clips_per_call: int = 256,
     with_track: bool = False,
+    physio: PipelineConfig | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """`{"teacher_pred": {video: [S, L, K]}, "teacher_emb": {video: [S, L, D]}}` for `split`, and with
-    `with_track` also `"teacher_track": {video: [T, K]}`, the predictions of one continuous pass."""
-    features = jax.jit(
-        lambda v, frames, audio: teacher.apply(v, frames, audio, train=False, method="frame_features")
-    )
-    heads = jax.jit(lambda v, vis, aud: teacher.apply(v, vis, aud, method="from_features")[:2])
-    whole = jax.jit(lambda v, vis, aud: teacher.apply(v, vis, aud, method="from_features")[0])
+    `with_track` also `"teacher_track": {video: [T, K]}`, the predictions of one continuous pass.
+    `physio` gives the physiological windows' settings of a teacher that reads them."""
+    features = jax.jit(lambda v, *inputs: teacher.apply(v, *inputs, train=False, method="frame_features"))
+    heads = jax.jit(lambda v, streams: teacher.apply(v, streams, method="from_features")[:2])
+    whole = jax.jit(lambda v, streams: teacher.apply(v, streams, method="from_features")[0])
     preds: dict[str, np.ndarray] = {}
     embs: dict[str, np.ndarray] = {}
     tracks: dict[str, np.ndarray] = {}
@@ -53,29 +53,30 @@ def compute_teacher_cache(
     for video_id in tqdm(
         cache.ids(split), desc="teacher cache", unit="video", disable=jax.process_index() != 0
     ):
-        visual, audio = [], []
+        parts: list[list[np.ndarray]] = [[] for _ in teacher.streams]
         for batch in eval_batches(
             cache, split, chunk_frames=chunk_frames, video_ids=[video_id], missing_face=missing_face,
-            audio_window_s=audio_window_s,
+            audio_window_s=audio_window_s, with_audio="audio" in teacher.streams,
+            physio=physio if "physio" in teacher.streams else None,
         ):  # fmt: skip
             keep = batch["frame_mask"][0] > 0
-            v, a = features(variables, *model_inputs(teacher, batch, dtype))
-            visual.append(np.asarray(v[0][keep]))
-            audio.append(np.asarray(a[0][keep]))
-        visual_seq, audio_seq = np.concatenate(visual), np.concatenate(audio)
+            for part, feats in zip(
+                parts, features(variables, *model_inputs(teacher, batch, dtype)), strict=True
+            ):
+                part.append(np.asarray(feats[0][keep]))
+        sequences = [np.concatenate(part) for part in parts]  # per stream [T, D]
         if with_track:
-            tracks[video_id] = np.asarray(whole(variables, visual_seq[None], audio_seq[None])[0])
-        starts = len(visual_seq) - clip_frames + 1
+            tracks[video_id] = np.asarray(whole(variables, [x[None] for x in sequences])[0])
+        starts = len(sequences[0]) - clip_frames + 1
         # [S, L, D] views of every clip window, evaluated in fixed-size groups (one compilation).
-        vis_windows = np.lib.stride_tricks.sliding_window_view(visual_seq, clip_frames, axis=0)
-        aud_windows = np.lib.stride_tricks.sliding_window_view(audio_seq, clip_frames, axis=0)
-        vis_windows, aud_windows = np.moveaxis(vis_windows, -1, 1), np.moveaxis(aud_windows, -1, 1)
+        windows = [
+            np.moveaxis(np.lib.stride_tricks.sliding_window_view(x, clip_frames, axis=0), -1, 1)
+            for x in sequences
+        ]
         pred_parts, emb_parts = [], []
         for s in range(0, starts, clips_per_call):
             count = min(clips_per_call, starts - s)
-            vis = _pad_to(vis_windows[s : s + count], clips_per_call)
-            aud = _pad_to(aud_windows[s : s + count], clips_per_call)
-            p, e = heads(variables, vis, aud)
+            p, e = heads(variables, [_pad_to(w[s : s + count], clips_per_call) for w in windows])
             pred_parts.append(np.asarray(p[:count]))
             emb_parts.append(np.asarray(e[:count]))
         preds[video_id] = np.concatenate(pred_parts)

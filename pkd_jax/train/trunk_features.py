@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from pkd_jax.data.cache import Cache, CacheError
 from pkd_jax.data.pipeline import FrameReader, PipelineConfig
-from pkd_jax.models import Student, Teacher
+from pkd_jax.models import Network
 from pkd_jax.train import build
 
 VERSION = 1
@@ -152,7 +152,7 @@ def compute_video_features(
     return np.concatenate(parts)
 
 
-def _trunk_fn(model: Student | Teacher, variables: Any, group: str, dtype: Any) -> Callable:
+def _trunk_fn(model: Network, variables: Any, group: str, dtype: Any) -> Callable:
     method = _METHODS[group]
 
     @jax.jit
@@ -176,7 +176,7 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def load_or_compute(
     config: ml_collections.ConfigDict,
-    model: Student | Teacher,
+    model: Network,
     variables: dict[str, Any],
     cache: Cache,
     group: str,
@@ -275,7 +275,7 @@ def _load(directory: Path, video_id: str, shape: list[int]) -> np.ndarray:
 
 def frozen_feature_arrays(
     config: ml_collections.ConfigDict,
-    model: Student | Teacher,
+    model: Network,
     variables: dict[str, Any],
     cache: Cache,
     *,

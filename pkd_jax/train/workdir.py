@@ -21,6 +21,7 @@ from absl import logging
 from pkd_jax import defaults
 from pkd_jax.data.cache import TARGETS
 from pkd_jax.models import Student, Teacher
+from pkd_jax.models.joint import TeacherStudent
 from pkd_jax.train import build, sharding
 from pkd_jax.train.checkpoint import Checkpointer, check_tree_shapes, short_reason, silence_stray_callbacks
 
@@ -187,7 +188,7 @@ def load_trained(workdir: str | Path | None = None, checkpoint: str | Path | Non
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {checkpoints}")
     state_dir = checkpoints / str(step) / "state"
-    teacher = isinstance(model, Teacher)
+    teacher = build.input_modalities(model) != ("visual",)
     abstract = jax.eval_shape(
         lambda: model.init(jax.random.key(0), *build.example_inputs(config, teacher=teacher))
     )
@@ -203,6 +204,9 @@ def load_trained(workdir: str | Path | None = None, checkpoint: str | Path | Non
     check_tree_shapes(
         abstract, variables, f"checkpoint {state_dir}", f"the {config.stage} model of {config_path}"
     )
+    if isinstance(model, TeacherStudent):  # one-stage: the checkpoint holds both; the student is used
+        model = build.build_student(config)
+        variables = {k: v["student"] for k, v in variables.items()}
     return Trained(config, model, variables, int(step), state_dir.parent)
 
 
@@ -229,6 +233,15 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
             f"{config_path}: the teacher was trained on {teacher_config.data.face_size}px faces, "
             f"the student is configured for {config.data.face_size}px"
         )
+    if "physio" in build.teacher_modalities(teacher_config):
+        theirs = (teacher_config.data.physio_window_s, teacher_config.data.physio_window_step)
+        ours = (config.data.physio_window_s, config.data.physio_window_step)
+        if theirs != ours:
+            raise ValueError(
+                f"{config_path}: the teacher read physiological windows of (seconds, step) {theirs}, the "
+                f"student is configured for {ours}: set data.physio_window_s and data.physio_window_step to "
+                "the teacher's"
+            )
     teacher = build.build_teacher(teacher_config)
     checkpointer = Checkpointer(workdir / "checkpoints", async_save=False)
     step = checkpointer.best_step() if step is None else step
@@ -263,5 +276,6 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
 
 def _dummy_teacher_inputs(teacher_config: ml_collections.ConfigDict, variables: Any) -> tuple:
     # The audio input size is not in the config; the trunks only need the channel count to match.
-    channels = variables["params"]["audio_cnn"]["conv1"]["kernel"].shape[2]
+    audio_cnn = variables["params"].get("audio_cnn")
+    channels = audio_cnn["conv1"]["kernel"].shape[2] if audio_cnn else 1
     return build.example_inputs(teacher_config, teacher=True, audio_channels=channels)

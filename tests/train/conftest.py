@@ -7,7 +7,7 @@ from tests.fake_cache import write_fake_cache
 
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory):
-    return write_fake_cache(tmp_path_factory.mktemp("cache"))
+    return write_fake_cache(tmp_path_factory.mktemp("cache"), physio=True)
 
 
 @pytest.fixture(scope="session")

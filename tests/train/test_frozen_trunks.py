@@ -75,7 +75,7 @@ def test_batch_features_are_the_trunk_on_the_batch_inputs(tmp_path):
     assert set(arrays) == {"visual_features", "audio_features"}
     assert set(digests) == {"visual_cnn", "audio_cnn"}
     batch = train_dataset(cache, pipeline, frame_arrays=arrays)[1]  # frames and audio and their features
-    frames, audio = build.model_inputs(model, batch, np.float32)
+    frames, audio, _ = build.model_inputs(model, batch, np.float32)
     visual = jax.jit(lambda v, x: model.apply(v, x, method="trunk_visual"))(variables, frames)
     sound = jax.jit(lambda v, x: model.apply(v, x, method="trunk_audio"))(variables, audio)
     np.testing.assert_allclose(batch["visual_features"], visual, rtol=1e-4, atol=1e-5)

@@ -61,13 +61,14 @@ def test_a_stored_track_of_another_teacher_is_recomputed(tmp_path):
 def test_cached_teachers_track_equals_the_streamed_track(cache, teacher_dir):
     from configs import recola_student
     from pkd_jax.data.cache import Cache
-    from pkd_jax.train import loop, sharding
+    from pkd_jax.train import sharding
     from pkd_jax.train.teacher_cache import compute_teacher_cache
+    from pkd_jax.train.workdir import load_teacher
 
     config = recola_student.get_config("tiny")
     config.teacher.workdir = str(teacher_dir)
     config.data.eval_videos_per_batch = 2
-    teacher, variables, _ = loop.load_teacher(config, sharding.make_mesh())
+    teacher, variables, _ = load_teacher(config, sharding.make_mesh())
     opened = Cache(cache)
     streamed = gate_track.teacher_track(teacher, variables, opened, config)
     cached = compute_teacher_cache(

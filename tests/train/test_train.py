@@ -74,10 +74,11 @@ def test_cached_teacher_outputs_equal_online_teacher_outputs(cache, teacher_dir)
     from pkd_jax.train import sharding
     from pkd_jax.train.steps import teacher_outputs
     from pkd_jax.train.teacher_cache import compute_teacher_cache
+    from pkd_jax.train.workdir import load_teacher
 
     config = recola_student.get_config("tiny")
     config.teacher.workdir = str(teacher_dir)
-    teacher, variables, _ = loop.load_teacher(config, sharding.make_mesh())
+    teacher, variables, _ = load_teacher(config, sharding.make_mesh())
     opened = Cache(cache)
     cached = compute_teacher_cache(
         teacher, variables, opened, clip_frames=config.data.clip_frames, missing_face="retain",
