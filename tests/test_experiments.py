@@ -206,6 +206,37 @@ def test_the_distillation_table_lists_every_term_with_its_paired_difference():
     assert "## Distillation terms" not in report.markdown(_results([0, 1], with_test=False))
 
 
+def test_beyond_the_paper_methods_configs_table_and_comparisons(tmp_path):
+    config = demo.get_config("beyond")
+    beyond = ("teacher_pv", "teacher_apv", "student_pv", "student_two", "student_onestage")
+    assert set(beyond) <= set(config.experiment.methods) <= set(runner.METHODS)
+    two = runner.method_config(config, "student_two", 3, tmp_path)
+    assert two.teacher.workdir == "" and two.teacher.workdirs == (
+        str(runner.run_dir(tmp_path, "teacher", 3)),
+        str(runner.run_dir(tmp_path, "teacher_pv", 3)),
+    )
+    pv = runner.method_config(config, "student_pv", 3, tmp_path)
+    assert pv.teacher.workdir == str(runner.run_dir(tmp_path, "teacher_pv", 3)) and pv.teacher.workdirs == ()
+    one = runner.method_config(config, "student_onestage", 3, tmp_path)
+    assert one.teacher.mode == "joint" and not one.teacher.workdir and one.loss.gate == "none"
+    assert runner.method_config(config, "teacher_apv", 3, tmp_path).model.teacher_modalities == (
+        "audio", "visual", "physio",
+    )  # fmt: skip
+    text = report.markdown(_results([0, 1, 2], with_test=True, extra_methods=beyond))
+    table = text[text.index("## Beyond the paper") : text.index("## Table 5")]
+    for label in ("Teacher (physio + visual)", "Student of two teachers", "Student, one-stage"):
+        assert f"| {label}" in table
+    assert "## Distillation terms" not in text  # these students are not distillation terms
+    paired = text[text.index("## Paired differences") :]
+    for row in (
+        "Teacher (physio + visual) − Teacher (audio + visual), frame retention",
+        "Teacher (audio + visual + physio) − Teacher (audio + visual), frame retention",
+        "Student of two teachers, A+V and P+V (paper gates, average) − Student (PKD, paper gate)",
+        "Student, one-stage with its A+V teacher (no gate) − Student (PKD, no gate)",
+    ):
+        assert f"| {row} |" in paired
+
+
 def test_without_a_test_split_the_tables_say_dev():
     results = _results([0, 1, 2], with_test=False)
     text = report.markdown(results)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 import numpy as np
 
 from pkd_jax.experiments import report_paired
+from pkd_jax.losses import DISTILL_TERMS
 from pkd_jax.provenance import provenance_lines
 from pkd_jax.train.metric_writer import read_metrics
 
@@ -44,9 +43,10 @@ LABELS = {
 }
 
 
-def distilled_fraction(run: Path) -> float | None:
-    """Share of training sequences the gate let distil, averaged over the run (students only)."""
-    values = [r["distilled_fraction"] for r in read_metrics(run, "train") if "distilled_fraction" in r]
+def distilled_fraction(run: Path, key: str = "distilled_fraction") -> float | None:
+    """Share of training sequences the gate let distil, averaged over the run (students only); `key`
+    "distilled_fraction_<k>" gives teacher k's own gate's share in a student of several teachers."""
+    values = [r[key] for r in read_metrics(run, "train") if key in r]
     return float(np.mean(values)) if values else None
 
 
@@ -75,13 +75,23 @@ def summarize(
             if shares:
                 summary[method]["distilled_fraction"] = float(np.mean(list(shares.values())))
                 summary[method]["distilled_fraction_per_seed"] = shares
+            by_teacher = [
+                [
+                    distilled_fraction(workdir / "runs" / method / f"seed_{s}", f"distilled_fraction_{k}")
+                    for s in runs
+                ]
+                for k in range(8)
+            ]
+            by_teacher = [v for v in by_teacher if all(x is not None for x in v)]
+            if by_teacher:  # several teachers: each gate's own share, mean over seeds
+                summary[method]["distilled_fraction_by_teacher"] = [float(np.mean(v)) for v in by_teacher]
     return summary
 
 
 def _distill_table(results: dict[str, Any], which: str) -> list[str]:
     """The distillation terms side by side (`configs/demo.py:distill`); nothing when none was trained."""
     summary = results["summary"]  # the dev summary holds the training logs' distilled shares
-    terms = [m for m in summary if m.startswith("student_") and m != "student_nogate"]
+    terms = [m for m in summary if m.startswith("student_") and m.removeprefix("student_") in DISTILL_TERMS]
     if not terms:
         return []
     return [
@@ -92,6 +102,33 @@ def _distill_table(results: dict[str, Any], which: str) -> list[str]:
         "Share of training sequences distilled: " + _distilled_shares(summary, ["student", *terms]),
         "",
     ]
+
+
+BEYOND = ("teacher", "teacher_pv", "teacher_apv", "visual", "student", "student_pv", "student_two",
+          "student_nogate", "student_onestage")  # fmt: skip
+
+
+def _beyond_table(results: dict[str, Any], which: str) -> list[str]:
+    """Physio teachers, two teachers and one-stage training (`configs/demo.py:beyond`); nothing otherwise."""
+    summary = results["summary"]
+    if not any(m in summary for m in ("teacher_pv", "teacher_apv", "student_two", "student_onestage")):
+        return []
+    two = summary.get("student_two", {}).get("distilled_fraction_by_teacher")
+    lines = [
+        f"## Beyond the paper: physiological signals, two teachers, one-stage training ({which})",
+        "",
+        *_table(results, [m for m in BEYOND if m in summary]),
+        "",
+        "Share of training sequences distilled: "
+        + _distilled_shares(summary, [m for m in BEYOND if m.startswith("student")]),
+    ]
+    if two:
+        lines[-1] += (
+            " (two teachers: distilled from at least one; each gate alone: "
+            + ", ".join(f"teacher {k} {x:.2f}" for k, x in enumerate(two))
+            + ")"
+        )
+    return [*lines, ""]
 
 
 def _cell(stats: dict[str, Any] | None) -> str:
@@ -271,6 +308,7 @@ def _markdown_weak(results: dict[str, Any]) -> str:
         *_gate_lines(results),
         "",
         *_distill_table(results, which),
+        *_beyond_table(results, which),
         f"## Table 5: missing faces, frame retention vs black frames (teacher; {which})",
         "",
         *_table(results, ["teacher", "teacher_black"]),
@@ -280,91 +318,6 @@ def _markdown_weak(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(out)
-
-
-def _read_predictions(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    time_s = np.array([float(r["time_s"]) for r in rows])
-    preds = {k[5:]: np.array([float(r[k]) for r in rows]) for k in rows[0] if k.startswith("pred_")}
-    gold = {k[5:]: np.array([float(r[k]) for r in rows]) for k in rows[0] if k.startswith("gold_")}
-    return time_s, preds, gold
-
-
-def _last_predictions(run: Path, video: str) -> Path | None:
-    steps = sorted((int(p.name) for p in (run / "predictions").glob("*") if p.name.isdigit()), reverse=True)
-    for step in steps:
-        path = run / "predictions" / str(step) / f"{video}.csv"
-        if path.is_file():
-            return path
-    return None
-
-
-def figure4(workdir: Path, config: ml_collections.ConfigDict, seed: int, out: Path) -> None:
-    """Predictions of teacher, baseline and student against the gold standard on one dev video."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    video = config.experiment.figure_video
-    curves = {}
-    gold = time_s = None
-    for method in ("teacher", "visual", "student", "student_nogate"):
-        path = _last_predictions(workdir / "runs" / method / f"seed_{seed}", video)
-        if path is not None:
-            time_s, curves[method], gold = _read_predictions(path)
-    if not curves:
-        return
-    assert gold is not None  # read with every curve
-    targets = list(gold)
-    fig, axes = plt.subplots(len(targets), 1, figsize=(11, 3.2 * len(targets)), sharex=True, squeeze=False)
-    styles = {"teacher": ("tab:red", "Teacher (A+V)"), "visual": ("tab:gray", "Visual-only"),
-              "student": ("tab:blue", "Student (PKD, gate)"),
-              "student_nogate": ("tab:green", "Student (PKD, no gate)")}  # fmt: skip
-    for ax, target in zip(axes[:, 0], targets, strict=True):
-        ax.plot(time_s, gold[target], color="black", lw=2.0, label="gold standard")
-        for method, pred in curves.items():
-            color, label = styles[method]
-            ax.plot(time_s, pred[target], color=color, lw=1.0, alpha=0.85, label=label)
-        ax.set_ylabel(target)
-        ax.set_ylim(-1.05, 1.05)
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(loc="upper right", ncol=5, fontsize=8)
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(f"{video}: predictions vs gold standard (seed {seed}, raw)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
-def training_curves(workdir: Path, methods: list[str], seed: int, out: Path) -> None:
-    """Training loss and dev CCC over steps for each method (one seed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (loss_ax, ccc_ax) = plt.subplots(1, 2, figsize=(12, 4))
-    for method in methods:
-        run = workdir / "runs" / method / f"seed_{seed}"
-        train = read_metrics(run, "train")
-        evals = read_metrics(run, "eval")
-        if train:
-            loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train], label=LABELS[method])
-        if evals:
-            ccc_ax.plot(
-                [r["step"] for r in evals], [r["mean_ccc"] for r in evals], "o-", label=LABELS[method]
-            )
-    loss_ax.set_title("training loss")
-    ccc_ax.set_title("dev CCC (mean of targets)")
-    for ax in (loss_ax, ccc_ax):
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    loss_ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
 
 
 def _gate_files(run: Path) -> tuple[dict[str, Any], np.ndarray] | None:

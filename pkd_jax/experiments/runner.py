@@ -14,6 +14,7 @@ import ml_collections
 from absl import logging
 
 from pkd_jax.experiments import report, report_paired
+from pkd_jax.experiments.report_figures import figure4, training_curves
 from pkd_jax.perf.complexity import complexity_table
 from pkd_jax.provenance import provenance
 
@@ -207,8 +208,8 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     }
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     (workdir / "results.md").write_text(report.markdown(results))
-    report.figure4(workdir, config, seeds[0], workdir / "figure4.png")
-    report.training_curves(workdir, methods, seeds[0], workdir / "training_curves.png")
+    figure4(workdir, config, seeds[0], workdir / "figure4.png")
+    training_curves(workdir, methods, seeds[0], workdir / "training_curves.png", report.LABELS)
     print((workdir / "results.md").read_text())
     return results
 
