@@ -64,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         e.seeds = (0,)
         e.corpus_train, e.corpus_dev, e.corpus_seconds = 2, 1, 8.0
         e.corpus_test = 1
+        e.corpus_physio = (
+            "beyond" in args
+        )  # only the physio teachers read it; preprocessing is quicker without
         c.train.num_steps = 4
         c.train.log_every = 2
         c.train.eval_every = 4

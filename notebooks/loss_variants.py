@@ -51,7 +51,13 @@ spec = importlib.util.spec_from_file_location("demo_config", REPO / "configs" / 
 demo = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(demo)
 args = ["smoke"] if SIZE == "tiny" else []
-config = runner.prepare_data(demo.get_config(",".join(args + ["frozen"] * FROZEN) or None), WORKDIR)
+base = demo.get_config(",".join(args + ["frozen"] * FROZEN) or None)
+if SIZE == "tiny":  # the training tests' shapes, so `make test` compiles each program once
+    base.unlock()
+    base.data.face_size, base.data.clip_frames, base.data.batch_size = 32, 4, 4
+    base.data.eval_chunk_frames, base.data.eval_videos_per_batch = 50, 2
+    base.lock()
+config = runner.prepare_data(base, WORKDIR)
 print(f"size {SIZE}, frozen visual trunk {FROZEN}: {config.train.num_steps} steps per run; under {WORKDIR}")
 
 # %% [markdown]

@@ -277,4 +277,5 @@ def experiment_fields() -> ml_collections.ConfigDict:
     e.figure_video = "dev_1"  # the dev recording drawn in the Figure-4 plot
     e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")  # runs per seed
     e.corpus_layout = "recola"  # synthetic corpus only: "recola" or "affwild2" layout
+    e.corpus_physio = True  # synthetic corpus only (RECOLA layout): ECG and EDA recordings too
     return e

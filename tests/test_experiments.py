@@ -17,6 +17,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     config.unlock()
     # The shapes of the training tests, so their compiled programs are reused from the test cache.
     config.data.face_size, config.data.clip_frames, config.data.batch_size = 32, 4, 4
+    config.data.eval_chunk_frames, config.data.eval_videos_per_batch = 50, 2
     config.data.preprocess_workers = 1
     assert config.experiment.corpus_test == 1
     assert set(config.experiment.methods) == {
@@ -77,6 +78,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     sweep = sweep_config.get_config("smoke")
     sweep.unlock()
     sweep.data.face_size, sweep.data.clip_frames, sweep.data.batch_size = 32, 4, 4
+    sweep.data.eval_chunk_frames, sweep.data.eval_videos_per_batch = 50, 2
     sweep.data.preprocess_workers = 1
     out = gate_sweep.run_sweep(sweep, tmp_path)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json") if p in stamps} == stamps

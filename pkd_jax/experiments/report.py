@@ -75,15 +75,13 @@ def summarize(
             if shares:
                 summary[method]["distilled_fraction"] = float(np.mean(list(shares.values())))
                 summary[method]["distilled_fraction_per_seed"] = shares
-            by_teacher = [
-                [
-                    distilled_fraction(workdir / "runs" / method / f"seed_{s}", f"distilled_fraction_{k}")
-                    for s in runs
-                ]
-                for k in range(8)
-            ]
-            by_teacher = [v for v in by_teacher if all(x is not None for x in v)]
-            if by_teacher:  # several teachers: each gate's own share, mean over seeds
+            by_teacher: list[list[float]] = []  # several teachers: each gate's own share, per seed
+            for k in range(8):
+                key = f"distilled_fraction_{k}"
+                values = [distilled_fraction(workdir / "runs" / method / f"seed_{s}", key) for s in runs]
+                if values and all(x is not None for x in values):
+                    by_teacher.append([float(x) for x in values if x is not None])
+            if by_teacher:
                 summary[method]["distilled_fraction_by_teacher"] = [float(np.mean(v)) for v in by_teacher]
     return summary
 

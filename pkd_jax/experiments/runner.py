@@ -128,7 +128,10 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
             generate = synthetic.generate_affwild2_corpus if affwild2_layout else synthetic.generate_corpus
             generate(
                 config.data.root, e.corpus_train, e.corpus_dev, e.corpus_seconds, e.corpus_seed,
-                config=synthetic.SyntheticConfig(frame_width=e.corpus_frame_size, frame_height=e.corpus_frame_size),
+                config=synthetic.SyntheticConfig(
+                    frame_width=e.corpus_frame_size, frame_height=e.corpus_frame_size,
+                    physio=e.get("corpus_physio", True) and not affwild2_layout,
+                ),
                 workers=config.data.preprocess_workers, **({} if affwild2_layout else {"n_test": n_test}),
             )  # fmt: skip
         else:

@@ -93,23 +93,6 @@ def test_cached_teacher_outputs_equal_online_teacher_outputs(cache, teacher_dir)
     np.testing.assert_allclose(batch["teacher_emb"], emb, atol=1e-4)
 
 
-def test_student_trains_in_both_teacher_modes_with_the_same_losses(tmp_path, cache, teacher_dir):
-    # Trust the (barely trained) teacher everywhere, so distillation is on.
-    theta = ["--config.loss.theta=10.0", "--config.loss.theta_quantile=0"]
-    run_main("student", tmp_path / "cached", cache, f"--config.teacher.workdir={teacher_dir}", *theta)
-    run_main(
-        "student", tmp_path / "online", cache, f"--config.teacher.workdir={teacher_dir}",
-        "--config.teacher.mode=online", *theta,
-    )  # fmt: skip
-    cached, online = read_metrics(tmp_path / "cached", "train"), read_metrics(tmp_path / "online", "train")
-    assert cached[0]["distilled_fraction"] == 1.0
-    assert (tmp_path / "cached" / "checkpoints").is_dir() and (tmp_path / "online" / "eval.json").is_file()
-    # Float rounding differs (trunks batched per chunk vs per clip); training only amplifies it slowly.
-    for a, b in zip(cached, online, strict=True):
-        for key in ("loss", "cos_loss", "ccc_loss", "teacher_gamma"):
-            assert a[key] == pytest.approx(b[key], rel=1e-2), key
-
-
 def test_visual_baseline_resumes_exactly_and_is_deterministic(tmp_path, cache):
     run_main("visual", tmp_path / "full", cache)
     run_main("visual", tmp_path / "again", cache)
