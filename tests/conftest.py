@@ -1,5 +1,4 @@
-"""Test-wide settings: a persistent XLA compilation cache, so identical programs compile once per run, and
-XLA's cheapest backend optimisation level."""
+"""Test-wide settings: a persistent XLA compilation cache, so identical programs compile once per run."""
 
 import os
 from pathlib import Path
@@ -17,12 +16,6 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-# Tests check behaviour, not speed, and the suite's time is mostly XLA compiling many small programs: the
-# lowest backend optimisation level compiled them about 15% faster here (70 s against 82 s for the physio
-# teacher and one-stage tests, cold, 2026-12-06). Set before any backend starts; benchmarks and users keep
-# XLA's default. The processes tests start inherit it.
-if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
 
 def outside_checkout_env() -> dict[str, str]:
