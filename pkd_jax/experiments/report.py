@@ -43,11 +43,17 @@ LABELS = {
 }
 
 
-def distilled_fraction(run: Path, key: str = "distilled_fraction") -> float | None:
-    """Share of training sequences the gate let distil, averaged over the run (students only); `key`
-    "distilled_fraction_<k>" gives teacher k's own gate's share in a student of several teachers."""
-    values = [r[key] for r in read_metrics(run, "train") if key in r]
-    return float(np.mean(values)) if values else None
+def distilled_shares(run: Path) -> dict[str, float]:
+    """Every share of training sequences distilled that a student logged, averaged over the run:
+    `distilled_fraction`, and for several teachers each gate's own, `distilled_fraction_<k>`."""
+    records = read_metrics(run, "train")
+    keys = {k for r in records for k in r if k.startswith("distilled_fraction")}
+    return {k: float(np.mean([r[k] for r in records if k in r])) for k in keys}
+
+
+def distilled_fraction(run: Path) -> float | None:
+    """Share of training sequences the gate let distil, averaged over the run (students only)."""
+    return distilled_shares(run).get("distilled_fraction")
 
 
 def summarize(
@@ -70,19 +76,18 @@ def summarize(
             for t, v in per_target.items()
         }
         if workdir is not None and method.startswith("student"):
-            shares = {str(s): distilled_fraction(workdir / "runs" / method / f"seed_{s}") for s in runs}
-            shares = {s: x for s, x in shares.items() if x is not None}
+            logged = {str(s): distilled_shares(workdir / "runs" / method / f"seed_{s}") for s in runs}
+            shares = {s: d["distilled_fraction"] for s, d in logged.items() if "distilled_fraction" in d}
             if shares:
                 summary[method]["distilled_fraction"] = float(np.mean(list(shares.values())))
                 summary[method]["distilled_fraction_per_seed"] = shares
-            by_teacher: list[list[float]] = []  # several teachers: each gate's own share, per seed
-            for k in range(8):
-                key = f"distilled_fraction_{k}"
-                values = [distilled_fraction(workdir / "runs" / method / f"seed_{s}", key) for s in runs]
-                if values and all(x is not None for x in values):
-                    by_teacher.append([float(x) for x in values if x is not None])
-            if by_teacher:
-                summary[method]["distilled_fraction_by_teacher"] = [float(np.mean(v)) for v in by_teacher]
+            # Several teachers: each gate's own share, mean over the seeds that all logged it.
+            common = set.intersection(*(set(d) for d in logged.values())) if logged else set()
+            per_teacher = sorted((int(k.rsplit("_", 1)[1]), k) for k in common if k != "distilled_fraction")
+            if per_teacher:
+                summary[method]["distilled_fraction_by_teacher"] = [
+                    float(np.mean([d[k] for d in logged.values()])) for _, k in per_teacher
+                ]
     return summary
 
 

@@ -277,13 +277,8 @@ def example_inputs(
     audio = jnp.zeros((1, steps[0], n_mels, audio_cols, audio_channels)) if "audio" in modalities else None
     physio = None
     if "physio" in modalities:
-        physio = jnp.zeros((1, steps[0], len(physio_offsets(config)), len(PHYSIO_FEATURES)))
+        physio = jnp.zeros((1, steps[0], len(physio_pipeline(config).physio_offsets), len(PHYSIO_FEATURES)))
     return frames, audio, physio
-
-
-def physio_offsets(config: ml_collections.ConfigDict) -> Any:
-    """Frame offsets of the samples of a physiological window (`data.physio_window_*`)."""
-    return physio_pipeline(config).physio_offsets
 
 
 def init_variables(model: Network, batch: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -5,8 +5,8 @@ distillation, the frozen teacher's variables (a tuple of them for several teache
 outputs reach the loss as tuples (`outputs["teacher_pred"][k]`, `batch["gate_gamma"][k]`); their cached
 arrays are the batch keys `teacher_pred_<k>`, `teacher_emb_<k>` and `gate_gamma_<k>`. One-stage
 distillation (`teacher_mode="joint"`) trains a `TeacherStudent` pair: teacher loss plus, after the
-warm-up, the student's distillation loss against the teacher's current outputs, gradient stopped. BatchNorm statistics come from the whole global batch
-(XLA inserts the cross-device reductions), so any number of devices computes what one device would.
+warm-up, the student's distillation loss against the teacher's current outputs, gradient stopped.
+BatchNorm statistics come from the whole global batch (XLA inserts the cross-device reductions), so any number of devices computes what one device would.
 A step whose loss is not finite leaves the state unchanged; the loop sees it in the metrics and stops.
 """
 
@@ -30,6 +30,12 @@ Batch = dict[str, Any]
 Metrics = dict[str, jax.Array]
 
 
+def teacher_key(name: str, k: int, several: bool) -> str:
+    """The batch key of teacher k's cached array `name` (`teacher_pred`, `teacher_emb`, `gate_gamma`):
+    the name itself for a single teacher, `<name>_<k>` for several."""
+    return f"{name}_{k}" if several else name
+
+
 def select_targets(batch: Batch, targets: tuple[int, ...], teachers: int = 1) -> Batch:
     """The loss's view of a batch: the configured label columns, the masks and the gate's gamma (a tuple,
     one per teacher, for several teachers)."""
@@ -38,7 +44,9 @@ def select_targets(batch: Batch, targets: tuple[int, ...], teachers: int = 1) ->
         if key in batch:
             view[key] = jnp.asarray(batch[key])
     if teachers > 1 and "gate_gamma_0" in batch:
-        view["gate_gamma"] = tuple(jnp.asarray(batch[f"gate_gamma_{k}"]) for k in range(teachers))
+        view["gate_gamma"] = tuple(
+            jnp.asarray(batch[teacher_key("gate_gamma", k, True)]) for k in range(teachers)
+        )
     return view
 
 
@@ -102,13 +110,10 @@ def make_train_step(
             variables = teacher_variables if several else (teacher_variables,)
             outs = [teacher_outputs(t, v, batch, dtype) for t, v in zip(teachers, variables, strict=True)]
         elif teacher_mode == "cached":
-            keys = [f"_{k}" for k in range(len(teachers))] if several else [""]
+            cached = lambda name, k: jnp.asarray(batch[teacher_key(name, k, several)], jnp.float32)
+            # A cached single teacher needs no model: one teacher's arrays.
             outs = [
-                (
-                    jnp.asarray(batch[f"teacher_pred{k}"], jnp.float32),
-                    jnp.asarray(batch[f"teacher_emb{k}"], jnp.float32),
-                )
-                for k in keys
+                (cached("teacher_pred", k), cached("teacher_emb", k)) for k in range(max(1, len(teachers)))
             ]
         else:
             return {}
@@ -134,7 +139,6 @@ def make_train_step(
                 mutable=["batch_stats"],
             )
             if teacher_mode == "joint":
-                assert teacher_loss_fn is not None  # checked above
                 loss, metrics = joint_loss(out, loss_batch, state.step)
             else:
                 pred, emb = out
@@ -143,7 +147,7 @@ def make_train_step(
 
         def joint_loss(out: Any, loss_batch: Batch, step: jax.Array) -> tuple[jax.Array, Metrics]:
             (pred, emb), (t_pred, t_emb) = out
-            assert teacher_loss_fn is not None
+            assert teacher_loss_fn is not None  # checked when the step was built
             t_loss, _ = loss_and_metrics(teacher_loss_fn({"pred": t_pred, "emb": t_emb}, loss_batch))
             frozen = {
                 "teacher_pred": jax.lax.stop_gradient(t_pred),

@@ -23,6 +23,7 @@ from pkd_jax.data.cache import Cache
 from pkd_jax.models import Teacher
 from pkd_jax.train import build, sharding
 from pkd_jax.train.gate_track import prepare_gate
+from pkd_jax.train.steps import teacher_key
 from pkd_jax.train.teacher_cache import compute_teacher_cache
 from pkd_jax.train.workdir import load_teacher
 
@@ -103,7 +104,7 @@ def prepare_teachers(
             teacher_cache=teacher_cache, dtype=dtype, chief=chief, name=f"gate_{k}" if several else "gate",
         )  # fmt: skip
         arrays = {key: v for key, v in (teacher_cache or {}).items() if key != "teacher_track"} | gate_arrays
-        extra.update({f"{key}_{k}" if several else key: v for key, v in arrays.items()})
+        extra.update({teacher_key(key, k, several): v for key, v in arrays.items()})
         models.append(teacher)
         variables.append(teacher_variables)
         sources.append(source)
