@@ -44,8 +44,8 @@ def make_workdir(workdir: Path, config_name: str, config_arg: str | None, seed: 
 
     from pkd_jax.data.cache import CacheWriter
     from pkd_jax.train import build
-    from pkd_jax.train.checkpoint import Checkpointer
     from pkd_jax.train.state import create_state, make_optimizer
+    from pkd_jax.workdir.checkpoints import Checkpointer
 
     if (workdir / "config.json").is_file():
         return workdir

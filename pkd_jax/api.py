@@ -27,7 +27,7 @@ from pkd_jax import defaults, metrics
 from pkd_jax.data.cache import Cache
 from pkd_jax.train import build, loop
 from pkd_jax.train.evaluate import predict_videos
-from pkd_jax.train.workdir import Trained, load_trained
+from pkd_jax.workdir.trained import Trained, load_trained
 
 LossFn = Callable[[Any, Any], tuple[Any, dict[str, Any]]]
 
@@ -52,7 +52,7 @@ def train(
         `loss` is added to them when missing.
       allow_config_change: Resume a workdir whose checkpoints were trained with other data, loss or
         optimizer settings, recording the changes in its `config_amendments.jsonl` (see
-        `pkd_jax.train.config_drift`); without it such a resume is an error listing the fields.
+        `pkd_jax.workdir.config_record`); without it such a resume is an error listing the fields.
 
     Returns:
       The last dev evaluation (`{"raw", "mean_ccc", "score", ...}`); empty when the workdir had already

@@ -79,8 +79,8 @@ def main(argv: list[str]) -> None:
 
 def cli(argv: list[str]) -> None:
     """`main` for the command line: a user's mistake is one line on stderr and exit status 1."""
-    from pkd_jax.train.resume import CheckpointDamagedError
-    from pkd_jax.train.workdir_lock import WorkdirInUseError
+    from pkd_jax.workdir.checkpoints import CheckpointDamagedError
+    from pkd_jax.workdir.lock import WorkdirInUseError
 
     try:
         main(argv)

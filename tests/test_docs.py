@@ -82,7 +82,7 @@ def test_the_api_reference_documents_the_public_modules(site):
         "losses": "pkd_jax.losses.compose.compose",
         "inference": "pkd_jax.inference.Predictor",
         "weights": "pkd_jax.weights.merge_into",
-        "workdir": "pkd_jax.train.workdir.load_trained",
+        "workdir": "pkd_jax.workdir.trained.load_trained",
         "faces": "pkd_jax.data.faces.register_detector",
         "defaults": "pkd_jax.defaults.get_config",
     }

@@ -22,8 +22,8 @@ from pkd_jax.data.cache import CacheError, CacheWriter, VideoRecord
 from pkd_jax.data.preprocess_config import PreprocessConfig
 from pkd_jax.data.video import VideoError, VideoReader
 from pkd_jax.train import build
-from pkd_jax.train.checkpoint import Checkpointer
 from pkd_jax.train.state import create_state, make_optimizer
+from pkd_jax.workdir.checkpoints import Checkpointer
 from tests.conftest import outside_checkout_env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,10 +39,10 @@ Batch keys (B clips or lanes, T frames):
     frame_index  int32 [B, T]
     video_id     str [B]
 plus one key per `extra_arrays` entry: per-video arrays indexed by clip (or window) start, such as the
-cached teacher outputs [T - L + 1, L, ...] (see `pkd_jax.train.teacher_cache`) or the gate's windowed
-gamma [T - L + 1] (see `pkd_jax.train.gate_track`); and one key per `frame_arrays` entry: per-video
+cached teacher outputs [T - L + 1, L, ...] (see `pkd_jax.precompute.teacher_cache`) or the gate's windowed
+gamma [T - L + 1] (see `pkd_jax.precompute.gate_track`); and one key per `frame_arrays` entry: per-video
 arrays indexed by time step (a frame, or a sub-sequence's first frame), such as frozen trunks' cached
-features [T, D] (see `pkd_jax.train.trunk_features`), giving [B, T, D] (windows: [B, L, D]). With
+features [T, D] (see `pkd_jax.precompute.trunk_features`), giving [B, T, D] (windows: [B, L, D]). With
 `with_frames=False` (every frame's features are cached) the batch has no `frames`.
 """
 

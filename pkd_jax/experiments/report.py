@@ -12,7 +12,7 @@ import numpy as np
 from pkd_jax.experiments import report_paired
 from pkd_jax.losses import DISTILL_TERMS
 from pkd_jax.provenance import provenance_lines
-from pkd_jax.train.metric_writer import read_metrics
+from pkd_jax.workdir.metric_writer import read_metrics
 
 # RECOLA dev, mean CCC (valence, arousal) as the paper reports them
 # (post-processed; docs/method.md, Paper results).

@@ -9,7 +9,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from pkd_jax.train.metric_writer import read_metrics
+from pkd_jax.workdir.metric_writer import read_metrics
 
 
 def _read_predictions(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:

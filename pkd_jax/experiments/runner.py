@@ -113,7 +113,7 @@ def _warn_corpus_mismatch(root: Path, e: ml_collections.ConfigDict) -> None:
 def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
     """Generates (synthetic) and preprocesses the corpus when needed; returns the config pointing at it."""
     from pkd_jax.data import synthetic
-    from pkd_jax.train.loop import open_cache
+    from pkd_jax.train.loop import open_feature_cache
 
     config = ml_collections.ConfigDict(config.to_dict())
     e = config.experiment
@@ -142,7 +142,7 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
         validate_config(config)  # stops with what to set
     if not config.data.cache:
         config.data.cache = str(workdir / "cache")
-    open_cache(config)  # preprocesses on first use
+    open_feature_cache(config)  # preprocesses on first use
     return config
 
 

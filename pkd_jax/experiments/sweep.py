@@ -17,9 +17,10 @@ from pkd_jax import metrics
 from pkd_jax.data.cache import Cache
 from pkd_jax.experiments import runner, stats
 from pkd_jax.experiments.report import distilled_fraction
+from pkd_jax.precompute import gate_track
+from pkd_jax.precompute.teacher_cache import compute_teacher_cache
 from pkd_jax.provenance import provenance, provenance_lines
-from pkd_jax.train import build, gate_track, sharding
-from pkd_jax.train.teacher_cache import compute_teacher_cache
+from pkd_jax.train import build, sharding
 
 BATCH_DRAWS = 2000  # simulated batches for the "batch" context's gamma distribution
 
@@ -56,7 +57,7 @@ def teacher_gammas(
     config: ml_collections.ConfigDict, windows: tuple[int, ...], seed: int
 ) -> dict[str, np.ndarray]:
     """gamma of every training clip start (uniform draws) per context, from one seed's teacher."""
-    from pkd_jax.train.workdir import load_teacher
+    from pkd_jax.workdir.trained import load_teacher
 
     mesh = sharding.make_mesh()
     teacher, variables, _ = load_teacher(config, mesh)

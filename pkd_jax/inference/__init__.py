@@ -1,6 +1,6 @@
 """Running trained networks on new videos (`Predictor`, `predict_files`) and exporting them (`export`).
 
-A network comes from a training workdir through `load_trained` (`pkd_jax.train.workdir`, the one reader
+A network comes from a training workdir through `load_trained` (`pkd_jax.workdir.trained`, the one reader
 of workdirs). The command lines are `python -m pkd_jax.predict` and `python -m pkd_jax.export`.
 """
 
@@ -22,7 +22,8 @@ from pkd_jax.inference.outputs import (
 )
 from pkd_jax.inference.predictor import Predictor, VideoPrediction
 from pkd_jax.inference.settings import FACE_FIELDS, make_cropper, preprocess_settings
-from pkd_jax.train.workdir import Trained, load_trained, read_config
+from pkd_jax.workdir.config_record import read_config
+from pkd_jax.workdir.trained import Trained, load_trained
 
 __all__ = [
     "FACE_FIELDS",

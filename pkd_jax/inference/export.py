@@ -34,7 +34,7 @@ from pkd_jax.inference.settings import FACE_FIELDS
 from pkd_jax.models import Teacher
 from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
-from pkd_jax.train.workdir import Trained
+from pkd_jax.workdir.trained import Trained
 
 FORMAT = "pkd_jax.export/1"
 
@@ -60,7 +60,7 @@ def export_student(trained: Trained, *, platforms: Sequence[str] | None = None) 
     """The student's inference function exported with symbolic batch `b` and frame count `t`.
 
     Args:
-      trained: A student or visual-only network (see `pkd_jax.train.workdir.load_trained`).
+      trained: A student or visual-only network (see `pkd_jax.workdir.trained.load_trained`).
       platforms: Lowering platforms, e.g. ("cpu", "cuda"); None: this machine's default platform.
     """
     size = trained.config.data.face_size

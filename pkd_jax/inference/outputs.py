@@ -25,7 +25,7 @@ from pkd_jax.data.video import VideoError, probe_video
 from pkd_jax.inference.frames import PredictError
 from pkd_jax.inference.predictor import Predictor, VideoPrediction
 from pkd_jax.provenance import provenance
-from pkd_jax.train.workdir import read_provenance
+from pkd_jax.workdir.config_record import read_provenance
 
 
 def write_csv(path: str | Path, result: VideoPrediction) -> None:

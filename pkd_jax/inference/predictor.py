@@ -24,7 +24,7 @@ from pkd_jax.inference.frames import (
 from pkd_jax.inference.settings import make_cropper, preprocess_settings
 from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
-from pkd_jax.train.workdir import Trained
+from pkd_jax.workdir.trained import Trained
 
 
 @dataclasses.dataclass
@@ -47,7 +47,7 @@ class Predictor:
     """Runs a trained network over videos, chunk by chunk, with one compiled step for all chunks.
 
     Args:
-      trained: The network (see `pkd_jax.train.workdir.load_trained`).
+      trained: The network (see `pkd_jax.workdir.trained.load_trained`).
       chunk_frames: Frames per step; None uses the training config's `data.eval_chunk_frames`.
       cache_dir: The training feature cache (face settings, and audio statistics for a teacher); None
         uses the one the training config names.

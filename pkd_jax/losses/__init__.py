@@ -31,7 +31,7 @@ gets each sequence's gate weight, a batch-level one is scaled by the mean gate w
     "released_code" (the batch-level rule of the paper's released code);
   * gate contexts, where the gate's gamma = 1 - CCC(teacher, labels) is measured: "clip" (each training
     sequence itself), "window" (a longer stretch of the same video around it, precomputed from the
-    teacher's track and carried in `batch["gate_gamma"]`, see `pkd_jax.train.gate_track`) or "batch"
+    teacher's track and carried in `batch["gate_gamma"]`, see `pkd_jax.precompute.gate_track`) or "batch"
     (all frames of the batch flattened). CCC over a few frames of smooth labels is near 0 for any
     predictor, so a gate fed clip-level gamma rarely trusts even a good teacher.
 

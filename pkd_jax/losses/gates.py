@@ -4,7 +4,7 @@ A gate is `gate(teacher_pred, labels, mask) -> GateWeights`: the weights of the 
 distillation terms, scalars (batch level) or one per sequence [B]. Gate contexts say where the gate's
 gamma = 1 - CCC(teacher, labels) is measured: "clip" (each training sequence itself), "window" (a
 longer stretch of the same video around it, precomputed from the teacher's track and carried in
-`batch["gate_gamma"]`, see `pkd_jax.train.gate_track`) or "batch" (all frames of the batch flattened).
+`batch["gate_gamma"]`, see `pkd_jax.precompute.gate_track`) or "batch" (all frames of the batch flattened).
 CCC over a few frames of smooth labels is near 0 for any predictor, so a gate fed clip-level gamma
 rarely trusts even a good teacher.
 """
@@ -132,7 +132,7 @@ def gate_gamma(context: str, teacher_pred: Array, labels: Array, mask: Array | N
 
     "clip": each sequence of the batch on its own, [B]; "batch": all frames of the batch flattened, a
     scalar; "window": `batch["gate_gamma"]` [B], the teacher's CCC over a longer stretch of the same
-    video around each sequence, precomputed from its per-frame track (`pkd_jax.train.gate_track`).
+    video around each sequence, precomputed from its per-frame track (`pkd_jax.precompute.gate_track`).
     """
     if context == "clip":
         return ccc_loss(teacher_pred, labels, mask, per_sequence=True)
@@ -142,7 +142,7 @@ def gate_gamma(context: str, teacher_pred: Array, labels: Array, mask: Array | N
         if batch.get("gate_gamma") is None:
             raise ValueError(
                 "gate_context='window' needs batch['gate_gamma'], the teacher's windowed gamma per "
-                "sequence (pkd_jax.train.gate_track computes it from the teacher's track)"
+                "sequence (pkd_jax.precompute.gate_track computes it from the teacher's track)"
             )
         return jnp.asarray(batch["gate_gamma"], jnp.float32)
     raise ValueError(f"unknown gate context {context!r}; choose one of {list(GATE_CONTEXTS)}")

@@ -125,11 +125,11 @@ def data_benchmark(config: ml_collections.ConfigDict, what: str, **kw: Any) -> l
     if what == "preprocess":
         result = bench_preprocess(dataset, src, build.preprocess_config(config), workers=kw["workers"])
         return [result]
-    from pkd_jax.train.loop import open_cache
+    from pkd_jax.train.loop import open_feature_cache
 
     c = ml_collections.ConfigDict(config.to_dict())
     c.data.dataset, c.data.root = dataset, str(src)
-    cache = open_cache(c)
+    cache = open_feature_cache(c)
     results = []
     for with_audio in (False, True):
         pipeline = build.pipeline_config(

@@ -1,7 +1,7 @@
 """Timing one compiled train or evaluation step of a config on random inputs of its shapes.
 
 For each step kind (teacher, visual, student with the teacher online or cached, and the `_frozen`
-variants that train from frozen trunks' cached features, `pkd_jax.train.trunk_features`): compile time apart,
+variants that train from frozen trunks' cached features, `pkd_jax.precompute.trunk_features`): compile time apart,
 then median / min / max of timed steps, frames per second, XLA's FLOP count cross-checked against an
 analytic count (`complexity.count_macs`), achieved FLOP/s and MFU against the device's peak (`peak`), and
 XLA's memory analysis; optionally a profiler trace with the costliest operations (`profile_summary`).

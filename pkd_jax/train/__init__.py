@@ -1,1 +1,1 @@
-"""Training: state, optimizers, jitted steps, sharding, checkpoints and the loop."""
+"""Training: setup, the loop, the jitted steps and state, sharding, evaluation, and the student's teachers."""

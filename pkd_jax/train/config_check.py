@@ -157,7 +157,7 @@ def validate_teachers(config: ml_collections.ConfigDict) -> None:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Stops early, with what to set, on configs that cannot run."""
-    from pkd_jax.train.gate_track import validate_gate_config
+    from pkd_jax.precompute.gate_track import validate_gate_config
 
     check_values(config)
     if not config.data.root and not config.data.cache:

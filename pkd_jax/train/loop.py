@@ -27,20 +27,20 @@ from tqdm import tqdm
 from pkd_jax import losses
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
+from pkd_jax.precompute import frozen_bn, trunk_features
 from pkd_jax.provenance import provenance
-from pkd_jax.train import build, frozen_bn, sharding, trunk_features
-from pkd_jax.train.checkpoint import Checkpointer
+from pkd_jax.train import build, sharding
 from pkd_jax.train.config_check import validate_config
-from pkd_jax.train.config_drift import check_not_teacher_workdir, record_config, with_loss
-from pkd_jax.train.corpus import open_cache
 from pkd_jax.train.evaluate import evaluate
-from pkd_jax.train.metric_writer import MetricWriter
-from pkd_jax.train.model_card import write_model_card
-from pkd_jax.train.resume import restore_newest
+from pkd_jax.train.feature_cache import open_feature_cache
 from pkd_jax.train.state import create_state, make_optimizer, parameter_counts
 from pkd_jax.train.steps import make_stream_step, make_train_step
 from pkd_jax.train.teachers import Teachers, prepare_teachers, student_loss
-from pkd_jax.train.workdir_lock import hold_workdir
+from pkd_jax.workdir.checkpoints import Checkpointer, restore_newest
+from pkd_jax.workdir.config_record import check_not_teacher_workdir, record_config, with_loss
+from pkd_jax.workdir.lock import hold_workdir
+from pkd_jax.workdir.metric_writer import MetricWriter
+from pkd_jax.workdir.model_card import write_model_card
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,7 +73,7 @@ def run(
 def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.LossFn | None) -> dict[str, Any]:
     chief = jax.process_index() == 0
     mesh = sharding.make_mesh()
-    cache = open_cache(config)
+    cache = open_feature_cache(config)
     targets = build.target_indices(config)
     dtype = build.compute_dtype(config)
     distill = config.stage == "student"

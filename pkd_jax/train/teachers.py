@@ -21,11 +21,11 @@ from jax.typing import DTypeLike
 from pkd_jax import losses
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import Teacher
+from pkd_jax.precompute.gate_track import prepare_gate
+from pkd_jax.precompute.teacher_cache import compute_teacher_cache
 from pkd_jax.train import build, sharding
-from pkd_jax.train.gate_track import prepare_gate
 from pkd_jax.train.steps import teacher_key
-from pkd_jax.train.teacher_cache import compute_teacher_cache
-from pkd_jax.train.workdir import load_teacher
+from pkd_jax.workdir.trained import load_teacher
 
 
 @dataclasses.dataclass

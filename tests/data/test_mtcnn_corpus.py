@@ -16,9 +16,9 @@ from pkd_jax.detect.mtcnn import CascadeSettings, detect_faces
 from pkd_jax.inference.frames import face_chunks
 from pkd_jax.inference.settings import make_cropper, preprocess_settings
 from pkd_jax.testing.facenet_reference import assert_same_faces, facenet_module
-from pkd_jax.train.metric_writer import read_metrics
-from pkd_jax.train.workdir import load_trained
 from pkd_jax.weights.mtcnn import load_mtcnn_weights
+from pkd_jax.workdir.metric_writer import read_metrics
+from pkd_jax.workdir.trained import load_trained
 from tests.train.test_train import run_main
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pkd_jax import api, defaults, losses
-from pkd_jax.train.metric_writer import read_metrics
+from pkd_jax.workdir.metric_writer import read_metrics
 
 # Every clip distils (theta above any gamma); gamma is the window gate's batch["gate_gamma"].
 _DISTIL = losses.compose(gate="paper", theta=10.0, gate_context="window")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pkd_jax.train.metric_writer import read_metrics
+from pkd_jax.workdir.metric_writer import read_metrics
 from tests.fake_cache import write_fake_cache
 from tests.train.test_train import STEPS, run_main, train_losses
 
@@ -23,7 +23,7 @@ def pv_teacher(tmp_path_factory, cache):
 
 
 def _params(workdir):
-    from pkd_jax.train.workdir import load_trained
+    from pkd_jax.workdir.trained import load_trained
 
     return load_trained(workdir).variables["params"]
 
@@ -81,13 +81,13 @@ def test_one_stage_trains_both_in_one_checkpoint_and_resumes_exactly(tmp_path, c
     # One checkpoint holds both networks; the trained workdir is used through its student.
     from pkd_jax.models import Student
     from pkd_jax.train import sharding
-    from pkd_jax.train.checkpoint import Checkpointer
+    from pkd_jax.workdir.checkpoints import Checkpointer
 
     checkpointer = Checkpointer(tmp_path / "full" / "checkpoints", async_save=False)
     tree = checkpointer.restore_tree(STEPS, sharding.replicated(sharding.make_mesh()))
     checkpointer.close()
     assert set(tree["params"]) == {"teacher", "student"} and "physio_cnn" in tree["params"]["teacher"]
-    from pkd_jax.train.workdir import load_trained
+    from pkd_jax.workdir.trained import load_trained
 
     trained = load_trained(tmp_path / "full")
     assert isinstance(trained.model, Student) and "visual_cnn" in trained.variables["params"]

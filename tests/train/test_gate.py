@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from pkd_jax.train import gate_track
-from pkd_jax.train.metric_writer import read_metrics
+from pkd_jax.precompute import gate_track
+from pkd_jax.workdir.metric_writer import read_metrics
 from tests.train.test_train import STEPS, run_main
 
 WINDOW = ["--config.loss.gate_context=window", "--config.loss.gate_window_frames=25"]
@@ -68,9 +68,9 @@ def test_a_stored_track_of_another_teacher_is_recomputed(tmp_path):
 def test_cached_teachers_track_equals_the_streamed_track(cache, teacher_dir):
     from configs import recola_student
     from pkd_jax.data.cache import Cache
+    from pkd_jax.precompute.teacher_cache import compute_teacher_cache
     from pkd_jax.train import sharding
-    from pkd_jax.train.teacher_cache import compute_teacher_cache
-    from pkd_jax.train.workdir import load_teacher
+    from pkd_jax.workdir.trained import load_teacher
 
     config = recola_student.get_config("tiny")
     config.teacher.workdir = str(teacher_dir)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pkd_jax import losses
-from pkd_jax.train import gate_track
+from pkd_jax.precompute import gate_track
 
 
 def reference_gamma(track, labels, mask, start, clip, window):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pkd_jax.train.metric_writer import read_metrics
+from pkd_jax.workdir.metric_writer import read_metrics
 from tests.fake_cache import write_fake_cache
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def worker(dump_dir: str, *argv: str) -> None:
     from absl import flags
 
     from pkd_jax import main as entry
-    from pkd_jax.train import checkpoint
+    from pkd_jax.workdir import checkpoints as checkpoint
 
     save = checkpoint.Checkpointer.save
 
@@ -190,7 +190,7 @@ def test_two_process_checkpoint_restores_and_resumes_in_one_process(runs):
 
     import jax
 
-    from pkd_jax.train.checkpoint import Checkpointer
+    from pkd_jax.workdir.checkpoints import Checkpointer
 
     root, cache = runs
     # Read back onto this (single) process's first device, with no model to shape it.
@@ -225,7 +225,7 @@ def test_a_held_workdir_stops_every_process_of_a_two_process_job(runs):
     root, cache = runs
     busy = root / "busy"
     code = (
-        "import time; from pkd_jax.train.workdir_lock import WorkdirLock;"
+        "import time; from pkd_jax.workdir.lock import WorkdirLock;"
         f"lock = WorkdirLock({str(busy)!r}); print('held', flush=True); time.sleep(300)"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)

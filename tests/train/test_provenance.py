@@ -12,9 +12,14 @@ import pytest
 
 from pkd_jax import defaults
 from pkd_jax import provenance as prov
-from pkd_jax.train.config_drift import config_changes, record_config
-from pkd_jax.train.model_card import write_model_card
-from pkd_jax.train.workdir import AMENDMENTS_NAME, read_config, read_provenance
+from pkd_jax.workdir.config_record import (
+    AMENDMENTS_NAME,
+    config_changes,
+    read_config,
+    read_provenance,
+    record_config,
+)
+from pkd_jax.workdir.model_card import write_model_card
 
 REPO = Path(__file__).resolve().parents[2]
 SHA = re.compile(r"^[0-9a-f]{40}$")

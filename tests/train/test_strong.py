@@ -16,7 +16,7 @@ from pkd_jax.data.affwild2 import read_labels
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import PipelineConfig, eval_windows, train_dataset
 from pkd_jax.train import build, config_check, loop
-from pkd_jax.train.metric_writer import read_metrics
+from pkd_jax.workdir.metric_writer import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 4

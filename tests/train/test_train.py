@@ -11,7 +11,7 @@ import pytest
 from absl import flags
 
 from pkd_jax.train import loop
-from pkd_jax.train.metric_writer import read_metrics
+from pkd_jax.workdir.metric_writer import read_metrics
 from tests.fake_cache import write_fake_cache
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,10 +71,10 @@ def test_cached_teacher_outputs_equal_online_teacher_outputs(cache, teacher_dir)
     from configs import recola_student
     from pkd_jax.data.cache import Cache
     from pkd_jax.data.pipeline import PipelineConfig, train_dataset
+    from pkd_jax.precompute.teacher_cache import compute_teacher_cache
     from pkd_jax.train import sharding
     from pkd_jax.train.steps import teacher_outputs
-    from pkd_jax.train.teacher_cache import compute_teacher_cache
-    from pkd_jax.train.workdir import load_teacher
+    from pkd_jax.workdir.trained import load_teacher
 
     config = recola_student.get_config("tiny")
     config.teacher.workdir = str(teacher_dir)
@@ -222,7 +222,7 @@ def test_sigterm_saves_a_checkpoint_and_a_second_writer_is_refused(tmp_path, cac
         time.sleep(0.5)
     assert read_metrics(workdir, "train"), "training never logged"
     # A second writer, with another seed, is refused while the first trains, and harms nothing.
-    from pkd_jax.train.workdir_lock import WorkdirInUseError
+    from pkd_jax.workdir.lock import WorkdirInUseError
 
     with pytest.raises(WorkdirInUseError, match=rf"in use by another run \(pid {proc.pid} on host"):
         run_main("visual", workdir, cache, "--config.seed=1")

@@ -13,11 +13,10 @@ import pytest
 
 from pkd_jax.data.cache import CacheError
 from pkd_jax.train import loop
-from pkd_jax.train.config_drift import ConfigChangeError
-from pkd_jax.train.metric_writer import read_metrics
-from pkd_jax.train.resume import CheckpointDamagedError
-from pkd_jax.train.workdir import read_config
-from pkd_jax.train.workdir_lock import LOCK_NAME, WorkdirInUseError, WorkdirLock
+from pkd_jax.workdir.checkpoints import CheckpointDamagedError
+from pkd_jax.workdir.config_record import ConfigChangeError, read_config
+from pkd_jax.workdir.lock import LOCK_NAME, WorkdirInUseError, WorkdirLock
+from pkd_jax.workdir.metric_writer import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 6
@@ -59,7 +58,7 @@ def copy_run(visual_run: Path, tmp_path: Path) -> Path:
 
 def hold_lock_in_subprocess(workdir: Path) -> subprocess.Popen:
     code = (
-        "import sys, time; from pkd_jax.train.workdir_lock import WorkdirLock;"
+        "import sys, time; from pkd_jax.workdir.lock import WorkdirLock;"
         f"lock = WorkdirLock({str(workdir)!r}); print('held', flush=True); time.sleep(120)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)

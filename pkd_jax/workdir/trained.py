@@ -9,7 +9,6 @@ written, so an older workdir loads the same way everywhere.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from pkd_jax import defaults
 from pkd_jax.data.cache import TARGETS
 from pkd_jax.models import Student, Teacher
 from pkd_jax.models.joint import TeacherStudent
 from pkd_jax.train import build, sharding
-from pkd_jax.train.checkpoint import Checkpointer, check_tree_shapes, short_reason, silence_stray_callbacks
+from pkd_jax.workdir.checkpoints import Checkpointer, check_tree_shapes, short_reason, silence_stray_callbacks
+from pkd_jax.workdir.config_record import read_config
 
 
 @dataclasses.dataclass
@@ -70,87 +69,6 @@ def locate(workdir: str | Path | None, checkpoint: str | Path | None) -> tuple[P
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     return path.parent.parent, int(path.name)
-
-
-AMENDMENTS_NAME = "config_amendments.jsonl"  # changes made to a run's config when it was resumed
-PROVENANCE_KEY = "provenance"  # config.json's record of what wrote it (`pkd_jax.provenance`), not a field
-
-
-def read_config(path: Path) -> ml_collections.ConfigDict:
-    """A workdir's config as it stands: config.json, then each recorded amendment, in order.
-
-    config.json is the config the run started with and is never rewritten once the run has a
-    checkpoint; a resume with changed fields appends them to `config_amendments.jsonl` beside it (see
-    `pkd_jax.train.config_drift`). Fields added to pkd_jax since the workdir was written get their
-    defaults (`pkd_jax.defaults.get_config` of the saved stage and dataset), which keep the behaviour
-    that existed before them, so older workdirs keep working. The `provenance` record is left out
-    (`read_provenance`).
-    """
-    saved = _read_json(path)
-    saved.pop(PROVENANCE_KEY, None)
-    if "stage" not in saved or "data" not in saved:
-        raise ValueError(f"{path}: not a pkd_jax training config (no stage or data fields)")
-    if saved["stage"] not in defaults.STAGES:
-        raise ValueError(f"{path}: unknown stage {saved['stage']!r}; expected one of {defaults.STAGES}")
-    base = defaults.get_config(saved["stage"], saved["data"].get("dataset", "recola")).to_dict()
-    config = _fill(base, saved)
-    for amendment in read_amendments(path.parent):
-        for field, (_, new) in amendment["changes"].items():
-            _set_dotted(config, field, new, path.parent / AMENDMENTS_NAME)
-    return ml_collections.ConfigDict(config)
-
-
-def read_provenance(path: Path) -> dict[str, Any] | None:
-    """The `provenance` record of a config.json (`pkd_jax.provenance`), or None when it has none."""
-    record = _read_json(path).get(PROVENANCE_KEY)
-    return record if isinstance(record, dict) else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: not a pkd_jax training config (no stage or data fields)")
-    return saved
-
-
-def read_amendments(workdir: Path) -> list[dict[str, Any]]:
-    """The amendments recorded in `<workdir>/config_amendments.jsonl`, oldest first (none: [])."""
-    path = Path(workdir) / AMENDMENTS_NAME
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({e})") from e
-        if not isinstance(record, dict) or not isinstance(record.get("changes"), dict):
-            raise ValueError(f"{path}, line {number}: not an amendment (no changes field)")
-        records.append(record)
-    return records
-
-
-def _set_dotted(config: dict[str, Any], field: str, change: Any, source: Path) -> None:
-    *parents, name = field.split(".")
-    node: Any = config  # a sub-dict, or whatever else the path runs into
-    for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-    if not isinstance(node, dict) or name not in node:
-        raise ValueError(f"{source}: amends {field!r}, which is not a config field")
-    node[name] = change
-
-
-def _fill(base: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in saved.items():
-        both = isinstance(value, dict) and isinstance(base.get(key), dict)
-        out[key] = _fill(base[key], value) if both else value
-    return out
 
 
 def load_trained(workdir: str | Path | None = None, checkpoint: str | Path | None = None) -> Trained:

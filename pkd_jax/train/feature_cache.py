@@ -14,7 +14,7 @@ from pkd_jax.data.preprocess_config import with_later_fields
 from pkd_jax.train import build, sharding
 
 
-def open_cache(config: ml_collections.ConfigDict) -> Cache:
+def open_feature_cache(config: ml_collections.ConfigDict) -> Cache:
     """The feature cache of the configured corpus, preprocessing the corpus first when it has none.
 
     Raises:

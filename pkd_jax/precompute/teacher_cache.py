@@ -6,7 +6,7 @@ every training video, the outputs on frames s .. s + L - 1: arrays [T - L + 1, L
 pipeline slices by clip start. The expensive part, the per-frame trunks, runs once per frame; only the
 recurrent layer and head run once per clip start. With no augmentation this equals online distillation.
 With `with_track`, the same per-frame features also give the teacher's track for the gate (one pass
-of the recurrent layer over each whole video, see `pkd_jax.train.gate_track`), at no second trunk pass.
+of the recurrent layer over each whole video, see `pkd_jax.precompute.gate_track`), at no second trunk pass.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ import numpy as np
 from pkd_jax.data.cache import Cache
 from pkd_jax.provenance import provenance_footer, short_commit
 from pkd_jax.train import build
-from pkd_jax.train.metric_writer import read_metrics
 from pkd_jax.train.state import parameter_counts
-from pkd_jax.train.workdir import read_provenance
+from pkd_jax.workdir.config_record import read_provenance
+from pkd_jax.workdir.metric_writer import read_metrics
 
 CARD_NAME = "MODEL_CARD.md"
 STAGES = {
