@@ -36,6 +36,7 @@ import numpy as np
 from pkd_jax import api
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
+from pkd_jax.models.inputs import model_inputs
 from pkd_jax.precompute import gate_track
 from pkd_jax.train import build
 
@@ -104,7 +105,7 @@ batch = train_dataset(cache, pipeline)[0]
 
 def embeddings(trained) -> np.ndarray:
     """The network's distilled embedding of every frame of the batch, [frames, D]."""
-    inputs = build.model_inputs(trained.model, batch, build.compute_dtype(trained.config))
+    inputs = model_inputs(trained.model, batch, build.compute_dtype(trained.config))
     _, emb = jax.jit(lambda v, *x: trained.model.apply(v, *x, train=False))(trained.variables, *inputs)
     return np.asarray(emb).reshape(-1, np.asarray(emb).shape[-1])
 

@@ -22,6 +22,7 @@ from pkd_jax.inference.frames import (
     face_chunks,
 )
 from pkd_jax.inference.settings import make_cropper, preprocess_settings
+from pkd_jax.models.inputs import eval_modalities
 from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
 from pkd_jax.workdir.trained import Trained
@@ -70,9 +71,9 @@ class Predictor:
         self.settings, self.cache = preprocess_settings(config, cache_dir)
         self.cropper = make_cropper(self.settings, detector_weights)
         if trained.is_teacher:
-            if set(build.eval_modalities(trained.model)) != {"audio", "visual"}:
+            if set(eval_modalities(trained.model)) != {"audio", "visual"}:
                 raise ValueError(
-                    f"{trained.source}: a teacher of {build.eval_modalities(trained.model)}; predict runs "
+                    f"{trained.source}: a teacher of {eval_modalities(trained.model)}; predict runs "
                     "students and audio-visual teachers (new videos come without physiological recordings)"
                 )
             if self.cache is None:

@@ -23,6 +23,7 @@ from absl import logging
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import Network
 from pkd_jax.models.common import BN_MOMENTUM
+from pkd_jax.models.inputs import trunk_input
 from pkd_jax.precompute.trunk_features import trunk_inputs, trunk_reader
 from pkd_jax.train import build
 
@@ -76,7 +77,7 @@ def calibrate_group(
     @jax.jit
     def new_statistics(v: Any, x: jax.Array) -> Any:
         _, updates = model.apply(
-            v, build.trunk_input(group, x, dtype), method=trunk_in_training_mode, mutable=["batch_stats"],
+            v, trunk_input(group, x, dtype), method=trunk_in_training_mode, mutable=["batch_stats"],
             rngs={"dropout": jax.random.key(0)},
         )  # fmt: skip
         return updates["batch_stats"][group]

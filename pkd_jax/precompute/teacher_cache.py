@@ -22,7 +22,7 @@ from tqdm import tqdm
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import PipelineConfig, eval_batches
 from pkd_jax.models import Teacher
-from pkd_jax.train.build import model_inputs
+from pkd_jax.models.inputs import model_inputs
 
 
 def compute_teacher_cache(

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from pkd_jax.data.cache import Cache, CacheError
 from pkd_jax.data.pipeline import FrameReader, PipelineConfig
 from pkd_jax.models import Network
+from pkd_jax.models.inputs import trunk_input
 from pkd_jax.train import build
 
 VERSION = 1
@@ -157,7 +158,7 @@ def _trunk_fn(model: Network, variables: Any, group: str, dtype: Any) -> Callabl
 
     @jax.jit
     def apply(v: Any, x: jax.Array) -> jax.Array:
-        out = model.apply(v, build.trunk_input(group, x, dtype), train=False, method=method)
+        out = model.apply(v, trunk_input(group, x, dtype), train=False, method=method)
         return cast(jax.Array, out)  # no `mutable`: the output alone
 
     return lambda x: apply(variables, x)

@@ -21,6 +21,7 @@ from pkd_jax import metrics
 from pkd_jax.data.cache import TARGETS, Cache
 from pkd_jax.data.pipeline import PipelineConfig, eval_batches, eval_windows
 from pkd_jax.models import Network
+from pkd_jax.models.inputs import eval_modalities, model_inputs
 from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
 
@@ -43,7 +44,7 @@ def predict_videos(
     """Predictions [T, targets] of every video of `split`, from one continuous pass per video.
     `physio` gives the physiological windows' settings of a teacher that reads them."""
     step = stream_step or jax.jit(make_stream_step(model, dtype))
-    reads = build.eval_modalities(model)
+    reads = eval_modalities(model)
     batches = eval_batches(
         cache, split, chunk_frames=chunk_frames, videos_per_batch=videos_per_batch,
         with_audio="audio" in reads, missing_face=missing_face,
@@ -80,7 +81,7 @@ def predict_windows(
     training; a sub-sequence's prediction (made for its last frame) is given to all of its frames, so
     every frame of the video gets exactly one prediction and CCC runs over all of them.
     """
-    reads = build.eval_modalities(model)
+    reads = eval_modalities(model)
     pipeline = build.pipeline_config(
         config,
         batch_size=config.data.eval_windows_per_batch,
@@ -88,7 +89,7 @@ def predict_windows(
         with_physio="physio" in reads,
         train=False,
     )
-    apply = jax.jit(lambda v, b: model.apply(v, *build.model_inputs(model, b, dtype), train=False)[0])
+    apply = jax.jit(lambda v, b: model.apply(v, *model_inputs(model, b, dtype), train=False)[0])
     sub = pipeline.subsequence_frames
     preds: dict[str, np.ndarray] = {}
     for batch in eval_windows(

@@ -23,7 +23,7 @@ from jax.typing import DTypeLike
 
 from pkd_jax import losses
 from pkd_jax.models import Network, Teacher, TeacherStudent
-from pkd_jax.train.build import feature_inputs, model_inputs
+from pkd_jax.models.inputs import feature_inputs, model_inputs
 from pkd_jax.train.state import TrainState
 
 Batch = dict[str, Any]

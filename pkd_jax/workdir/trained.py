@@ -19,6 +19,7 @@ from absl import logging
 
 from pkd_jax.data.cache import TARGETS
 from pkd_jax.models import Student, Teacher
+from pkd_jax.models.inputs import input_modalities
 from pkd_jax.models.joint import TeacherStudent
 from pkd_jax.train import build, sharding
 from pkd_jax.workdir.checkpoints import Checkpointer, check_tree_shapes, short_reason, silence_stray_callbacks
@@ -106,7 +107,7 @@ def load_trained(workdir: str | Path | None = None, checkpoint: str | Path | Non
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {checkpoints}")
     state_dir = checkpoints / str(step) / "state"
-    teacher = build.input_modalities(model) != ("visual",)
+    teacher = input_modalities(model) != ("visual",)
     abstract = jax.eval_shape(
         lambda: model.init(jax.random.key(0), *build.example_inputs(config, teacher=teacher))
     )

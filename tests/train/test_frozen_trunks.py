@@ -12,6 +12,7 @@ import pytest
 from pkd_jax import defaults
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
+from pkd_jax.models.inputs import model_inputs
 from pkd_jax.precompute import frozen_bn, trunk_features
 from pkd_jax.train import build
 from pkd_jax.train.config_check import validate_config
@@ -76,7 +77,7 @@ def test_batch_features_are_the_trunk_on_the_batch_inputs(tmp_path):
     assert set(arrays) == {"visual_features", "audio_features"}
     assert set(digests) == {"visual_cnn", "audio_cnn"}
     batch = train_dataset(cache, pipeline, frame_arrays=arrays)[1]  # frames and audio and their features
-    frames, audio, _ = build.model_inputs(model, batch, np.float32)
+    frames, audio, _ = model_inputs(model, batch, np.float32)
     visual = jax.jit(lambda v, x: model.apply(v, x, method="trunk_visual"))(variables, frames)
     sound = jax.jit(lambda v, x: model.apply(v, x, method="trunk_audio"))(variables, audio)
     np.testing.assert_allclose(batch["visual_features"], visual, rtol=1e-4, atol=1e-5)
