@@ -103,7 +103,7 @@ def soft_gate(teacher_pred, labels, mask, *, gamma=None):
     """Distil everywhere, the cosine weighted by alpha * (1 - gamma), the CCC by the rest."""
     trust = 1.0 - jnp.clip(gamma, 0.0, 1.0)
     return losses.GateWeights(
-        ccc=1.0 - 0.2 * trust, cos=0.2 * trust, distilled=jnp.ones_like(trust), gamma=gamma
+        ccc=1.0 - 0.2 * trust, distill=0.2 * trust, distilled=jnp.ones_like(trust), gamma=gamma
     )
 
 

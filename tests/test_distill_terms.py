@@ -229,11 +229,11 @@ def batch_and_outputs():
 METRICS = {
     "loss",
     "ccc_loss",
-    "cos_loss",
+    "distill_loss",
     "distilled_fraction",
     "teacher_gamma",
     "ccc_weight",
-    "cos_weight",
+    "distill_weight",
     "gamma_q10",
     "gamma_q50",
     "gamma_q90",
@@ -268,7 +268,7 @@ def test_registry_levels_broadcasting_and_options():
     weights = gate(outputs["teacher_pred"], batch["labels"], batch["frame_mask"])
     l_ccc = np.asarray(losses.ccc_loss(outputs["pred"], batch["labels"], MASK))
     l_sim = float(losses.similarity_distillation(outputs["teacher_emb"], outputs["emb"], MASK))
-    want = np.mean(np.asarray(weights.ccc) * l_ccc) + np.mean(np.asarray(weights.cos)) * l_sim
+    want = np.mean(np.asarray(weights.ccc) * l_ccc) + np.mean(np.asarray(weights.distill)) * l_sim
     loss, _ = losses.compose(distill="similarity", gate="paper", theta=1.0)(outputs, batch)
     assert float(loss) == pytest.approx(want, rel=1e-5)  # a batch-level term gets the mean gate weight
     by_option = losses.compose(distill="response", distill_options={"metric": "mse"})(outputs, batch)[0]

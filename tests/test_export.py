@@ -17,7 +17,7 @@ from configs import recola_student, recola_teacher
 from pkd_jax import inference, weights
 from pkd_jax.inference import export
 from pkd_jax.models import ResNet18
-from pkd_jax.train import build, loop
+from pkd_jax.train import build, setup
 from tests.test_predict import make_cache, make_workdir
 
 torch = pytest.importorskip("torch")
@@ -128,7 +128,7 @@ def test_fer2013_vgg_checkpoint_imports_and_initialises_the_visual_trunk(tmp_pat
     config.unlock()
     config.pretrained.visual_cnn = str(out)
     fresh = tiny_variables(config)
-    loaded = loop.load_pretrained(config, fresh)
+    loaded = setup.load_pretrained(config, fresh)
     vgg = loaded["params"]["visual_cnn"]
     for index in (0, 3, 49):  # first, second and last conv: [O, I, kh, kw] -> [kh, kw, I, O]
         want = ref.features[index].weight.detach().numpy().transpose(2, 3, 1, 0)
@@ -171,7 +171,7 @@ def test_imagenet_resnet18_folds_rgb_conv1_into_the_spectrogram_trunk(tmp_path):
     config = recola_teacher.get_config("tiny").copy_and_resolve_references()
     config.unlock()
     config.pretrained.audio_cnn = str(out)
-    loaded = loop.load_pretrained(config, tiny_variables(config))
+    loaded = setup.load_pretrained(config, tiny_variables(config))
     jax.tree.map(np.testing.assert_array_equal, loaded["params"]["audio_cnn"], trees[0]["params"])
 
 

@@ -135,14 +135,14 @@ def test_paper_gate_both_branches():
     w = losses.gate_paper(teacher, y, None, alpha=0.2, theta=0.3)
     np.testing.assert_allclose(np.asarray(w.gamma), [0.0, 2.0], atol=1e-5)
     np.testing.assert_array_equal(np.asarray(w.distilled), [1.0, 0.0])
-    np.testing.assert_allclose(np.asarray(w.cos), [0.2, 0.0])
+    np.testing.assert_allclose(np.asarray(w.distill), [0.2, 0.0])
     np.testing.assert_allclose(np.asarray(w.ccc), [float(w.gamma[0]), 1.0], atol=1e-6)
 
 
 def test_none_gate_is_eq4():
     teacher, y = crafted_teacher()
     w = losses.gate_none(teacher, y, None, alpha=0.2)
-    assert (float(w.ccc), float(w.cos), float(w.distilled)) == pytest.approx((0.8, 0.2, 1.0))
+    assert (float(w.ccc), float(w.distill), float(w.distilled)) == pytest.approx((0.8, 0.2, 1.0))
 
 
 @pytest.mark.parametrize(("which", "first_branch"), [("good", True), ("mediocre", False), ("anti", True)])
@@ -159,7 +159,7 @@ def test_released_code_gate_branches(which, first_branch):
     assert float(w.gamma) == pytest.approx(gamma, abs=1e-5)
     assert bool(w.distilled) is first_branch
     beta = 0.2 + gamma if first_branch else 1.0
-    assert float(w.cos) == pytest.approx(beta, abs=1e-5)
+    assert float(w.distill) == pytest.approx(beta, abs=1e-5)
     assert float(w.ccc) == pytest.approx(1 - beta, abs=1e-5)
 
 

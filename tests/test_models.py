@@ -155,7 +155,9 @@ def test_joint_cross_attention_fuses_three_streams():
         name: jax.random.normal(jax.random.key(i), (2, 8, size))
         for i, (name, size) in enumerate((("audio", 32), ("visual", 48), ("physio", 6)))
     }
-    jca = JointCrossAttention(JCASettings(length=8, dim=16, k=4, hidden=12, embedding="attended", streams=3))
+    jca = JointCrossAttention(
+        JCASettings(length=8, dim=16, k=4, hidden=12, embedding="attended", num_modalities=3)
+    )
     v = jca.init(jax.random.key(3), streams, train=False)
     assert v["params"]["w_jp"].shape == (8, 8) and v["params"]["physio_proj"]["kernel"].shape == (6, 16)
     assert v["params"]["w_cp"]["kernel"].shape == (48, 4)  # 3d' -> k

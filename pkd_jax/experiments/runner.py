@@ -113,7 +113,7 @@ def _warn_corpus_mismatch(root: Path, e: ml_collections.ConfigDict) -> None:
 def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
     """Generates (synthetic) and preprocesses the corpus when needed; returns the config pointing at it."""
     from pkd_jax.data import synthetic
-    from pkd_jax.train.loop import open_feature_cache
+    from pkd_jax.train.feature_cache import open_feature_cache
 
     config = ml_collections.ConfigDict(config.to_dict())
     e = config.experiment

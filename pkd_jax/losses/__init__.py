@@ -2,8 +2,8 @@
 
 Conventions:
   * predictions and labels are [B, T, K] (K targets, e.g. valence and arousal), embeddings [B, T, D];
-  * `outputs` holds the student's `pred` and `emb` and, when distilling, the frozen teacher's
-    `teacher_pred` and `teacher_emb`;
+  * `outputs` holds the student's `pred` and `emb` and, when distilling, the frozen teachers'
+    `teacher_pred` and `teacher_emb` (a tuple, one per teacher; a single array is one teacher);
   * `batch` holds `labels` [B, T, K] and optionally `label_mask` [B, T] (1 where the label is valid,
     e.g. not Aff-Wild2's -5) and `frame_mask` [B, T] (1 for a real frame, 0 for padding).
 
@@ -11,7 +11,7 @@ A loss *term* is `term(outputs, batch) -> values`, either a scalar (computed ove
 one value per sequence [B]. A *gate* is `gate(teacher_pred, labels, mask) -> GateWeights`: the weights
 of the CCC and the distillation terms, again scalars or per sequence. `compose` combines them as
 
-    loss = mean over valid sequences of (w_ccc * L_ccc + w_cos * L_cos)
+    loss = mean over valid sequences of (w_ccc * L_ccc + w_distill * L_distill)
 
 with broadcasting, so batch-level and per-sequence pieces mix freely: a per-sequence distillation term
 gets each sequence's gate weight, a batch-level one is scaled by the mean gate weight. Built-in names:
@@ -36,8 +36,8 @@ gets each sequence's gate weight, a batch-level one is scaled by the mean gate w
     predictor, so a gate fed clip-level gamma rarely trusts even a good teacher.
 
 Modules: `ccc` (CCC, masks), `gates`, `distill` (cosine, feature, response terms), `relational`
-(similarity-preserving and relational KD), `pkdot` (optimal transport), `compose`, and `multi_teacher`
-(several teachers, each gated, combined by "average" or "best").
+(similarity-preserving and relational KD), `pkdot` (optimal transport), and `compose` (the loss of one
+teacher or several, each gated, combined by "average" or "best").
 """
 
 from pkd_jax.losses.ccc import (
@@ -53,7 +53,15 @@ from pkd_jax.losses.ccc import (
     ccc_term,
     label_mask,
 )
-from pkd_jax.losses.compose import DISTILL_TERMS, PartsFn, compose, compose_parts, distill_term
+from pkd_jax.losses.compose import (
+    COMBINE_RULES,
+    DISTILL_TERMS,
+    PartsFn,
+    combine_teachers,
+    compose,
+    compose_parts,
+    distill_term,
+)
 from pkd_jax.losses.distill import (
     COS_EPS,
     RESPONSE_METRICS,
@@ -75,7 +83,6 @@ from pkd_jax.losses.gates import (
     gate_released_code,
     make_gate,
 )
-from pkd_jax.losses.multi_teacher import COMBINE_RULES, combine_teachers
 from pkd_jax.losses.pkdot import pkdot_distillation, pkdot_term, sinkhorn_divergence
 from pkd_jax.losses.relational import rkd_distillation, rkd_term, similarity_distillation, similarity_term
 

@@ -1,19 +1,33 @@
-"""`compose`: the student's loss from a CCC term, a distillation term and a gate, by name or function.
+"""`compose`: the student's loss from a CCC term, a distillation term and a gate, by name or function,
+for one teacher or several (`combine_teachers`; one teacher is the paper).
 
-    loss = mean over valid sequences of (w_ccc * L_ccc + w_cos * L_distill)
+Teacher k gives, for every training sequence, the pieces of its single-teacher loss (`compose_parts`):
+L_k = w_ccc,k * L_ccc + w_distill,k * L_distill,k, where its own gate (its own gamma_k = 1 - CCC of
+teacher k, its own theta_k) decides whether it is trusted there. The loss is
+
+    loss = mean over valid sequences of  sum_k u_k * L_k
 
 with broadcasting, so batch-level and per-sequence pieces mix freely: a per-sequence term [B] gets each
 sequence's gate weight; a batch-level (scalar) term is broadcast over the sequences, i.e. scaled by the
-mean gate weight of the valid sequences.
+mean gate weight of the valid sequences. The teachers' shares u_k (summing to 1) follow `rule`:
+
+  "average": the teachers trusted on the sequence, in proportion to their gates' trust; where none is,
+             all teachers equally (each then gives its gate's no-distillation loss: plain L_ccc for the
+             paper's gate). Two trusted teachers each pull the student's embedding half as hard as one.
+  "best":    the teacher with the lowest gamma_k on the sequence (closest to the labels there), gated
+             as usual.
+
+With one teacher both rules give u_1 = 1: the loss is L_1, the paper's.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from pkd_jax.losses.ccc import Array, Batch, LossFn, Outputs, TermFn, _expand_mask, ccc_term, label_mask
@@ -97,10 +111,7 @@ def compose(
       distill_options: keywords for a named term's factory (e.g. {"k": 30, "blur": 0.1} for "pkdot");
         only with a name.
 
-    Metrics: `loss`, `ccc_loss`, and when distilling `cos_loss` (the distillation term, whichever it is),
-    `distilled_fraction` (share of sequences, or batches for batch-level gates, where distillation was
-    on), `teacher_gamma`, `ccc_weight` and `cos_weight` (means), and `gamma_q10`, `gamma_q50`,
-    `gamma_q90` (quantiles of gamma over the batch's sequences).
+    Metrics: `loss`, `ccc_loss`, and when distilling those of `combine_teachers`.
     """
     ccc_fn = ccc_term(ccc) if isinstance(ccc, str) else ccc
     if distill is None:
@@ -117,29 +128,7 @@ def compose(
         ccc=ccc_fn, distill=distill, gate=gate, alpha=alpha, theta=theta, gate_context=gate_context,
         distill_options=distill_options,
     )  # fmt: skip
-
-    def loss_fn(outputs: Outputs, batch: Batch) -> tuple[Array, dict[str, Array]]:
-        seq = sequence_weights(batch)
-        count = jnp.maximum(jnp.sum(seq), 1.0)
-        mean = lambda x: jnp.sum(seq * jnp.broadcast_to(x, seq.shape)) / count
-        l_ccc, l_cos, weights = parts(outputs, batch)
-        loss = mean(weights.ccc * l_ccc + weights.cos * l_cos)
-        q10, q50, q90 = _masked_quantiles(jnp.broadcast_to(weights.gamma, seq.shape), seq, (0.1, 0.5, 0.9))
-        metrics = {
-            "loss": loss,
-            "ccc_loss": mean(l_ccc),
-            "cos_loss": mean(l_cos),
-            "distilled_fraction": mean(weights.distilled),
-            "teacher_gamma": mean(weights.gamma),
-            "ccc_weight": mean(weights.ccc),
-            "cos_weight": mean(weights.cos),
-            "gamma_q10": q10,
-            "gamma_q50": q50,
-            "gamma_q90": q90,
-        }
-        return loss, metrics
-
-    return loss_fn
+    return combine_teachers([parts])
 
 
 # (l_ccc, l_distill, gate weights) of one teacher: the pieces `compose` weighs and averages.
@@ -157,8 +146,7 @@ def compose_parts(
     distill_options: Mapping[str, Any] | None = None,
 ) -> PartsFn:
     """`parts(outputs, batch) -> (L_ccc, L_distill, GateWeights)`, unweighted: what `compose` combines
-    for one teacher (arguments as in `compose`); several teachers combine theirs with
-    `pkd_jax.losses.multi_teacher.combine_teachers`."""
+    for one teacher (arguments as in `compose`), combined over the teachers by `combine_teachers`."""
     ccc_fn = ccc_term(ccc) if isinstance(ccc, str) else ccc
     if isinstance(distill, str):
         cos_fn = distill_term(distill, distill_options)
@@ -190,3 +178,82 @@ def compose_parts(
         return l_ccc, l_cos, weights
 
     return parts
+
+
+COMBINE_RULES = ("average", "best")
+
+
+def combine_teachers(parts: Sequence[PartsFn], rule: str = "average") -> LossFn:
+    """`loss_fn(outputs, batch) -> (loss, metrics)` over the teachers whose `parts` are given.
+
+    `outputs["teacher_pred"]` and `outputs["teacher_emb"]`, and `batch["gate_gamma"]` where a gate reads
+    it, hold one array per teacher (a tuple), or a single array for a single teacher.
+
+    Metrics, means over the valid sequences, each teacher weighed by its share u_k: `loss`, `ccc_loss`,
+    `distill_loss` (the distillation term, whichever it is), `distilled_fraction` (share of sequences,
+    or batches for batch-level gates, distilled from at least one teacher), `teacher_gamma`,
+    `ccc_weight` and `distill_weight`, and `gamma_q10`, `gamma_q50`, `gamma_q90` (quantiles of gamma
+    over the batch's sequences). With several teachers also, per teacher k, `distilled_fraction_k` (its
+    gate passed), `teacher_gamma_k` and `used_fraction_k` (share of sequences whose loss used it).
+    """
+    if rule not in COMBINE_RULES:
+        raise ValueError(f"unknown rule {rule!r} for combining teachers; choose one of {COMBINE_RULES}")
+    if not parts:
+        raise ValueError("combine_teachers needs at least one teacher")
+    count_k = len(parts)
+
+    def per_teacher(x: Any) -> tuple[Any, ...]:
+        return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+    def loss_fn(outputs: Outputs, batch: Batch) -> tuple[Array, dict[str, Array]]:
+        preds, embs = per_teacher(outputs["teacher_pred"]), per_teacher(outputs["teacher_emb"])
+        gammas = per_teacher(batch["gate_gamma"]) if "gate_gamma" in batch else None
+        if len(preds) != count_k or len(embs) != count_k:
+            raise ValueError(f"{count_k} teachers' gates, but outputs of {len(preds)} teachers")
+        seq = sequence_weights(batch)
+        count = jnp.maximum(jnp.sum(seq), 1.0)
+        wide = lambda x: jnp.broadcast_to(x, seq.shape)
+        mean = lambda x: jnp.sum(seq * wide(x)) / count
+        per: dict[str, list[Array]] = {}  # per teacher, each [B]
+        for k, part in enumerate(parts):
+            view = {**outputs, "teacher_pred": preds[k], "teacher_emb": embs[k]}
+            batch_k = {**batch, "gate_gamma": gammas[k]} if gammas is not None else batch
+            l_ccc, l_distill, w = part(view, batch_k)
+            pieces = {
+                "total": w.ccc * l_ccc + w.distill * l_distill, "ccc_loss": l_ccc, "distill_loss": l_distill,
+                "trusted": w.distilled, "gamma": w.gamma, "ccc_weight": w.ccc, "distill_weight": w.distill,
+            }  # fmt: skip
+            for name, value in pieces.items():
+                per.setdefault(name, []).append(wide(value))
+        trusted_k, gamma_k = jnp.stack(per["trusted"]), jnp.stack(per["gamma"])  # [K, B]
+        if rule == "average":
+            n = jnp.sum(trusted_k, axis=0)
+            use = jnp.where(n > 0, trusted_k / jnp.where(n > 0, n, 1.0), 1.0 / count_k)
+            distilled = jnp.max(trusted_k, axis=0)
+        else:  # "best"
+            use = jax.nn.one_hot(jnp.argmin(jax.lax.stop_gradient(gamma_k), axis=0), count_k, axis=0)
+            distilled = jnp.sum(use * trusted_k, axis=0)
+        used = lambda name: jnp.sum(use * jnp.stack(per[name]), axis=0)  # [B], by the teachers' shares
+        loss = mean(used("total"))
+        gamma_used = used("gamma")
+        q10, q50, q90 = _masked_quantiles(gamma_used, seq, (0.1, 0.5, 0.9))
+        metrics = {
+            "loss": loss,
+            "ccc_loss": mean(used("ccc_loss")),
+            "distill_loss": mean(used("distill_loss")),
+            "distilled_fraction": mean(distilled),
+            "teacher_gamma": mean(gamma_used),
+            "ccc_weight": mean(used("ccc_weight")),
+            "distill_weight": mean(used("distill_weight")),
+            "gamma_q10": q10,
+            "gamma_q50": q50,
+            "gamma_q90": q90,
+        }
+        if count_k > 1:  # each teacher's own share and gate
+            for k in range(count_k):
+                metrics[f"distilled_fraction_{k}"] = mean(trusted_k[k])
+                metrics[f"teacher_gamma_{k}"] = mean(gamma_k[k])
+                metrics[f"used_fraction_{k}"] = mean(use[k] > 0)
+        return loss, metrics
+
+    return loss_fn

@@ -26,7 +26,7 @@ class GateWeights(NamedTuple):
     """Weights of the two loss terms; each a scalar (batch level) or [B] (per sequence)."""
 
     ccc: Array
-    cos: Array
+    distill: Array
     distilled: Array  # 1 where distillation is on, 0 where the gate switched it off
     gamma: Array  # 1 - CCC of the teacher, the gate's input
 
@@ -65,7 +65,7 @@ def gate_paper(
     trusted = gamma <= theta
     return GateWeights(
         ccc=jnp.where(trusted, gamma, 1.0),
-        cos=jnp.where(trusted, alpha, 0.0),
+        distill=jnp.where(trusted, alpha, 0.0),
         distilled=trusted.astype(jnp.float32),
         gamma=gamma,
     )

@@ -42,12 +42,12 @@ class JCASettings:
     hidden: int = 128  # regressor hidden layer (2d' -> hidden -> targets)
     dropout: float = 0.6  # before the regressor's output layer
     embedding: str = "hidden"  # the distilled embedding: "hidden" (regressor layer) or "attended" (n d')
-    streams: int = 2  # fused streams n (2: audio and visual; 3 with physiological features)
+    num_modalities: int = 2  # fused modalities n (2: audio and visual; 3 with physiological features)
 
     @property
     def embedding_size(self) -> int:
         """Size of the embedding `JointCrossAttention` returns."""
-        return self.hidden if self.embedding == "hidden" else self.streams * self.dim
+        return self.hidden if self.embedding == "hidden" else self.num_modalities * self.dim
 
 
 class MLPHead(nn.Module):
@@ -136,9 +136,9 @@ class JointCrossAttention(nn.Module):
         """Fuses `streams` ({"audio": [B, L, da], "visual": [B, L, dv], "physio": ...}, two or three)."""
         s = self.settings
         names = [n for n in JCA_STREAMS if n in streams]
-        if len(names) != len(streams) or len(names) != s.streams:
+        if len(names) != len(streams) or len(names) != s.num_modalities:
             raise ValueError(
-                f"joint cross-attention was built for {s.streams} of the streams {list(JCA_STREAMS)}, "
+                f"joint cross-attention was built for {s.num_modalities} of the streams {list(JCA_STREAMS)}, "
                 f"got {sorted(streams)}"
             )
         lengths = {n: streams[n].shape[1] for n in names}

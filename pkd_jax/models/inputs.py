@@ -17,15 +17,15 @@ def input_modalities(model: Any) -> tuple[str, ...]:
     """What a network reads: ("visual",) for a student, its modalities for a teacher, and both networks'
     for the one-stage pair."""
     if isinstance(model, Teacher):
-        return model.streams
+        return model.modality_order
     teacher = getattr(model, "teacher", None)  # the one-stage pair holds a teacher and a student
-    return teacher.streams if isinstance(teacher, Teacher) else ("visual",)
+    return teacher.modality_order if isinstance(teacher, Teacher) else ("visual",)
 
 
 def eval_modalities(model: Any) -> tuple[str, ...]:
     """What a network's evaluation and prediction read: a teacher's modalities, else the frames (the
     one-stage pair predicts with its student)."""
-    return model.streams if isinstance(model, Teacher) else ("visual",)
+    return model.modality_order if isinstance(model, Teacher) else ("visual",)
 
 
 def model_inputs(model: Network, batch: dict[str, Any], dtype: DTypeLike) -> tuple[jax.Array | None, ...]:

@@ -175,7 +175,7 @@ class Teacher(_VisualTemporal):
     recurrent visual output, and an MLP (`ConcatFusionHead`). `fusion="jca"` (strong setting): one window
     of each per sub-sequence, joint cross-attention between the trunk features and the LSTM visual
     features over the window's `jca.length` steps (`JointCrossAttention`); its embedding is chosen by
-    `jca.embedding`. Streams are passed and returned in the order of `streams` (visual first).
+    `jca.embedding`. Streams are passed and returned in the order of `modality_order` (visual first).
     """
 
     audio_width: float = 1.0
@@ -191,16 +191,16 @@ class Teacher(_VisualTemporal):
     physio_features: int = 128  # physio: the encoder's output size
 
     @property
-    def streams(self) -> tuple[str, ...]:
+    def modality_order(self) -> tuple[str, ...]:
         """The modalities in the order the methods take and return them: visual, then audio, physio."""
         return check_modalities(self.modalities)
 
     def setup(self) -> None:
         self.setup_visual()
-        streams = self.streams
-        if "audio" in streams:
+        modalities = self.modality_order
+        if "audio" in modalities:
             self.audio_cnn = ResNet18(width=self.audio_width, dtype=self.dtype)
-        if "physio" in streams:
+        if "physio" in modalities:
             self.physio_cnn = PhysioEncoder(
                 width=self.physio_width, features=self.physio_features, dtype=self.dtype
             )
@@ -214,8 +214,10 @@ class Teacher(_VisualTemporal):
                 dtype=self.dtype,
             )
         elif self.fusion == "jca":
-            if self.jca.streams != len(streams):
-                raise ValueError(f"JCA settings for {self.jca.streams} streams, the teacher has {streams}")
+            if self.jca.num_modalities != len(modalities):
+                raise ValueError(
+                    f"JCA settings for {self.jca.num_modalities} modalities, the teacher has {modalities}"
+                )
             self.head = JointCrossAttention(self.jca, num_targets=self.num_targets, dtype=self.dtype)
         else:
             raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {FUSIONS}")
@@ -244,7 +246,7 @@ class Teacher(_VisualTemporal):
             visual_features = self.trunk_visual(frames, train=train)
         out = [visual_features]
         for name, given, inputs in (("audio", audio_features, audio), ("physio", None, physio)):
-            if name not in self.streams:
+            if name not in self.modality_order:
                 continue
             if given is None:
                 if inputs is None:
@@ -273,7 +275,7 @@ class Teacher(_VisualTemporal):
         visual, *others = streams
         hidden, carry = self.temporal(visual, carry)
         if isinstance(self.head, JointCrossAttention):  # fusion="jca"
-            named = dict(zip(self.streams[1:], others, strict=True))
+            named = dict(zip(self.modality_order[1:], others, strict=True))
             pred, emb = self.head({"visual": hidden, **named}, train=train)
         else:
             pred, emb = self.head(hidden, *others)

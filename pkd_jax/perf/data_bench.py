@@ -93,7 +93,7 @@ def bench_pipeline(
     cache: Cache, config: PipelineConfig, *, batches: int = 40, warmup: int = 5
 ) -> dict[str, Any]:
     """Frames/s of the training input pipeline over `batches` batches after `warmup` (threads, page faults)."""
-    from pkd_jax.train.loop import grain_read_options  # the training loop's read options
+    from pkd_jax.train.setup import grain_read_options  # the training loop's read options
 
     iterator = iter(train_dataset(cache, config).to_iter_dataset(grain_read_options()))
     for _ in range(warmup):
@@ -125,7 +125,7 @@ def data_benchmark(config: ml_collections.ConfigDict, what: str, **kw: Any) -> l
     if what == "preprocess":
         result = bench_preprocess(dataset, src, build.preprocess_config(config), workers=kw["workers"])
         return [result]
-    from pkd_jax.train.loop import open_feature_cache
+    from pkd_jax.train.feature_cache import open_feature_cache
 
     c = ml_collections.ConfigDict(config.to_dict())
     c.data.dataset, c.data.root = dataset, str(src)

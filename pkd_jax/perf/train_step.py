@@ -73,10 +73,10 @@ def random_batch(config: ml_collections.ConfigDict, kind: str, *, n_mels: int, a
     if kind in ("teacher", "student_online"):
         batch["audio"] = rng.normal(size=(b, t, n_mels, audio_frames, 1)).astype(np.float32)
     if kind.startswith("student"):
-        batch["gate_gamma"] = rng.uniform(0, 1, b).astype(np.float32)  # the window context's input
+        batch["gate_gamma_0"] = rng.uniform(0, 1, b).astype(np.float32)  # the window context's input
     if kind == "student_cached":
-        batch["teacher_pred"] = rng.uniform(-1, 1, (b, t, k)).astype(np.float32)
-        batch["teacher_emb"] = rng.normal(size=(b, t, config.model.fused_features[-1])).astype(np.float32)
+        batch["teacher_pred_0"] = rng.uniform(-1, 1, (b, t, k)).astype(np.float32)
+        batch["teacher_emb_0"] = rng.normal(size=(b, t, config.model.fused_features[-1])).astype(np.float32)
     return batch
 
 
@@ -101,16 +101,18 @@ def build_train(
     variables = build.init_variables(model, init_batch, 0)
     tx = make_optimizer(c.optim, variables["params"], frozen_groups=build.frozen_trunks(c))
     state = sharding.replicate(create_state(variables, tx, jax.random.key(0)), mesh)
-    teacher = teacher_variables = None
+    teachers: tuple = ()
+    teacher_variables: tuple = ()
     mode = None
     if stage == "student":
         mode = base_kind(kind).split("_")[1]
         if mode == "online":
             teacher = build.build_teacher(_stage_config(config, "teacher"))
-            teacher_variables = sharding.replicate(build.init_variables(teacher, batch, 1), mesh)
+            teachers = (teacher,)
+            teacher_variables = (sharding.replicate(build.init_variables(teacher, batch, 1), mesh),)
     loss_fn = build.build_loss(c)
     step = make_train_step(
-        model, tx, loss_fn, targets=build.target_indices(c), dtype=dtype, teacher=teacher, teacher_mode=mode
+        model, tx, loss_fn, targets=build.target_indices(c), dtype=dtype, teachers=teachers, teacher_mode=mode
     )
     return jax.jit(step, donate_argnums=0), (state, sharding.shard_batch(batch, mesh), teacher_variables)
 

@@ -53,11 +53,11 @@ def compute_teacher_cache(
     for video_id in tqdm(
         cache.ids(split), desc="teacher cache", unit="video", disable=jax.process_index() != 0
     ):
-        parts: list[list[np.ndarray]] = [[] for _ in teacher.streams]
+        parts: list[list[np.ndarray]] = [[] for _ in teacher.modality_order]
         for batch in eval_batches(
             cache, split, chunk_frames=chunk_frames, video_ids=[video_id], missing_face=missing_face,
-            audio_window_s=audio_window_s, with_audio="audio" in teacher.streams,
-            physio=physio if "physio" in teacher.streams else None,
+            audio_window_s=audio_window_s, with_audio="audio" in teacher.modality_order,
+            physio=physio if "physio" in teacher.modality_order else None,
         ):  # fmt: skip
             keep = batch["frame_mask"][0] > 0
             for part, feats in zip(

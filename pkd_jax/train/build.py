@@ -4,6 +4,7 @@ arguments (networks, loss, feature cache, preprocessing and input pipeline)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -133,10 +134,10 @@ def teacher_embedding_size(config: ml_collections.ConfigDict) -> int:
 
 def jca_settings(config: ml_collections.ConfigDict) -> JCASettings:
     """Joint cross-attention's settings: `model.jca_<name>` for each, the window length for `length`."""
-    names = [f.name for f in dataclasses.fields(JCASettings) if f.name not in ("length", "streams")]
+    names = [f.name for f in dataclasses.fields(JCASettings) if f.name not in ("length", "num_modalities")]
     return JCASettings(
         length=config.data.window_subsequences,
-        streams=len(teacher_modalities(config)),
+        num_modalities=len(teacher_modalities(config)),
         **{name: config.model[f"jca_{name}"] for name in names},
     )
 
@@ -249,21 +250,25 @@ def init_variables(model: Network, batch: dict[str, Any], seed: int) -> dict[str
     return jax.jit(lambda k: model.init(k, *inputs))(key)
 
 
-def build_loss(config: ml_collections.ConfigDict, *, theta: float | None = None) -> losses.LossFn:
-    """The stage's loss: plain CCC for teachers and baselines, the composed PKD loss for students.
+def build_loss(config: ml_collections.ConfigDict, *, thetas: Sequence[float] = ()) -> losses.LossFn:
+    """The stage's loss: plain CCC for teachers and baselines; for students the composed PKD loss of
+    each teacher, combined by `teacher.combine` (`losses.combine_teachers`; one teacher is the paper's).
 
-    `theta` overrides `config.loss.theta` (the loop resolves `loss.theta_quantile` into it). One-stage
+    `thetas`, one per teacher, override `config.loss.theta` (the student's setup resolves
+    `loss.theta_quantile` into them); without them, one teacher at `config.loss.theta`. One-stage
     training has no precomputed window gamma: with `gate="none"` (which only reports gamma) it reports
     the batch's.
     """
-    context = config.loss.gate_context
-    if is_joint(config) and config.loss.gate == "none" and context == "window":
+    lo = config.loss
+    if config.stage != "student":
+        return losses.compose(ccc=lo.ccc, distill=None)
+    context = lo.gate_context
+    if is_joint(config) and lo.gate == "none" and context == "window":
         context = "batch"
-    return losses.compose(
-        ccc=config.loss.ccc,
-        distill=config.loss.distill if config.stage == "student" else None,
-        gate=config.loss.gate,
-        alpha=config.loss.alpha,
-        theta=config.loss.theta if theta is None else theta,
-        gate_context=context,
-    )
+    parts = [
+        losses.compose_parts(
+            ccc=lo.ccc, distill=lo.distill, gate=lo.gate, alpha=lo.alpha, theta=theta, gate_context=context
+        )
+        for theta in (thetas or (lo.theta,))
+    ]
+    return losses.combine_teachers(parts, config.teacher.combine)

@@ -1,9 +1,10 @@
 """Pure train and evaluation steps; `jax.jit` compiles each once.
 
 The train step takes the state (donated), a batch sharded over the mesh axis `data`, and, in online
-distillation, the frozen teacher's variables (a tuple of them for several teachers). Several teachers'
-outputs reach the loss as tuples (`outputs["teacher_pred"][k]`, `batch["gate_gamma"][k]`); their cached
-arrays are the batch keys `teacher_pred_<k>`, `teacher_emb_<k>` and `gate_gamma_<k>`. One-stage
+distillation, the frozen teachers' variables (a tuple, one per teacher). A student's teachers are always
+a sequence (one teacher is the paper): their outputs reach the loss as tuples (`outputs["teacher_pred"][k]`,
+`batch["gate_gamma"][k]`), and their precomputed arrays are the batch keys `teacher_pred_<k>`,
+`teacher_emb_<k>` and `gate_gamma_<k>` (`teacher_key`). One-stage
 distillation (`teacher_mode="joint"`) trains a `TeacherStudent` pair: teacher loss plus, after the
 warm-up, the student's distillation loss against the teacher's current outputs, gradient stopped.
 BatchNorm statistics come from the whole global batch (XLA inserts the cross-device reductions), so any number of devices computes what one device would.
@@ -30,23 +31,28 @@ Batch = dict[str, Any]
 Metrics = dict[str, jax.Array]
 
 
-def teacher_key(name: str, k: int, several: bool) -> str:
-    """The batch key of teacher k's cached array `name` (`teacher_pred`, `teacher_emb`, `gate_gamma`):
-    the name itself for a single teacher, `<name>_<k>` for several."""
-    return f"{name}_{k}" if several else name
+def teacher_key(name: str, k: int) -> str:
+    """The batch key of teacher k's precomputed array `name` (`teacher_pred`, `teacher_emb`, `gate_gamma`)."""
+    return f"{name}_{k}"
 
 
-def select_targets(batch: Batch, targets: tuple[int, ...], teachers: int = 1) -> Batch:
-    """The loss's view of a batch: the configured label columns, the masks and the gate's gamma (a tuple,
-    one per teacher, for several teachers)."""
+def cached_teachers(batch: Batch, name: str) -> tuple[Any, ...]:
+    """Teachers 0, 1, ... 's arrays `name` that the batch carries, in order."""
+    found: list[jax.Array] = []
+    while teacher_key(name, len(found)) in batch:
+        found.append(jnp.asarray(batch[teacher_key(name, len(found))], jnp.float32))
+    return tuple(found)
+
+
+def select_targets(batch: Batch, targets: tuple[int, ...]) -> Batch:
+    """The loss's view of a batch: the configured label columns, the masks and the gates' gammas (a
+    tuple, one per teacher, where the batch carries them)."""
     view: Batch = {"labels": jnp.asarray(batch["labels"])[..., list(targets)]}
-    for key in ("label_mask", "frame_mask", "gate_gamma"):
+    for key in ("label_mask", "frame_mask"):
         if key in batch:
             view[key] = jnp.asarray(batch[key])
-    if teachers > 1 and "gate_gamma_0" in batch:
-        view["gate_gamma"] = tuple(
-            jnp.asarray(batch[teacher_key("gate_gamma", k, True)]) for k in range(teachers)
-        )
+    if gammas := cached_teachers(batch, "gate_gamma"):
+        view["gate_gamma"] = gammas
     return view
 
 
@@ -81,51 +87,46 @@ def make_train_step(
     *,
     targets: tuple[int, ...],
     dtype: DTypeLike = jnp.float32,
-    teacher: Teacher | Sequence[Teacher] | None = None,
+    teachers: Sequence[Teacher] = (),
     teacher_mode: str | None = None,
     teacher_loss_fn: losses.LossFn | None = None,
     warmup_steps: int = 0,
 ) -> Callable[[TrainState, Batch, Any], tuple[TrainState, Metrics]]:
     """Builds `train_step(state, batch, teacher_variables) -> (state, metrics)`.
 
-    `teacher_mode` is None (teacher and baseline training), "online" (the frozen teacher runs here on
-    the same frames), "cached" (the batch carries `teacher_pred` and `teacher_emb`) or "joint" (one-stage:
-    `model` is a `TeacherStudent`, `teacher_loss_fn` the teacher's loss, and the student's loss counts
-    from step `warmup_steps`). A sequence of teachers distils from each (`losses.combine_teachers`).
+    `teacher_mode` is None (teacher and baseline training), "online" (the frozen `teachers` run here on
+    the same frames; `teacher_variables` is the tuple of their variables), "cached" (the batch carries
+    each teacher's `teacher_pred_<k>` and `teacher_emb_<k>`) or "joint" (one-stage: `model` is a
+    `TeacherStudent`, `teacher_loss_fn` the teacher's loss, and the student's loss counts from step
+    `warmup_steps`). The loss sees the frozen teachers' outputs as tuples, one per teacher.
     """
     if teacher_mode not in (None, "online", "cached", "joint"):
         raise ValueError(f"teacher mode {teacher_mode!r}; use 'online', 'cached' or 'joint'")
-    if teacher_mode == "online" and teacher is None:
-        raise ValueError("online distillation needs the teacher model")
+    if teacher_mode == "online" and not teachers:
+        raise ValueError("online distillation needs the teacher models")
     if teacher_mode == "joint" and (not isinstance(model, TeacherStudent) or teacher_loss_fn is None):
         raise ValueError("one-stage distillation needs a TeacherStudent model and the teacher's loss")
-    several = isinstance(teacher, Sequence)
-    teachers: tuple[Teacher, ...] = (
-        tuple(teacher) if isinstance(teacher, Sequence) else (teacher,) if teacher else ()
-    )
+    teachers = tuple(teachers)
 
     def teacher_view(batch: Batch, teacher_variables: Any) -> dict[str, Any]:
-        """The frozen teachers' outputs for the loss (tuples for several teachers)."""
+        """The frozen teachers' outputs for the loss, a tuple of each."""
         if teacher_mode == "online":
-            variables = teacher_variables if several else (teacher_variables,)
-            outs = [teacher_outputs(t, v, batch, dtype) for t, v in zip(teachers, variables, strict=True)]
-        elif teacher_mode == "cached":
-            cached = lambda name, k: jnp.asarray(batch[teacher_key(name, k, several)], jnp.float32)
-            # A cached single teacher needs no model: one teacher's arrays.
             outs = [
-                (cached("teacher_pred", k), cached("teacher_emb", k)) for k in range(max(1, len(teachers)))
+                teacher_outputs(t, v, batch, dtype) for t, v in zip(teachers, teacher_variables, strict=True)
             ]
-        else:
-            return {}
-        if not several:
-            return {"teacher_pred": outs[0][0], "teacher_emb": outs[0][1]}
-        return {"teacher_pred": tuple(p for p, _ in outs), "teacher_emb": tuple(e for _, e in outs)}
+            return {"teacher_pred": tuple(p for p, _ in outs), "teacher_emb": tuple(e for _, e in outs)}
+        if teacher_mode == "cached":
+            return {
+                "teacher_pred": cached_teachers(batch, "teacher_pred"),
+                "teacher_emb": cached_teachers(batch, "teacher_emb"),
+            }
+        return {}
 
     def train_step(state: TrainState, batch: Batch, teacher_variables: Any) -> tuple[TrainState, Metrics]:
         dropout_key = jax.random.fold_in(state.rng, state.step)
         inputs = model_inputs(model, batch, dtype)
         features = feature_inputs(model, batch)  # frozen trunks' cached features, where the batch has them
-        loss_batch = select_targets(batch, targets, len(teachers))
+        loss_batch = select_targets(batch, targets)
         extra = teacher_view(batch, teacher_variables)
 
         def objective(params: Any) -> tuple[jax.Array, tuple[Metrics, Any]]:

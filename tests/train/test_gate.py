@@ -41,7 +41,7 @@ def test_window_gate_and_losses_same_in_both_modes_and_track_computed_once(
             assert a[key] == b[key], key
         # The cached teacher's outputs are the online teacher's: the same losses. Float rounding differs
         # (trunks batched per chunk vs per clip); training only amplifies it slowly.
-        for key in ("loss", "cos_loss", "ccc_loss"):
+        for key in ("loss", "distill_loss", "ccc_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-2), key
     assert (tmp_path / "online" / "eval.json").is_file()
     info = json.loads((tmp_path / "cached" / "gate.json").read_text())

@@ -15,7 +15,7 @@ from pkd_jax.data import synthetic
 from pkd_jax.data.affwild2 import read_labels
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import PipelineConfig, eval_windows, train_dataset
-from pkd_jax.train import build, config_check, loop
+from pkd_jax.train import build, config_check, setup
 from pkd_jax.workdir.metric_writer import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,7 +136,7 @@ def test_teacher_to_student_through_main(tmp_path, corpus, teacher_dir):
         "student", tmp_path / "student", corpus, f"--config.teacher.workdir={teacher_dir}", *theta, *gate
     )
     train = read_metrics(tmp_path / "student", "train")
-    assert train[0]["distilled_fraction"] == 1.0 and all(np.isfinite(r["cos_loss"]) for r in train)
+    assert train[0]["distilled_fraction"] == 1.0 and all(np.isfinite(r["distill_loss"]) for r in train)
     evals = read_metrics(tmp_path / "student", "eval")
     assert [r["step"] for r in evals] == [STEPS] and np.isfinite(evals[0]["mean_ccc"])
     info = json.loads((tmp_path / "student" / "gate.json").read_text())
@@ -192,7 +192,7 @@ def test_pretrained_r3d18_weights_load_through_the_config(tmp_path):
     model = build.build_model(config)
     inputs = build.example_inputs(config, teacher=False)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))
-    loaded = loop.load_pretrained(config, variables)
+    loaded = setup.load_pretrained(config, variables)
     want = ref.layer3[0].downsample[0].weight.detach().numpy().transpose(2, 3, 4, 1, 0)
     np.testing.assert_array_equal(loaded["params"]["visual_cnn"]["layer3_0"]["downsample_0"]["kernel"], want)
     np.testing.assert_array_equal(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from absl import flags
 
-from pkd_jax.train import loop
+from pkd_jax.train import loop, setup
 from pkd_jax.workdir.metric_writer import read_metrics
 from tests.fake_cache import write_fake_cache
 
@@ -150,7 +150,7 @@ def test_pretrained_trunk_weights_are_loaded_and_checked(tmp_path):
     config.unlock()
     config.pretrained.visual_cnn = str(tmp_path / "partial.npz")
     with pytest.raises(ValueError, match="features"):  # every conv must be there, not just the first
-        loop.load_pretrained(config, variables)
+        setup.load_pretrained(config, variables)
     full = {}
     for name, layer in variables["params"]["visual_cnn"].items():
         if not name.startswith("features_"):
@@ -167,7 +167,7 @@ def test_pretrained_trunk_weights_are_loaded_and_checked(tmp_path):
             full[f"features.{index}.running_var"] = np.full_like(stats["var"], 2.0)
     np.savez(tmp_path / "fer.npz", **full)
     config.pretrained.visual_cnn = str(tmp_path / "fer.npz")
-    loaded = loop.load_pretrained(config, variables)
+    loaded = setup.load_pretrained(config, variables)
     assert np.all(np.asarray(loaded["params"]["visual_cnn"]["features_0"]["kernel"]) == 0.5)
     assert np.all(np.asarray(loaded["batch_stats"]["visual_cnn"]["features_1"]["var"]) == 2.0)
     fc_before = np.asarray(variables["params"]["visual_cnn"]["fc"]["kernel"])
