@@ -82,12 +82,12 @@ def _cosine(a: torch.Tensor, b: torch.Tensor, dims: int | tuple[int, ...]) -> to
 
 
 def _cosine_loss(teacher: torch.Tensor, student: torch.Tensor, w: torch.Tensor, variant: str) -> torch.Tensor:
-    """1 - cos(teacher, student): [B] per sequence for "per_frame", one value for "flattened"."""
+    """1 - cos(teacher, student): [B] per sequence for "per_frame", one value for "flattened_cosine"."""
     teacher = teacher.detach()
     if variant == "per_frame":
         distance = (1.0 - _cosine(teacher, student, -1)) * w
         return distance.sum(1) / w.sum(1).clamp_min(1.0)
-    if variant == "flattened":
+    if variant == "flattened_cosine":
         return 1.0 - _cosine(teacher * w[..., None], student * w[..., None], (0, 1, 2))
     raise ValueError(f"unknown cosine distillation variant {variant!r}")
 

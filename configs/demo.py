@@ -24,7 +24,7 @@ docs/results.md "Beyond the paper"):
 import ml_collections
 
 from pkd_jax import defaults
-from pkd_jax.experiments.runner import DISTILL_METHODS as DISTILL_TERMS
+from pkd_jax.experiments.runner import DISTILL_METHODS
 
 BEYOND_METHODS = (
     "teacher", "teacher_pv", "teacher_apv", "visual", "student", "student_pv", "student_two",
@@ -56,11 +56,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "table5" in args:
         e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")  # + Table 5
     if "distill" in args:  # every distillation term of pkd_jax.losses, paper gate, the same paired seeds
-        e.methods = ("teacher", "visual", "student", *(f"student_{t}" for t in DISTILL_TERMS))
+        e.methods = ("teacher", "visual", "student", *(f"student_{t}" for t in DISTILL_METHODS))
     if "smoke" in args:
         e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")
         if "distill" in args:
-            e.methods = ("teacher", "visual", "student", *(f"student_{t}" for t in DISTILL_TERMS))
+            e.methods = ("teacher", "visual", "student", *(f"student_{t}" for t in DISTILL_METHODS))
         e.seeds = (0,)
         e.corpus_train, e.corpus_dev, e.corpus_seconds = 2, 1, 8.0
         e.corpus_test = 1

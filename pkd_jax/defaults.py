@@ -104,7 +104,7 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
 
     c.loss = lo = ml_collections.ConfigDict()  # the loss composed by pkd_jax.losses.compose
     lo.ccc = "flattened"  # CCC reduction: "flattened" over the batch or "per_sequence"
-    lo.distill = "per_frame"  # cosine distillation: "per_frame" or "flattened" (released code)
+    lo.distill = "per_frame"  # distillation term: "per_frame" cosine, "flattened_cosine" (released code), ...
     lo.gate = "paper"  # negative-transfer gate: "paper", "none" or "released_code"
     lo.alpha = 0.2  # weight of L_cos (eq. 4-7)
     # The gate (see the module docstring): gamma over 10 s of video; distil where the teacher is in its best 75%.
@@ -155,7 +155,7 @@ def apply_released_code(c: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     c.loss.gate = "released_code"
     c.loss.gate_context = "batch"
     c.loss.theta_quantile = 0.0  # the code's absolute theta = 0.2
-    c.loss.distill = "flattened"
+    c.loss.distill = "flattened_cosine"
     c.loss.ccc = "flattened"
     c.data.clip_frames = 5
     c.data.batch_size = 8

@@ -18,7 +18,7 @@ def test_stage_files_and_released_code_argument():
     assert (released.loss.gate, released.model.activation, released.optim.lr_visual_cnn) == (
         "released_code", "none", 1e-5,
     )  # fmt: skip
-    assert released.loss.distill == "flattened" and released.data.clip_frames == 5
+    assert released.loss.distill == "flattened_cosine" and released.data.clip_frames == 5
 
 
 def test_configs_are_locked_and_arguments_checked():

@@ -255,7 +255,7 @@ def test_compose_runs_every_term_with_every_gate(name):
 def test_registry_levels_broadcasting_and_options():
     assert {name: level for name, (_, level) in losses.DISTILL_TERMS.items()} == {
         "per_frame": "sequence",
-        "flattened": "batch",
+        "flattened_cosine": "batch",
         "mse": "sequence",
         "similarity": "batch",
         "rkd": "batch",

@@ -57,7 +57,7 @@ LOSS_OPTIONS = [
     ("per_sequence", None, "paper", "clip"),
     *itertools.product(
         ("flattened", "per_sequence"),
-        ("per_frame", "flattened"),
+        ("per_frame", "flattened_cosine"),
         ("none", "paper", "released_code"),
         ("clip",),
     ),

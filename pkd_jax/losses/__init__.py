@@ -18,7 +18,7 @@ gets each sequence's gate weight, a batch-level one is scaled by the mean gate w
   * CCC terms: "flattened" (CCC over all frames of the batch, per target) or "per_sequence";
   * distillation terms (`DISTILL_TERMS`, level in brackets):
       - "per_frame" [sequence]: 1 - cosine per frame, averaged (the paper's L_cos);
-      - "flattened" [batch]: the released code: one cosine between the whole batch's embeddings
+      - "flattened_cosine" [batch]: the released code: one cosine between the whole batch's embeddings
         flattened into single vectors;
       - "mse" [sequence]: FitNets feature regression, mean squared embedding difference;
       - "similarity" [batch]: similarity-preserving KD, frame-by-frame similarity matrices;

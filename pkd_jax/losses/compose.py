@@ -48,7 +48,7 @@ from pkd_jax.losses.relational import rkd_term, similarity_term
 # per-sequence gate weighs each sequence; "batch" terms give a scalar, scaled by the mean gate weight.
 DISTILL_TERMS: dict[str, tuple[Callable[..., TermFn], str]] = {
     "per_frame": (functools.partial(cosine_term, "per_frame"), "sequence"),  # the paper's L_cos
-    "flattened": (functools.partial(cosine_term, "flattened"), "batch"),  # the released code's L_cos
+    "flattened_cosine": (functools.partial(cosine_term, "flattened"), "batch"),  # the released code's L_cos
     "mse": (mse_term, "sequence"),  # FitNets feature regression
     "similarity": (similarity_term, "batch"),  # similarity-preserving KD
     "rkd": (rkd_term, "batch"),  # relational KD: distances and angles
@@ -100,7 +100,7 @@ def compose(
 
     Args:
       ccc: "flattened", "per_sequence" or a term function.
-      distill: a name of `DISTILL_TERMS` ("per_frame", "flattened" (released code), ...), a term
+      distill: a name of `DISTILL_TERMS` ("per_frame", "flattened_cosine" (released code), ...), a term
         function, or None for plain CCC training (teacher and visual-only baseline); then `gate` is unused.
       gate: "none", "paper", "released_code" or a function (teacher_pred, labels, mask) -> GateWeights.
       alpha: weight of L_cos in the "none" and "paper" gates.

@@ -58,7 +58,15 @@ def read_config(path: Path) -> ml_collections.ConfigDict:
     for amendment in read_amendments(path.parent):
         for field, (_, new) in amendment["changes"].items():
             _set_dotted(config, field, new, path.parent / AMENDMENTS_NAME)
+    for (section, field), renames in RENAMED_VALUES.items():
+        value = config.get(section, {}).get(field)
+        if isinstance(value, str) and value in renames:
+            config[section][field] = renames[value]
     return ml_collections.ConfigDict(config)
+
+
+# Config values renamed since a workdir may have recorded them: (section, field) -> {old: new}.
+RENAMED_VALUES = {("loss", "distill"): {"flattened": "flattened_cosine"}}
 
 
 def read_provenance(path: Path) -> dict[str, Any] | None:

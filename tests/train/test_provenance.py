@@ -114,6 +114,15 @@ def test_amendments_carry_provenance_and_configs_read_back_without_it(tmp_path):
     assert config_changes(read_config(tmp_path / "config.json"), config) == {}
 
 
+def test_a_workdir_recorded_before_a_value_was_renamed_reads_with_the_new_name(tmp_path):
+    config = defaults.get_config("student", "recola")
+    record_config(config, tmp_path)
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    recorded["loss"]["distill"] = "flattened"  # the released code's cosine, before "flattened_cosine"
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    assert read_config(tmp_path / "config.json").loss.distill == "flattened_cosine"
+
+
 def test_trained_workdir_records_provenance_and_a_model_card(teacher_dir):
     here = prov.provenance()
     recorded = json.loads((teacher_dir / "config.json").read_text())
