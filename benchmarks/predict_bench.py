@@ -42,8 +42,8 @@ def make_workdir(workdir: Path, config_name: str, config_arg: str | None, seed: 
     """A workdir with a randomly initialised model of the config, and a manifest of face settings."""
     import importlib.util
 
+    from pkd_jax.config import build
     from pkd_jax.data.cache import CacheWriter
-    from pkd_jax.train import build
     from pkd_jax.train.state import create_state, make_optimizer
     from pkd_jax.workdir.checkpoints import Checkpointer
 

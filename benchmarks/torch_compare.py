@@ -36,10 +36,11 @@ import torch
 from absl import app, flags
 from ml_collections import config_flags
 
+from pkd_jax.config import build
 from pkd_jax.perf import train_step as bench
 from pkd_jax.provenance import provenance
 from pkd_jax.testing.torch_reference import StudentTorch, TeacherTorch
-from pkd_jax.train import build, sharding
+from pkd_jax.train import sharding
 from pkd_jax.train.cpu_flags import apply_cpu_flags
 
 DEFAULT_KINDS = ("visual", "student_cached", "teacher")

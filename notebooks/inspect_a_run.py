@@ -34,11 +34,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from pkd_jax import api
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.models.inputs import model_inputs
 from pkd_jax.precompute import gate_track
-from pkd_jax.train import build
 
 REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 WORKDIR = Path(os.environ.get("PKD_NOTEBOOK_WORKDIR", REPO / "runs" / "notebooks")).resolve()

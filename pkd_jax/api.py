@@ -24,8 +24,9 @@ import ml_collections
 import numpy as np
 
 from pkd_jax import defaults, metrics
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
-from pkd_jax.train import build, loop
+from pkd_jax.train import loop
 from pkd_jax.train.evaluate import predict_videos
 from pkd_jax.workdir.trained import Trained, load_trained
 

@@ -15,9 +15,10 @@ import pytest
 
 from configs import recola_student, recola_teacher
 from pkd_jax import inference, weights
+from pkd_jax.config import build
 from pkd_jax.inference import export
 from pkd_jax.models import ResNet18
-from pkd_jax.train import build, setup
+from pkd_jax.train import setup
 from tests.test_predict import make_cache, make_workdir
 
 torch = pytest.importorskip("torch")

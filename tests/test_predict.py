@@ -17,11 +17,11 @@ import soundfile
 
 from configs import recola_student, recola_teacher
 from pkd_jax import inference
+from pkd_jax.config import build
 from pkd_jax.data import synthetic
 from pkd_jax.data.cache import CacheError, CacheWriter, VideoRecord
 from pkd_jax.data.preprocess_config import PreprocessConfig
 from pkd_jax.data.video import VideoError, VideoReader
-from pkd_jax.train import build
 from pkd_jax.train.state import create_state, make_optimizer
 from pkd_jax.workdir.checkpoints import Checkpointer
 from tests.conftest import outside_checkout_env

@@ -137,7 +137,7 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
         else:
             _warn_corpus_mismatch(Path(config.data.root), e)
     if not config.data.root:
-        from pkd_jax.train.config_check import validate_config
+        from pkd_jax.config.check import validate_config
 
         validate_config(config)  # stops with what to set
     if not config.data.cache:

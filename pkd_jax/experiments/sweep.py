@@ -14,13 +14,14 @@ import numpy as np
 from absl import logging
 
 from pkd_jax import metrics
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
 from pkd_jax.experiments import runner, stats
 from pkd_jax.experiments.report import distilled_fraction
 from pkd_jax.precompute import gate_track
 from pkd_jax.precompute.teacher_cache import compute_teacher_cache
 from pkd_jax.provenance import provenance, provenance_lines
-from pkd_jax.train import build, sharding
+from pkd_jax.train import sharding
 
 BATCH_DRAWS = 2000  # simulated batches for the "batch" context's gamma distribution
 

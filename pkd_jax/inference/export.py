@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pkd_jax.config import build
 from pkd_jax.inference.settings import FACE_FIELDS
 from pkd_jax.models import Teacher
-from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
 from pkd_jax.workdir.trained import Trained
 

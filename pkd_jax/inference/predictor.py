@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from pkd_jax.config import build
 from pkd_jax.data.cache import CacheError
 from pkd_jax.data.video import probe_video
 from pkd_jax.inference.frames import (
@@ -23,7 +24,6 @@ from pkd_jax.inference.frames import (
 )
 from pkd_jax.inference.settings import make_cropper, preprocess_settings
 from pkd_jax.models.inputs import eval_modalities
-from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
 from pkd_jax.workdir.trained import Trained
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import ml_collections
 
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache, CacheError
 from pkd_jax.data.faces import FaceCropper, create_detector, is_registered, not_registered_message
 from pkd_jax.data.preprocess_config import with_later_fields
-from pkd_jax.train import build
 
 _LOG = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from pkd_jax import defaults
-from pkd_jax.train import build
+from pkd_jax.config import build
 
 
 def param_count(variables: Any) -> int:

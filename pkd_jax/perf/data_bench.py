@@ -15,12 +15,12 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from pkd_jax.config import build
 from pkd_jax.data import synthetic
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.corpus_to_cache import preprocess_corpus
 from pkd_jax.data.pipeline import PipelineConfig, train_dataset
 from pkd_jax.data.preprocess_config import PreprocessConfig
-from pkd_jax.train import build
 
 
 def synthetic_corpus(root: str | Path, *, train: int, dev: int, seconds: float, frame_size: int) -> Path:

@@ -19,8 +19,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from pkd_jax.config import build
 from pkd_jax.perf import complexity, peak, profile_summary
-from pkd_jax.train import build, sharding
+from pkd_jax.train import sharding
 from pkd_jax.train.state import create_state, make_optimizer
 from pkd_jax.train.steps import make_stream_step, make_train_step
 

@@ -20,12 +20,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import Network
 from pkd_jax.models.common import BN_MOMENTUM
 from pkd_jax.models.inputs import trunk_input
 from pkd_jax.precompute.trunk_features import trunk_inputs, trunk_reader
-from pkd_jax.train import build
 
 
 def has_untrained_statistics(variables: dict[str, Any], group: str) -> bool:

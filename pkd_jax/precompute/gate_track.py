@@ -33,9 +33,9 @@ import numpy as np
 from absl import logging
 from jax.typing import DTypeLike
 
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import Teacher
-from pkd_jax.train import build
 
 CCC_EPS = 1e-8  # the eps of pkd_jax.losses.ccc
 

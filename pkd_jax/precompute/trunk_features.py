@@ -39,11 +39,11 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache, CacheError
 from pkd_jax.data.pipeline import FrameReader, PipelineConfig
 from pkd_jax.models import Network
 from pkd_jax.models.inputs import trunk_input
-from pkd_jax.train import build
 
 VERSION = 1
 BATCH_KEYS = {"visual_cnn": "visual_features", "audio_cnn": "audio_features"}

@@ -18,11 +18,11 @@ import numpy as np
 from jax.typing import DTypeLike
 
 from pkd_jax import metrics
+from pkd_jax.config import build
 from pkd_jax.data.cache import TARGETS, Cache
 from pkd_jax.data.pipeline import PipelineConfig, eval_batches, eval_windows
 from pkd_jax.models import Network
 from pkd_jax.models.inputs import eval_modalities, model_inputs
-from pkd_jax.train import build
 from pkd_jax.train.steps import make_stream_step
 
 

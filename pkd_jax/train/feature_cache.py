@@ -9,9 +9,10 @@ import jax
 import ml_collections
 from absl import logging
 
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache, CacheError
 from pkd_jax.data.preprocess_config import with_later_fields
-from pkd_jax.train import build, sharding
+from pkd_jax.train import sharding
 
 
 def open_feature_cache(config: ml_collections.ConfigDict) -> Cache:

@@ -23,7 +23,7 @@ from absl import logging
 from tqdm import tqdm
 
 from pkd_jax import losses
-from pkd_jax.train.config_check import validate_config
+from pkd_jax.config.check import validate_config
 from pkd_jax.train.setup import Run, setup
 from pkd_jax.workdir.config_record import check_not_teacher_workdir
 from pkd_jax.workdir.lock import hold_workdir

@@ -31,12 +31,13 @@ from absl import logging
 from tqdm import tqdm
 
 from pkd_jax import losses
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.models import Network
 from pkd_jax.precompute import frozen_bn, trunk_features
 from pkd_jax.provenance import provenance
-from pkd_jax.train import build, sharding
+from pkd_jax.train import sharding
 from pkd_jax.train.evaluate import evaluate
 from pkd_jax.train.feature_cache import open_feature_cache
 from pkd_jax.train.state import TrainState, create_state, make_optimizer, parameter_counts

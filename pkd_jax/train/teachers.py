@@ -19,11 +19,12 @@ import jax
 import ml_collections
 from jax.typing import DTypeLike
 
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import Teacher
 from pkd_jax.precompute.gate_track import prepare_gate
 from pkd_jax.precompute.teacher_cache import compute_teacher_cache
-from pkd_jax.train import build, sharding
+from pkd_jax.train import sharding
 from pkd_jax.train.steps import teacher_key
 from pkd_jax.workdir.trained import load_teacher
 

@@ -15,9 +15,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
 from pkd_jax.provenance import provenance_footer, short_commit
-from pkd_jax.train import build
 from pkd_jax.train.state import parameter_counts
 from pkd_jax.workdir.config_record import read_provenance
 from pkd_jax.workdir.metric_writer import read_metrics

@@ -17,11 +17,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from pkd_jax.config import build
 from pkd_jax.data.cache import TARGETS
 from pkd_jax.models import Student, Teacher
 from pkd_jax.models.inputs import input_modalities
 from pkd_jax.models.joint import TeacherStudent
-from pkd_jax.train import build, sharding
+from pkd_jax.train import sharding
 from pkd_jax.workdir.checkpoints import Checkpointer, check_tree_shapes, short_reason, silence_stray_callbacks
 from pkd_jax.workdir.config_record import read_config
 

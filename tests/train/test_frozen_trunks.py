@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from pkd_jax import defaults
+from pkd_jax.config import build
+from pkd_jax.config.check import validate_config
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.models.inputs import model_inputs
 from pkd_jax.precompute import frozen_bn, trunk_features
-from pkd_jax.train import build
-from pkd_jax.train.config_check import validate_config
 from pkd_jax.workdir.trained import load_trained
 from tests.train.test_train import run_main, train_losses
 

@@ -103,9 +103,9 @@ def test_baseline_and_student_of_a_seed_share_init_and_clip_stream(cache, teache
     import jax
 
     from configs import recola_student, recola_visual
+    from pkd_jax.config import build
     from pkd_jax.data.cache import Cache
     from pkd_jax.data.pipeline import PipelineConfig, train_dataset
-    from pkd_jax.train import build
 
     opened = Cache(cache)
     firsts, params = [], []

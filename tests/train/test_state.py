@@ -42,7 +42,7 @@ def test_affwild2_config_decays_adam_from_epoch_5():
 def test_conv_biases_before_batchnorm_are_not_trained():
     """Their true gradient is 0; Adam would otherwise step them by the full rate on rounding noise."""
     from configs import recola_visual
-    from pkd_jax.train import build
+    from pkd_jax.config import build
     from pkd_jax.train.state import biases_before_batchnorm
 
     config = recola_visual.get_config("tiny")

@@ -11,11 +11,13 @@ import pytest
 from absl import flags
 
 from configs import affwild2_student, affwild2_teacher, affwild2_visual, demo
+from pkd_jax.config import build
+from pkd_jax.config import check as config_check
 from pkd_jax.data import synthetic
 from pkd_jax.data.affwild2 import read_labels
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import PipelineConfig, eval_windows, train_dataset
-from pkd_jax.train import build, config_check, setup
+from pkd_jax.train import setup
 from pkd_jax.workdir.metric_writer import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]

@@ -135,7 +135,7 @@ def test_pretrained_trunk_weights_are_loaded_and_checked(tmp_path):
     import jax
 
     from configs import recola_visual
-    from pkd_jax.train import build
+    from pkd_jax.config import build
 
     config = recola_visual.get_config("tiny")
     model = build.build_student(config)

@@ -250,8 +250,8 @@ def test_enumerated_and_counted_fields_are_checked_before_anything_is_written(
 
 def test_every_enumerated_field_exists_and_its_default_is_allowed():
     from pkd_jax import defaults
+    from pkd_jax.config import check as config_check
     from pkd_jax.data.corpus_to_cache import DATASETS
-    from pkd_jax.train import config_check
 
     assert set(defaults.DATASETS) == set(DATASETS)
     for stage in defaults.STAGES:

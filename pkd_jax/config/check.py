@@ -10,11 +10,11 @@ from typing import Any
 import ml_collections
 
 from pkd_jax import defaults
+from pkd_jax.config import build
 from pkd_jax.data.cache import TARGETS
 from pkd_jax.data.pipeline import MISSING_FACE_POLICIES
 from pkd_jax.data.preprocess_config import FACE_ALIGNMENTS, check_detector_name
 from pkd_jax.losses import CCC_REDUCTIONS, DISTILL_TERMS, GATE_CONTEXTS, GATE_NAMES
-from pkd_jax.train import build
 
 
 def _choices() -> dict[str, tuple[Any, ...]]:
