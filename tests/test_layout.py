@@ -138,3 +138,19 @@ def test_outside_the_checkout_only_the_installed_package_is_importable(tmp_path)
         [sys.executable, "-c", code], cwd=tmp_path, env=outside_checkout_env(), capture_output=True, text=True
     )
     assert done.stdout.split() == ["None", "True"], done.stderr
+
+
+def test_the_architecture_page_lists_every_module():
+    page = (REPO / "docs" / "architecture.md").read_text()
+    top_level = {"api.py", "defaults.py", "metrics.py", "provenance.py"}
+    unlisted = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.name in ("__init__.py", "__main__.py") or (
+            len(rel.parts) == 1 and is_cli(module_name(path), path)
+        ):
+            continue  # packages, and command lines listed by their `python -m` command
+        name = rel.name if str(rel) in top_level else rel.as_posix()
+        if f"`{name}`" not in page:
+            unlisted.append(rel.as_posix())
+    assert unlisted == []
