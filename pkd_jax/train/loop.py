@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from pkd_jax import losses
+from pkd_jax import console, losses
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.precompute import frozen_bn, trunk_features
@@ -150,7 +150,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.Los
         logging.info("Resumed from step %d.", start)
         trunk_features.check_restored_trunks(trunk_digests, sharding.local_view(state.variables), workdir)
     writer = MetricWriter(workdir, resume_step=start)
-    log_summary(config, model, variables, mesh, cache, start)
+    log_summary(config, model, variables, mesh, cache, start, workdir)
 
     stop = _StopFlag()
     pending: list[dict[str, jax.Array]] = []
@@ -193,6 +193,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, loss_fn: losses.Los
                 )  # fmt: skip
                 dev_ccc = last_eval["mean_ccc"]
                 writer.write(step, flatten_eval(last_eval), kind="eval")
+                console.say(console.eval_line(step, last_eval), to_console=chief)
             if dev_ccc is not None or step % config.train.checkpoint_every == 0 or last or stopping:
                 checkpointer.save(step, state, iterator, dev_ccc=dev_ccc)
             if stopping:
@@ -330,9 +331,16 @@ def load_pretrained(config: ml_collections.ConfigDict, variables: dict[str, Any]
     return variables
 
 
-def log_summary(config, model, variables, mesh, cache, start: int) -> None:
-    """The start-up summary: devices, mesh, parameter counts, dataset sizes."""
+def log_summary(config, model, variables, mesh, cache, start: int, workdir: Path) -> None:
+    """The start-up summary: one line on the console; devices, mesh, parameter counts, dataset sizes
+    in the log."""
     counts = parameter_counts(variables["params"])
+    console.say(
+        f"{config.stage} in {workdir}: {sum(counts.values()):,} params, {len(cache.ids('train'))} train / "
+        f"{len(cache.ids('dev'))} dev videos, steps {start} -> {config.train.num_steps} on "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s)",
+        to_console=jax.process_index() == 0,
+    )
     lines = [
         f"stage {config.stage}, targets {tuple(build.target_names(config))}",
         f"devices {jax.device_count()} x {jax.devices()[0].platform} over {jax.process_count()} process(es), "
@@ -349,8 +357,6 @@ def log_summary(config, model, variables, mesh, cache, start: int) -> None:
         )
     for line in lines:
         logging.info(line)
-        if jax.process_index() == 0:
-            tqdm.write(line)
 
 
 class _StopFlag:
