@@ -23,9 +23,13 @@ from absl import logging as absl_logging
 
 # `extra=FILE_ONLY` on a logging call keeps its record off the console: the log file still has it.
 FILE_ONLY: Mapping[str, Any] = {"pkd_jax_file_only": True}
-# Warnings that mean nothing to a user: (a part of the emitting file's path, the message's start).
-# Orbax says this of every checkpoint restored without its optional metadata file.
-SPURIOUS_WARNINGS = (("orbax", "Metadata file does not exist"),)
+# Warnings that mean nothing to a user: (a part of the emitting file's path, the message's start). Orbax
+# warns of every checkpoint restored without its optional metadata file, and of every checkpoint saved
+# without a dev score (between evaluations) while it keeps the best-scored ones.
+SPURIOUS_WARNINGS = (
+    ("orbax", "Metadata file does not exist"),
+    ("orbax", "Requested `tracked_metric`; did not provide metrics"),
+)
 FORMAT = "%(asctime)s %(levelname).1s %(filename)s:%(lineno)d] %(message)s"
 
 _state: dict[str, Any] = {"filter": None, "file": None, "held": None}
