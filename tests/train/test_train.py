@@ -230,6 +230,11 @@ def test_sigterm_saves_a_checkpoint_and_a_second_writer_is_refused(tmp_path, cac
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output[-3000:]
     assert "Stopping on signal" in output
+    # A quiet console (the run's header, warnings); the log file has everything, orbax's INFO lines too.
+    assert f"visual in {workdir}:" in output and "_NonBlockingMetadataStore" not in output
+    assert "Unable to initialize backend" not in output and "checkpoint_manager.py" not in output
+    log = (workdir / "log.txt").read_text()
+    assert "Stopping on signal" in log and "checkpoint_manager.py" in log and f"visual in {workdir}:" in log
     steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(steps) == 1 and steps[0] >= 2
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(steps[0])]  # no tmp dirs
