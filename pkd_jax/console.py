@@ -1,11 +1,10 @@
 """What a command prints, and the log file that keeps everything else.
 
 The console shows progress bars, the lines pkd_jax says to the user (`say`: a run's header, one line
-per evaluation, the final summary) and every warning or error, pkd_jax's and the libraries'. The
-libraries' INFO chatter (orbax at every checkpoint, jax's backend probing) and pkd_jax's own INFO
-detail go only to the log file, unless `--verbose`. The log file (`<workdir>/log.txt` for
-`pkd_jax.main` and the experiment runners) gets every record at INFO and above from every logger,
-with timestamps, appended across restarts.
+per evaluation) and every warning or error, pkd_jax's and the libraries'. The libraries' INFO chatter
+(orbax at every checkpoint, jax's backend probing) and pkd_jax's own INFO detail go only to the log
+file, unless `--verbose`. The log file gets every record at INFO and above from every logger, with
+timestamps, appended across restarts.
 
     console.setup(verbose=False)  # first, in an entry point's main (after absl's app.run began)
     console.log_to(Path(workdir) / "log.txt")  # then: INFO and above, including what came before
@@ -33,7 +32,6 @@ SPURIOUS_WARNINGS = (
 FORMAT = "%(asctime)s %(levelname).1s %(filename)s:%(lineno)d] %(message)s"
 
 _state: dict[str, Any] = {"filter": None, "file": None, "held": None}
-_logger = logging.getLogger("pkd_jax")
 
 
 class _Held(logging.Handler):
@@ -111,7 +109,7 @@ def _close() -> None:
 
 def say(line: str, *, to_console: bool = True) -> None:
     """`line` on the console (above any progress bar) when `to_console`, and in the log file."""
-    _logger.info("%s", line, extra=FILE_ONLY, stacklevel=2)
+    logging.getLogger("pkd_jax").info("%s", line, extra=FILE_ONLY, stacklevel=2)
     if to_console:
         from tqdm import tqdm  # here: tqdm reads its TQDM_* settings once, on import (pkd_jax.main sets one)
 
