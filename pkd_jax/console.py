@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import shlex
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,12 +33,12 @@ SPURIOUS_WARNINGS = (
 )
 FORMAT = "%(asctime)s %(levelname).1s %(filename)s:%(lineno)d] %(message)s"
 
-_state: dict[str, Any] = {"filter": None, "file": None, "held": None}
+_state: dict[str, Any] = {"filter": None, "consoles": [], "file": None, "held": None}
 
 
 class _Held(logging.Handler):
-    """The latest records until the log file is known (a multi-process job learns its process index,
-    and so its log file's name, only after joining the job)."""
+    """The latest records until the log file is named (a multi-process job's process index, in the name,
+    is known only after joining the job)."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -55,30 +57,32 @@ class ConsoleFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "pkd_jax_file_only", False):
-            return False
+            return False  # on the console already (`say`), or for the log alone
         if self.verbose:
             return True
-        if record.levelno < logging.WARNING:
-            return False
-        message = record.getMessage()
-        return not any(
-            part in record.pathname and message.startswith(start) for part, start in SPURIOUS_WARNINGS
-        )
+        spurious = (p in record.pathname and record.getMessage().startswith(m) for p, m in SPURIOUS_WARNINGS)
+        return record.levelno >= logging.WARNING and not any(spurious)
 
 
 def setup(verbose: bool = False) -> None:
-    """Records at INFO and above are made; the console (absl's stderr handler) shows what
-    `ConsoleFilter` lets through; the records are held until `log_to` names the log file."""
+    """Records at INFO and above are made; the console shows what `ConsoleFilter` lets through; the
+    records are held until `log_to` names the log file."""
+    root = logging.getLogger()
     absl_logging.set_verbosity(absl_logging.INFO)
-    logging.getLogger().setLevel(logging.INFO)  # also without absl's handler (a test calling a main)
-    handler = absl_logging.get_absl_handler()
-    if _state["filter"] is not None:
+    root.setLevel(logging.INFO)  # also without absl's handler
+    logging.basicConfig()  # a stderr handler, as absl's first call adds, where app.run installed none
+    for handler in _state["consoles"]:
         handler.removeFilter(_state["filter"])
+    # The console: absl's handler under app.run, else the plain stderr handler of basicConfig.
+    absl_handler = absl_logging.get_absl_handler()
+    _state["consoles"] = [h for h in root.handlers if h is absl_handler or type(h) is logging.StreamHandler]
     _state["filter"] = ConsoleFilter(verbose)
-    handler.addFilter(_state["filter"])
+    for handler in _state["consoles"]:
+        handler.addFilter(_state["filter"])
     _close()
     _state["held"] = _Held()
-    logging.getLogger().addHandler(_state["held"])
+    root.addHandler(_state["held"])
+    logging.getLogger("pkd_jax").info("Started: %s", shlex.join(sys.argv), extra=FILE_ONLY)
 
 
 def log_to(path: str | Path) -> Path:
