@@ -6,7 +6,7 @@ per evaluation) and every warning or error, pkd_jax's and the libraries'. The li
 file, unless `--verbose`. The log file gets every record at INFO and above from every logger, with
 timestamps, appended across restarts.
 
-    console.setup(verbose=False)  # first, in an entry point's main (after absl's app.run began)
+    console.setup(verbose=False)  # first thing in an entry point's main
     console.log_to(Path(workdir) / "log.txt")  # then: INFO and above, including what came before
 """
 
@@ -103,11 +103,10 @@ def log_to(path: str | Path) -> Path:
 
 def _close() -> None:
     """Detaches and closes the held records and the log file of an earlier `setup` or `log_to`."""
-    root = logging.getLogger()
     for key in ("held", "file"):
         if _state[key] is not None:
-            root.removeHandler(_state[key])
-            _state[key].close()
+            logging.getLogger().removeHandler(_state[key])
+            _state.pop(key).close()
             _state[key] = None
 
 
