@@ -27,7 +27,8 @@ recordings `test_k` with ratings, `configs/demo.py` has 3): every run then also 
 it (`eval.final_splits = ("test",)`), and the tables report test CCC with dev alongside. Without one (real
 RECOLA, whose test labels are not public; the Aff-Wild2 layout) the tables report dev CCC.
 
-Outputs in `<workdir>`:
+Outputs in `<workdir>`, besides `log.txt` (every log line of every run, appended across restarts; the
+console shows progress, one line per evaluation and warnings, and everything with `--verbose`):
 
     results.json           config, seeds, per-run dev results (`methods`) and their mean/std (`summary`),
                            `test` (the same for the test split, null without one), `headline_split`,
@@ -44,17 +45,22 @@ Outputs in `<workdir>`:
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from pathlib import Path
+
+from absl import app, flags
 from ml_collections import config_flags
 
+from pkd_jax import console
 from pkd_jax.experiments.runner import run_all
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.INFO)
+    console.setup(verbose=flags.FLAGS.verbose)
+    log = console.log_to(Path(flags.FLAGS.workdir) / "log.txt")
     run_all(flags.FLAGS.config, flags.FLAGS.workdir)
+    print(f"outputs in {flags.FLAGS.workdir}: results.md, results.json, figures (*.png), runs/; log in {log}")
 
 
 if __name__ == "__main__":
@@ -62,5 +68,6 @@ if __name__ == "__main__":
     # point (tests, notebooks) defines no clashing flags.
     config_flags.DEFINE_config_file("config", None, "Experiment config (e.g. configs/demo.py).")
     flags.DEFINE_string("workdir", None, "Directory for the corpus, cache, runs and reports.")
+    flags.DEFINE_bool("verbose", False, "Also show every library's log lines (orbax, jax) on the console.")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

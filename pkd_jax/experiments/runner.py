@@ -13,6 +13,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from pkd_jax import console
 from pkd_jax.experiments import report, report_paired
 from pkd_jax.experiments.report_figures import figure4, training_curves
 from pkd_jax.perf.complexity import complexity_table
@@ -124,7 +125,7 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
         if affwild2_layout and n_test:
             raise ValueError("experiment.corpus_test: the Aff-Wild2 layout has no test split; set it to 0")
         if not (Path(config.data.root) / "synthetic.json").is_file():
-            logging.info("Generating the synthetic corpus in %s.", config.data.root)
+            console.say(f"Generating the synthetic corpus in {config.data.root}.")
             generate = synthetic.generate_affwild2_corpus if affwild2_layout else synthetic.generate_corpus
             generate(
                 config.data.root, e.corpus_train, e.corpus_dev, e.corpus_seconds, e.corpus_seed,
@@ -169,9 +170,9 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
             out = run_dir(workdir, method, seed)
             files = {"dev": out / "eval.json", **{s: out / f"eval_{s}.json" for s in splits}}
             if all(f.is_file() for f in files.values()):
-                logging.info("Reusing %s.", out)
+                console.say(f"Reusing {out}.")
             else:  # new, interrupted, or finished before the test split existed: the loop resumes
-                logging.info("Training %s, seed %d.", method, seed)
+                logging.info("Training %s, seed %d.", method, seed)  # the console: the run's header, its path
                 run(method_config(config, method, seed, workdir), out)
             if not files["dev"].is_file():  # stopped by a signal after a checkpoint: resumable, not finished
                 raise RuntimeError(

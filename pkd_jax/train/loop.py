@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from pkd_jax import losses
+from pkd_jax import console, losses
 from pkd_jax.config.check import validate_config
 from pkd_jax.train.setup import Run, setup
 from pkd_jax.workdir.config_record import check_not_teacher_workdir
@@ -78,6 +78,7 @@ def train(run: Run) -> dict[str, Any]:
                 last_eval = run.evaluate(state, step)
                 dev_ccc = last_eval["mean_ccc"]
                 run.writer.write(step, flatten_eval(last_eval), kind="eval")
+                console.say(console.eval_line(step, last_eval), to_console=run.chief)
             if dev_ccc is not None or step % cfg.checkpoint_every == 0 or last or stopping:
                 run.checkpointer.save(step, state, run.batches, dev_ccc=dev_ccc)
             if stopping:

@@ -28,9 +28,8 @@ from typing import Any, Protocol
 import jax
 import ml_collections
 from absl import logging
-from tqdm import tqdm
 
-from pkd_jax import losses
+from pkd_jax import console, losses
 from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import train_dataset
@@ -205,7 +204,7 @@ def setup(
     if start:
         logging.info("Resumed from step %d.", start)
         trunk_features.check_restored_trunks(trunk_digests, sharding.local_view(state.variables), workdir)
-    log_summary(config, model, variables, mesh, cache, start)
+    log_summary(config, model, variables, mesh, cache, start, workdir)
     return Run(
         config=config, workdir=workdir, model=model, state=state, start_step=start, batches=batches,
         train_step=train_step, evaluate=dev_evaluation, finish=finish, checkpointer=checkpointer,
@@ -298,9 +297,16 @@ def load_pretrained(config: ml_collections.ConfigDict, variables: dict[str, Any]
     return variables
 
 
-def log_summary(config, model, variables, mesh, cache, start: int) -> None:
-    """The start-up summary: devices, mesh, parameter counts, dataset sizes."""
+def log_summary(config, model, variables, mesh, cache, start: int, workdir: Path) -> None:
+    """The start-up summary: one line on the console; devices, mesh, parameter counts, dataset sizes
+    in the log."""
     counts = parameter_counts(variables["params"])
+    console.say(
+        f"{config.stage} in {workdir}: {sum(counts.values()):,} params, {len(cache.ids('train'))} train / "
+        f"{len(cache.ids('dev'))} dev videos, steps {start} -> {config.train.num_steps} on "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s)",
+        to_console=jax.process_index() == 0,
+    )
     lines = [
         f"stage {config.stage}, targets {tuple(build.target_names(config))}",
         f"devices {jax.device_count()} x {jax.devices()[0].platform} over {jax.process_count()} process(es), "
@@ -317,5 +323,3 @@ def log_summary(config, model, variables, mesh, cache, start: int) -> None:
         )
     for line in lines:
         logging.info(line)
-        if jax.process_index() == 0:
-            tqdm.write(line)

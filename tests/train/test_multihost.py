@@ -181,8 +181,9 @@ def test_only_process_zero_writes_and_logs(runs):
     # Every process saved its own input position into the shared checkpoint.
     data = sorted(p.name for p in (two / "checkpoints" / str(STEPS) / "data").glob("process_*"))
     assert data == ["process_0-of-2.json", "process_1-of-2.json"]
-    assert "devices 4 x cpu over 2 process(es)" in (root / "p0.log").read_text()
-    assert "devices 4 x cpu" not in (root / "p1.log").read_text()
+    assert "devices 4 x cpu over 2 process(es)" in (two / "log.txt").read_text()  # the detail: in the log
+    assert f"visual in {two}:" in (root / "p0.log").read_text()  # the run's header: on one console
+    assert "visual in" not in (root / "p1.log").read_text() and (two / "log.1.txt").is_file()
 
 
 def test_two_process_checkpoint_restores_and_resumes_in_one_process(runs):
@@ -211,7 +212,8 @@ def test_two_process_checkpoint_restores_and_resumes_in_one_process(runs):
     shutil.copytree(root / "two", resumed)
     proc = start_worker(resumed, main_flags(resumed, cache, STEPS + 1), 1, root / "resumed.log")
     finish({"resumed": (proc, root / "resumed.log")})
-    assert "Resumed from step 3" in (root / "resumed.log").read_text()
+    assert "Resumed from step 3" in (resumed / "log.txt").read_text()
+    assert "steps 3 -> 4 on 1 cpu device(s)" in (root / "resumed.log").read_text()
     assert [r["step"] for r in read_metrics(resumed, "train")] == [1, 2, 3, 4]
     fourth, reference = read_metrics(resumed, "train")[-1], read_metrics(root / "one", "train")[-1]
     assert reference["step"] == fourth["step"] == STEPS + 1
@@ -246,7 +248,9 @@ def test_a_held_workdir_stops_every_process_of_a_two_process_job(runs):
             assert "WorkdirInUseError" in log.read_text(), log.read_text()[-2000:]
         assert f"pid {holder.pid} on host" in procs[0][1].read_text()
         assert "process 0 names it" in procs[1][1].read_text()
-        assert sorted(p.name for p in busy.iterdir()) == ["train.lock"]  # nothing written
+        # Nothing written but each process's log of its refused start.
+        assert sorted(p.name for p in busy.iterdir()) == ["log.1.txt", "log.txt", "train.lock"]
+        assert "Started: pkd_jax.main" in (busy / "log.txt").read_text()
     finally:
         holder.kill()
         holder.wait()
