@@ -30,6 +30,12 @@ class Recorder:
         self.calls.append(("close",))
 
 
+def scores(ccc: float) -> dict[str, Any]:
+    """An evaluation result scoring `ccc` on both targets."""
+    per_target = {"valence": ccc, "arousal": ccc}
+    return {"mean_ccc": ccc, "raw": {"mean_over_videos": per_target, "concatenated": per_target}}
+
+
 def in_memory_run(tmp_path: Path, *, start: int = 0, bad_step: int = 0) -> tuple[Run, Recorder, list]:
     """A run whose state counts steps, whose loss is 1 / step (NaN at `bad_step`), scored 0.1 x step."""
     config = defaults.get_config("visual", "synthetic")
@@ -49,7 +55,7 @@ def in_memory_run(tmp_path: Path, *, start: int = 0, bad_step: int = 0) -> tuple
     recorder = Recorder()
     run = Run(
         config=config, workdir=tmp_path, model=None, state=start, start_step=start, batches=batches(),  # type: ignore[arg-type]
-        train_step=train_step, evaluate=lambda state, step: {"mean_ccc": 0.1 * step},  # type: ignore[arg-type]
+        train_step=train_step, evaluate=lambda state, step: scores(0.1 * step),  # type: ignore[arg-type]
         finish=lambda state, step, last: finished.append((state, step, last)),  # type: ignore[arg-type]
         checkpointer=recorder, writer=recorder,
     )  # fmt: skip
@@ -59,7 +65,7 @@ def in_memory_run(tmp_path: Path, *, start: int = 0, bad_step: int = 0) -> tuple
 def test_the_loop_logs_evaluates_checkpoints_and_finishes_on_schedule(tmp_path):
     run, recorder, finished = in_memory_run(tmp_path)
     result = train(run)
-    assert result == {"mean_ccc": pytest.approx(0.7)}
+    assert result == scores(pytest.approx(0.7))
     assert finished == [(7, 7, result)]
     logged = [(c[1], c[2]["loss"]) for c in recorder.calls if c[0] == "train"]
     assert [s for s, _ in logged] == [2, 4, 6, 7]  # every log_every steps and the last
