@@ -33,11 +33,13 @@ import numpy as np
 from absl import logging
 from jax.typing import DTypeLike
 
+from pkd_jax.ccc_kernel import LOSS_EPS, ccc_from_moments, masked_moments
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import Teacher
 from pkd_jax.train import build
 
-CCC_EPS = 1e-8  # the eps of pkd_jax.losses.ccc
+# The loss's eps: gamma precomputed here must decide as the gamma the loss computes online.
+CCC_EPS = LOSS_EPS
 
 
 def window_bounds(num_frames: int, clip_frames: int, window_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +57,8 @@ def windowed_gamma(
     """1 - CCC(track, labels) over frames [lo, hi) of one video, averaged over targets, float64 [S].
 
     track, labels: [T, K]; mask: [T], 1 where the label counts. Population moments over the masked
-    frames; a window with no valid frame gets CCC 0 (gamma 1), as `losses.ccc` gives.
+    frames, the CCC by `pkd_jax.ccc_kernel` as in the loss: a window with no valid frame gets CCC 0
+    (gamma 1).
     """
     w = np.asarray(mask, np.float64)[:, None]
     x = np.where(w > 0, np.asarray(track, np.float64), 0.0)
@@ -72,25 +75,21 @@ def windowed_gamma(
     vx = window_sum(w * x * x) / safe - mx * mx
     vy = window_sum(w * y * y) / safe - my * my
     cov = window_sum(w * x * y) / safe - mx * my
-    ccc = 2.0 * cov / (np.maximum(vx, 0.0) + np.maximum(vy, 0.0) + (mx - my) ** 2 + CCC_EPS)
-    ccc = np.where(n > 0, ccc, 0.0)
+    # Clamped: rounding can leave E[x^2] - E[x]^2 a hair below 0 on a constant stretch.
+    ccc = ccc_from_moments(mx, my, np.maximum(vx, 0.0), np.maximum(vy, 0.0), cov, eps=CCC_EPS, xp=np)
     return np.mean(1.0 - ccc, axis=1)
 
 
 def clip_gamma(clip_pred: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """1 - CCC of the teacher's own clip predictions [S, L, K] (the cached teacher's, clip start s on
-    frames s .. s + L - 1) against the labels, per clip start, float64 [S]: the "clip" context's gamma."""
+    frames s .. s + L - 1) against the labels, per clip start, float64 [S]: the "clip" context's gamma,
+    the loss's per-sequence gamma in float64 (a clip with no valid label gets 0, as there)."""
     s, length = clip_pred.shape[:2]
     index = np.arange(s)[:, None] + np.arange(length)[None, :]
     w = np.asarray(mask, np.float64)[index][..., None]
-    x = np.where(w > 0, np.asarray(clip_pred, np.float64), 0.0)
-    y = np.where(w > 0, np.asarray(labels, np.float64)[index], 0.0)
-    n = np.maximum(w.sum(axis=1, keepdims=True), 1.0)  # [S, 1, 1]
-    mx, my = (w * x).sum(1, keepdims=True) / n, (w * y).sum(1, keepdims=True) / n
-    dx, dy = w * (x - mx), w * (y - my)
-    n = n[:, 0]
-    vx, vy, cov = (dx * dx).sum(1) / n, (dy * dy).sum(1) / n, (dx * dy).sum(1) / n  # [S, K]
-    ccc = 2.0 * cov / (vx + vy + (mx - my)[:, 0] ** 2 + CCC_EPS)
+    x, y = np.asarray(clip_pred, np.float64), np.asarray(labels, np.float64)[index]
+    moments = masked_moments(x, y, w, axis=1, xp=np)  # each [S, 1, K]
+    ccc = ccc_from_moments(*moments, eps=CCC_EPS, xp=np)[:, 0]
     has = w.sum(axis=1) > 0
     return np.mean(np.where(has, 1.0 - ccc, 0.0), axis=1)
 
