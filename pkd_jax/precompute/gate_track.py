@@ -17,12 +17,12 @@ of the same video centred on the clip instead:
 Window of a clip [s, s + L): [s + (L - W) // 2, ... + W), cut at the video's ends (never shifted, so a
 clip near an end is judged on fewer frames); a window shorter than the clip is the clip itself. The
 track and the per-start gammas are stored in `<student workdir>/gate/` and reused on resume while the
-teacher checkpoint and the feature cache are unchanged.
+teacher's parameters, the feature cache and the data settings are unchanged (`fingerprint`: by content,
+so a moved teacher workdir keeps the track and a teacher retrained in place recomputes it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,8 @@ import numpy as np
 from absl import logging
 from jax.typing import DTypeLike
 
+from pkd_jax.cached import fingerprint as content_fingerprint
+from pkd_jax.cached import save_npz_atomic, tree_digest, write_text_atomic
 from pkd_jax.ccc_kernel import LOSS_EPS, ccc_from_moments, masked_moments
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import Teacher
@@ -144,12 +146,14 @@ def clip_span(config: ml_collections.ConfigDict) -> int:
     return config.data.window_subsequences * config.data.subsequence_frames or config.data.clip_frames
 
 
-def fingerprint(config: ml_collections.ConfigDict, teacher_source: str, cache: Cache) -> str:
-    """What the stored track depends on: the teacher checkpoint, the cache and the data settings."""
-    manifest = (Path(cache.root) / "manifest.json").read_bytes()
-    parts = {
-        "teacher": teacher_source,
-        "manifest": hashlib.sha256(manifest).hexdigest(),
+def fingerprint(config: ml_collections.ConfigDict, teacher_variables: Any, cache: Cache) -> str:
+    """What the stored track depends on, by content: the teacher's parameters and statistics (not the path
+    of its checkpoint), the cache's manifest and the data settings the teacher's inputs depend on.
+
+    A track stored before this key hashed content (it named the teacher's checkpoint path) reads as
+    another teacher's and is recomputed once.
+    """
+    settings = {
         "targets": list(build.target_names(config)),
         "missing_face": config.data.missing_face,
         "audio_window_s": config.data.audio_window_s,
@@ -157,7 +161,8 @@ def fingerprint(config: ml_collections.ConfigDict, teacher_source: str, cache: C
         "clip_frames": config.data.clip_frames,
         "dtype": config.model.dtype,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    manifest = (Path(cache.root) / "manifest.json").read_bytes()
+    return content_fingerprint("gate track", tree_digest(teacher_variables), manifest, settings)
 
 
 def load_or_compute_track(
@@ -182,9 +187,7 @@ def load_or_compute_track(
     track = compute()
     if write:
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / "track.tmp.npz"
-        np.savez(tmp, __fingerprint__=np.asarray(key), **track)
-        tmp.replace(path)
+        save_npz_atomic(path, __fingerprint__=np.asarray(key), **track)
     return track
 
 
@@ -221,12 +224,12 @@ def prepare_gate(
     *,
     teacher: Teacher,
     teacher_variables: Any,
-    teacher_source: str,
     cache: Cache,
     teacher_cache: dict[str, dict[str, np.ndarray]] | None,
     dtype: DTypeLike,
     chief: bool,
     name: str = "gate",
+    teacher_source: str | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], float, dict[str, Any]]:
     """What a student's gate needs before training: `(extra_arrays, theta, info)`.
 
@@ -235,7 +238,8 @@ def prepare_gate(
     teacher's gamma over every training clip start. info (written to `<workdir>/gate.json`, with the
     gammas in `<workdir>/gate/gammas.npz` when known): context, window, theta, the share of training
     sequences the gate is expected to distil. `name` names those files (`<workdir>/<name>.json`, ...):
-    one set per teacher for several teachers.
+    one set per teacher for several teachers. `teacher_source` (the checkpoint's path) is only logged:
+    the stored track is keyed by the teacher's parameters (`fingerprint`).
     """
     lo = config.loss
     targets = build.target_indices(config)
@@ -245,7 +249,7 @@ def prepare_gate(
     if lo.gate_context == "window":
         track = load_or_compute_track(
             workdir / name,
-            fingerprint(config, teacher_source, cache),
+            fingerprint(config, teacher_variables, cache),
             # The cached teacher's pass over every frame already gives the track; online needs its own.
             lambda: (
                 (teacher_cache or {}).get("teacher_track")
@@ -289,10 +293,10 @@ def prepare_gate(
     if chief:
         (workdir / name).mkdir(parents=True, exist_ok=True)
         if gammas is not None:
-            np.savez(workdir / name / "gammas.npz", gamma=gammas)
-        (workdir / f"{name}.json").write_text(json.dumps(info, indent=2))
+            save_npz_atomic(workdir / name / "gammas.npz", gamma=gammas)
+        write_text_atomic(workdir / f"{name}.json", json.dumps(info, indent=2))
     logging.info(
-        "Gate %s, context %s: theta %.4f, expected distilled share %s.",
-        lo.gate, lo.gate_context, theta, info["expected_distilled_share"],
+        "Gate %s, context %s, teacher %s: theta %.4f, expected distilled share %s.",
+        lo.gate, lo.gate_context, teacher_source or "(unnamed)", theta, info["expected_distilled_share"],
     )  # fmt: skip
     return extra, theta, info
