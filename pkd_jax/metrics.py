@@ -5,9 +5,10 @@ accelerator's precision. The central metric is the concordance correlation coeff
 
     CCC(x, y) = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))**2)
 
-with population (1/N) moments. A denominator that is (numerically) zero -- no frames, or both
-sequences constant and equal -- yields CCC 0.0 instead of NaN, so a degenerate video scores as
-"no agreement" rather than poisoning averages.
+with population (1/N) moments, computed from them by `pkd_jax.ccc_kernel` (the loss's CCC too) with no
+eps. A denominator that is (numerically) zero -- no frames, or both sequences constant and equal --
+yields CCC 0.0 instead of NaN, so a degenerate video scores as "no agreement" rather than poisoning
+averages.
 """
 
 from __future__ import annotations
@@ -19,28 +20,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from pkd_jax.ccc_kernel import METRIC_EPS, ccc_from_moments
+
 __all__ = ["PostProcessing", "StreamingCCC", "ccc_np", "evaluate_videos"]
-
-# A denominator at or below this fraction of (mean_x**2 + mean_y**2) is rounding noise: float64
-# inputs near a mean m are only resolved to ~2.2e-16 * |m|, so variances below ~(1e-16 m)**2
-# carry no information. Treating them as zero keeps CCC of two equal constants at 0.0 instead of
-# an arbitrary ratio of rounding errors.
-_DEGENERATE_REL = 1e-30
-
-
-def _ccc_from_moments(
-    mean_x: np.ndarray,
-    mean_y: np.ndarray,
-    var_x: np.ndarray,
-    var_y: np.ndarray,
-    cov: np.ndarray,
-) -> np.ndarray:
-    """Vectorised CCC from population moments; degenerate denominators give 0.0."""
-    denom = var_x + var_y + (mean_x - mean_y) ** 2
-    # Written as <= so that NaN from unmasked NaN inputs propagates rather than reading as 0.
-    degenerate = denom <= _DEGENERATE_REL * (mean_x**2 + mean_y**2)
-    safe = np.where(degenerate, 1.0, denom)
-    return np.where(degenerate, 0.0, 2.0 * cov / safe)
 
 
 def _leading_mask(mask: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -211,12 +193,14 @@ class StreamingCCC:
         if self._k is None:
             return np.zeros(0, np.float64)
         safe_n = np.maximum(self._n, 1.0)
-        return _ccc_from_moments(
+        return ccc_from_moments(
             self._mean_x,
             self._mean_y,
             self._m2_x / safe_n,
             self._m2_y / safe_n,
             self._c_xy / safe_n,
+            eps=METRIC_EPS,
+            xp=np,
         )
 
 
@@ -244,12 +228,14 @@ def ccc_np(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None) ->
         return 0.0
     mx, my = x.mean(), y.mean()
     dx, dy = x - mx, y - my
-    ccc = _ccc_from_moments(
+    ccc = ccc_from_moments(
         np.asarray(mx),
         np.asarray(my),
         np.asarray(np.mean(dx * dx)),
         np.asarray(np.mean(dy * dy)),
         np.asarray(np.mean(dx * dy)),
+        eps=METRIC_EPS,
+        xp=np,
     )
     return float(ccc)
 

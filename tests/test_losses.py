@@ -83,6 +83,69 @@ def test_ccc_loss_per_sequence_skips_empty_sequences():
     assert values[0] == pytest.approx(1 - ccc64(x[0], y[0]), abs=1e-6)
 
 
+def test_one_ccc_for_the_loss_the_metrics_and_the_gate():
+    """The loss's CCC (float32), the metrics' and the gate's gamma (float64) agree on every sequence,
+    masked frames, a constant prediction and a sequence with no frame included."""
+    from pkd_jax import metrics
+    from pkd_jax.precompute import gate_track
+
+    rng = np.random.default_rng(11)
+    t, k = 40, 2
+    x, y = correlated(rng, (4, t, k))
+    x[1, :, 0] = 0.25  # a constant prediction against varying labels: CCC 0 up to rounding
+    mask = (rng.random((4, t)) > 0.3).astype(np.float32)
+    mask[2] = 0  # no frame: CCC 0 by convention
+    x[mask == 0] = np.nan  # masked frames may hold anything
+    loss_ccc = np.asarray(losses.ccc(x, y, mask, axis=1))
+    loss_gamma = np.asarray(losses.ccc_loss(x, y, mask, per_sequence=True))
+    for b in range(4):
+        ccc_np = [metrics.ccc_np(x[b, :, j], y[b, :, j], mask[b]) for j in range(k)]
+        streamed = metrics.StreamingCCC(k)
+        streamed.update(x[b], y[b], mask[b])
+        np.testing.assert_allclose(streamed.result(), ccc_np, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(loss_ccc[b], ccc_np, rtol=0, atol=1e-6)
+        # The gate's windowed gamma over the whole sequence, and its clip gamma of the sequence as one
+        # clip: the loss's eps, in float64 (the metrics' eps is 0: they differ by ~1e-8 relative).
+        window = gate_track.windowed_gamma(x[b], y[b], mask[b], np.array([0]), np.array([t]))
+        clip = gate_track.clip_gamma(x[b][None], y[b], mask[b])
+        assert window[0] == pytest.approx(1.0 - np.mean(ccc_np), abs=1e-7)
+        assert clip[0] == pytest.approx(0.0 if b == 2 else window[0], abs=1e-10)
+        assert clip[0] == pytest.approx(loss_gamma[b], abs=1e-6)  # no frame: gamma 0 in both
+    assert np.all(loss_ccc[2] == 0.0) and abs(loss_ccc[1, 0]) < 1e-6
+
+
+def test_the_ccc_kernel_convention_in_numpy_and_jax():
+    """Non-degenerate: the plain formula bit for bit; no frame or equal constants: 0; NaN propagates."""
+    from pkd_jax.ccc_kernel import DEGENERATE_REL, ccc_from_moments, masked_moments
+
+    rng = np.random.default_rng(12)
+    mx, my, cov = rng.normal(size=(3, 50))
+    vx, vy = rng.uniform(0.01, 2.0, size=(2, 50))
+    for xp, dtype in ((np, np.float64), (jnp, np.float32)):
+        moments = [xp.asarray(m.astype(dtype)) for m in (mx, my, vx, vy, cov)]
+        a, b, va, vb, c = moments
+        for eps in (0.0, 1e-8):
+            got = np.asarray(ccc_from_moments(*moments, eps=eps, xp=xp))
+            assert got.dtype == dtype
+            assert np.array_equal(got, np.asarray(2.0 * c / (va + vb + (a - b) ** 2 + eps)))
+            zero = xp.zeros(3, dtype)  # the moments of no frame
+            assert np.array_equal(ccc_from_moments(zero, zero, zero, zero, zero, eps=eps, xp=xp), [0, 0, 0])
+            nan = xp.full(1, np.nan, dtype)
+            assert np.isnan(ccc_from_moments(nan, zero[:1], zero[:1], zero[:1], zero[:1], eps=eps, xp=xp)[0])
+        # Equal constants, their mean exact: zero spread, so 0 with and without eps.
+        const = xp.full((1, 8, 1), 0.5, dtype)
+        m = masked_moments(const, const, xp.ones((1, 8, 1), dtype), axis=1, xp=xp)
+        assert [float(ccc_from_moments(*m, eps=e, xp=xp)[0, 0, 0]) for e in (0.0, 1e-8)] == [0.0, 0.0]
+        # A spread at the rounding threshold is degenerate, one just above it is not.
+        one = xp.ones(2, dtype)
+        spread = xp.asarray([DEGENERATE_REL * 2.0, DEGENERATE_REL * 4.0], dtype)
+        got = np.asarray(ccc_from_moments(one, one, spread, 0 * spread, spread / 2, eps=0.0, xp=xp))
+        assert got[0] == 0.0 and got[1] == pytest.approx(1.0)
+    # The loss's gradient where the convention applies: zero, not 0/0.
+    grad = jax.grad(lambda p: losses.ccc_loss(p, jnp.full((2, 8, 1), 0.5)))(jnp.full((2, 8, 1), 0.5))
+    assert np.array_equal(np.asarray(grad), np.zeros((2, 8, 1)))
+
+
 def cos64(a, b):
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

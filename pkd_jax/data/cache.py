@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from pkd_jax.cached import write_text_atomic
+
 CACHE_VERSION = 1
 ARRAYS = ("frames", "face_found", "logmel", "labels", "label_mask")
 OPTIONAL_ARRAYS = ("physio",)  # written when present; a cache built with physio has it for every video
@@ -47,9 +49,7 @@ class CacheError(ValueError):
 
 def _write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
     # Write then rename: readers never see half a file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=sort_keys))
 
 
 @dataclasses.dataclass

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from pkd_jax.cached import canonical_json
 
 FACE_ALIGNMENTS = ("none", "landmarks")  # PreprocessConfig.face_align values
 PHYSIO_CHOICES = ("auto", "yes", "no")  # PreprocessConfig.physio values; a manifest holds "yes" or "no"
@@ -157,8 +158,12 @@ class PreprocessConfig:
         }
 
     def digest(self) -> str:
-        """Short hash identifying this configuration in every video's meta.json."""
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """Short hash identifying this configuration in every video's meta.json.
+
+        Its form is fixed (sha1 of the canonical JSON, 12 hex digits): every cached video records it and
+        resuming preprocessing compares it, so another hash would refuse every existing cache.
+        """
+        return hashlib.sha1(canonical_json(self.to_dict())).hexdigest()[:12]
 
 
 # Added after the first caches were written.

@@ -13,13 +13,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from pkd_jax.ccc_kernel import LOSS_EPS, ccc_from_moments, masked_moments
+
 Array = jax.Array
 Outputs = Mapping[str, Array]
 Batch = Mapping[str, Any]
 TermFn = Callable[[Outputs, Batch], Array]
 LossFn = Callable[[Outputs, Batch], tuple[Array, dict[str, Array]]]
 
-CCC_EPS = 1e-8
+CCC_EPS = LOSS_EPS  # why the loss has an eps and the metrics none: `pkd_jax.ccc_kernel`
 
 
 def _expand_mask(mask: Array | None, like: Array) -> Array:
@@ -40,35 +42,25 @@ def ccc(
 ) -> Array:
     """Concordance correlation coefficient (eq. 3) over `axis` (all axes when None).
 
-    CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2), with population moments over the
-    frames where `mask` is 1. `eps` in the denominator keeps constant inputs finite: CCC is 0 then, with
-    finite gradients. Masked positions may hold anything, NaN included; they are zeroed before use.
+    CCC = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))^2 + eps), with population moments over
+    the frames where `mask` is 1, in float32, by `pkd_jax.ccc_kernel` (the metrics' and the gate's CCC
+    too): a degenerate denominator (no frame, or both sequences constant and equal) gives 0. Masked
+    positions may hold anything, NaN included; they are zeroed before use.
 
     Args:
       pred: predictions, e.g. [B, T, K].
       target: labels of the same shape as `pred`.
       mask: 1 for frames that count; any prefix shape of `pred` ([B, T] for [B, T, K]) or its full shape.
       axis: the axes to reduce: (0, 1) for CCC over the flattened batch per target, 1 per sequence.
-      eps: stabiliser in the denominator.
+      eps: added to the denominator; `CCC_EPS`, the loss's, by default.
 
     Returns:
       CCC with the `axis` dimensions removed.
     """
     pred = jnp.asarray(pred, jnp.float32)
     target = jnp.asarray(target, jnp.float32)
-    w = _expand_mask(mask, pred)
-    valid = w > 0
-    pred = jnp.where(valid, pred, 0.0)
-    target = jnp.where(valid, target, 0.0)
-    n = jnp.maximum(jnp.sum(w, axis=axis, keepdims=True), 1.0)
-    mean_p = jnp.sum(w * pred, axis=axis, keepdims=True) / n
-    mean_t = jnp.sum(w * target, axis=axis, keepdims=True) / n
-    dp = w * (pred - mean_p)
-    dt = w * (target - mean_t)
-    var_p = jnp.sum(dp * dp, axis=axis, keepdims=True) / n
-    var_t = jnp.sum(dt * dt, axis=axis, keepdims=True) / n
-    cov = jnp.sum(dp * dt, axis=axis, keepdims=True) / n
-    value = 2.0 * cov / (var_p + var_t + (mean_p - mean_t) ** 2 + eps)
+    moments = masked_moments(pred, target, _expand_mask(mask, pred), axis=axis, xp=jnp)
+    value = ccc_from_moments(*moments, eps=eps, xp=jnp)
     return jnp.squeeze(value, axis=axis) if axis is not None else value.reshape(())
 
 

@@ -17,12 +17,12 @@ of the same video centred on the clip instead:
 Window of a clip [s, s + L): [s + (L - W) // 2, ... + W), cut at the video's ends (never shifted, so a
 clip near an end is judged on fewer frames); a window shorter than the clip is the clip itself. The
 track and the per-start gammas are stored in `<student workdir>/gate/` and reused on resume while the
-teacher checkpoint and the feature cache are unchanged.
+teacher's parameters, the feature cache and the data settings are unchanged (`fingerprint`: by content,
+so a moved teacher workdir keeps the track and a teacher retrained in place recomputes it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,15 @@ import numpy as np
 from absl import logging
 from jax.typing import DTypeLike
 
+from pkd_jax.cached import fingerprint as content_fingerprint
+from pkd_jax.cached import save_npz_atomic, tree_digest, write_text_atomic
+from pkd_jax.ccc_kernel import LOSS_EPS, ccc_from_moments, masked_moments
 from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import Teacher
 
-CCC_EPS = 1e-8  # the eps of pkd_jax.losses.ccc
+# The loss's eps: gamma precomputed here must decide as the gamma the loss computes online.
+CCC_EPS = LOSS_EPS
 
 
 def window_bounds(num_frames: int, clip_frames: int, window_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +59,8 @@ def windowed_gamma(
     """1 - CCC(track, labels) over frames [lo, hi) of one video, averaged over targets, float64 [S].
 
     track, labels: [T, K]; mask: [T], 1 where the label counts. Population moments over the masked
-    frames; a window with no valid frame gets CCC 0 (gamma 1), as `losses.ccc` gives.
+    frames, the CCC by `pkd_jax.ccc_kernel` as in the loss: a window with no valid frame gets CCC 0
+    (gamma 1).
     """
     w = np.asarray(mask, np.float64)[:, None]
     x = np.where(w > 0, np.asarray(track, np.float64), 0.0)
@@ -72,25 +77,21 @@ def windowed_gamma(
     vx = window_sum(w * x * x) / safe - mx * mx
     vy = window_sum(w * y * y) / safe - my * my
     cov = window_sum(w * x * y) / safe - mx * my
-    ccc = 2.0 * cov / (np.maximum(vx, 0.0) + np.maximum(vy, 0.0) + (mx - my) ** 2 + CCC_EPS)
-    ccc = np.where(n > 0, ccc, 0.0)
+    # Clamped: rounding can leave E[x^2] - E[x]^2 a hair below 0 on a constant stretch.
+    ccc = ccc_from_moments(mx, my, np.maximum(vx, 0.0), np.maximum(vy, 0.0), cov, eps=CCC_EPS, xp=np)
     return np.mean(1.0 - ccc, axis=1)
 
 
 def clip_gamma(clip_pred: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """1 - CCC of the teacher's own clip predictions [S, L, K] (the cached teacher's, clip start s on
-    frames s .. s + L - 1) against the labels, per clip start, float64 [S]: the "clip" context's gamma."""
+    frames s .. s + L - 1) against the labels, per clip start, float64 [S]: the "clip" context's gamma,
+    the loss's per-sequence gamma in float64 (a clip with no valid label gets 0, as there)."""
     s, length = clip_pred.shape[:2]
     index = np.arange(s)[:, None] + np.arange(length)[None, :]
     w = np.asarray(mask, np.float64)[index][..., None]
-    x = np.where(w > 0, np.asarray(clip_pred, np.float64), 0.0)
-    y = np.where(w > 0, np.asarray(labels, np.float64)[index], 0.0)
-    n = np.maximum(w.sum(axis=1, keepdims=True), 1.0)  # [S, 1, 1]
-    mx, my = (w * x).sum(1, keepdims=True) / n, (w * y).sum(1, keepdims=True) / n
-    dx, dy = w * (x - mx), w * (y - my)
-    n = n[:, 0]
-    vx, vy, cov = (dx * dx).sum(1) / n, (dy * dy).sum(1) / n, (dx * dy).sum(1) / n  # [S, K]
-    ccc = 2.0 * cov / (vx + vy + (mx - my)[:, 0] ** 2 + CCC_EPS)
+    x, y = np.asarray(clip_pred, np.float64), np.asarray(labels, np.float64)[index]
+    moments = masked_moments(x, y, w, axis=1, xp=np)  # each [S, 1, K]
+    ccc = ccc_from_moments(*moments, eps=CCC_EPS, xp=np)[:, 0]
     has = w.sum(axis=1) > 0
     return np.mean(np.where(has, 1.0 - ccc, 0.0), axis=1)
 
@@ -145,12 +146,14 @@ def clip_span(config: ml_collections.ConfigDict) -> int:
     return config.data.window_subsequences * config.data.subsequence_frames or config.data.clip_frames
 
 
-def fingerprint(config: ml_collections.ConfigDict, teacher_source: str, cache: Cache) -> str:
-    """What the stored track depends on: the teacher checkpoint, the cache and the data settings."""
-    manifest = (Path(cache.root) / "manifest.json").read_bytes()
-    parts = {
-        "teacher": teacher_source,
-        "manifest": hashlib.sha256(manifest).hexdigest(),
+def fingerprint(config: ml_collections.ConfigDict, teacher_variables: Any, cache: Cache) -> str:
+    """What the stored track depends on, by content: the teacher's parameters and statistics (not the path
+    of its checkpoint), the cache's manifest and the data settings the teacher's inputs depend on.
+
+    A track stored before this key hashed content (it named the teacher's checkpoint path) reads as
+    another teacher's and is recomputed once.
+    """
+    settings = {
         "targets": list(build.target_names(config)),
         "missing_face": config.data.missing_face,
         "audio_window_s": config.data.audio_window_s,
@@ -158,7 +161,8 @@ def fingerprint(config: ml_collections.ConfigDict, teacher_source: str, cache: C
         "clip_frames": config.data.clip_frames,
         "dtype": config.model.dtype,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    manifest = (Path(cache.root) / "manifest.json").read_bytes()
+    return content_fingerprint("gate track", tree_digest(teacher_variables), manifest, settings)
 
 
 def load_or_compute_track(
@@ -183,9 +187,7 @@ def load_or_compute_track(
     track = compute()
     if write:
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / "track.tmp.npz"
-        np.savez(tmp, __fingerprint__=np.asarray(key), **track)
-        tmp.replace(path)
+        save_npz_atomic(path, __fingerprint__=np.asarray(key), **track)
     return track
 
 
@@ -222,12 +224,12 @@ def prepare_gate(
     *,
     teacher: Teacher,
     teacher_variables: Any,
-    teacher_source: str,
     cache: Cache,
     teacher_cache: dict[str, dict[str, np.ndarray]] | None,
     dtype: DTypeLike,
     chief: bool,
     name: str = "gate",
+    teacher_source: str | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], float, dict[str, Any]]:
     """What a student's gate needs before training: `(extra_arrays, theta, info)`.
 
@@ -236,7 +238,8 @@ def prepare_gate(
     teacher's gamma over every training clip start. info (written to `<workdir>/gate.json`, with the
     gammas in `<workdir>/gate/gammas.npz` when known): context, window, theta, the share of training
     sequences the gate is expected to distil. `name` names those files (`<workdir>/<name>.json`, ...):
-    one set per teacher for several teachers.
+    one set per teacher for several teachers. `teacher_source` (the checkpoint's path) is only logged:
+    the stored track is keyed by the teacher's parameters (`fingerprint`).
     """
     lo = config.loss
     targets = build.target_indices(config)
@@ -246,7 +249,7 @@ def prepare_gate(
     if lo.gate_context == "window":
         track = load_or_compute_track(
             workdir / name,
-            fingerprint(config, teacher_source, cache),
+            fingerprint(config, teacher_variables, cache),
             # The cached teacher's pass over every frame already gives the track; online needs its own.
             lambda: (
                 (teacher_cache or {}).get("teacher_track")
@@ -290,10 +293,10 @@ def prepare_gate(
     if chief:
         (workdir / name).mkdir(parents=True, exist_ok=True)
         if gammas is not None:
-            np.savez(workdir / name / "gammas.npz", gamma=gammas)
-        (workdir / f"{name}.json").write_text(json.dumps(info, indent=2))
+            save_npz_atomic(workdir / name / "gammas.npz", gamma=gammas)
+        write_text_atomic(workdir / f"{name}.json", json.dumps(info, indent=2))
     logging.info(
-        "Gate %s, context %s: theta %.4f, expected distilled share %s.",
-        lo.gate, lo.gate_context, theta, info["expected_distilled_share"],
+        "Gate %s, context %s, teacher %s: theta %.4f, expected distilled share %s.",
+        lo.gate, lo.gate_context, teacher_source or "(unnamed)", theta, info["expected_distilled_share"],
     )  # fmt: skip
     return extra, theta, info

@@ -10,11 +10,13 @@ Layout, one directory per trunk, weights and settings:
     <cache>/trunk_features/<group>-<key>/manifest.json   trunk, weights digest, settings, corpus, videos
     <cache>/trunk_features/<group>-<key>/<video>.npy     float32 [T, D]
 
-`key` hashes the trunk's name, the digest of its weights (parameters and BatchNorm statistics) and the
-settings its input depends on (face size, missing-face policy, dtype, audio window, the strong setting's
-clip sampling), so another trunk or setting gets its own directory. The manifest also records the
-corpus (a digest of the cache's manifest and the size and time of every array the features were read
-from): a re-preprocessed cache makes the stored features stale, and they are recomputed with a warning.
+`key` hashes the trunk's name, the digest of its weights (parameters and BatchNorm statistics, by content:
+`pkd_jax.cached.tree_digest`) and the settings its input depends on (face size, missing-face policy, dtype,
+audio window, the strong setting's clip sampling), so another trunk or setting gets its own directory.
+The manifest also records the corpus (a digest of the cache's manifest and the size and time of every
+array the features were read from): a re-preprocessed cache makes the stored features stale, and they are
+recomputed with a warning. Directories keyed before the weights were hashed by `tree_digest` are not
+found under the new key: their features are computed once more (the old directory can be deleted).
 
 Row t of a video's array is the trunk's output on the input the pipeline builds for time index t: in the
 weak setting frame t under the missing-face policy, or its 1-second audio window; with windows (strong
@@ -23,12 +25,8 @@ setting) the clip of the sub-sequence starting at frame t, or its audio window (
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -39,6 +37,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from pkd_jax.cached import fingerprint, save_npy_atomic, tree_digest, write_text_atomic
 from pkd_jax.config import build
 from pkd_jax.data.cache import Cache, CacheError
 from pkd_jax.data.pipeline import FrameReader, PipelineConfig
@@ -55,17 +54,9 @@ class TrunkFeatureError(CacheError):
 
 
 def weights_digest(variables: dict[str, Any], group: str) -> str:
-    """sha256 of a trunk's parameters and BatchNorm statistics (names, dtypes, shapes and bytes)."""
-    h = hashlib.sha256()
-    for collection in ("params", "batch_stats"):
-        tree = variables.get(collection, {}).get(group)
-        if tree is None:
-            continue
-        for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(tree), key=lambda p: str(p[0])):
-            array = np.asarray(jax.device_get(leaf))
-            h.update(f"{collection}{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape}".encode())
-            h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()
+    """sha256 of a trunk's parameters and BatchNorm statistics by content (paths, dtypes, shapes, bytes)."""
+    trunk = {c: variables[c][group] for c in ("params", "batch_stats") if group in variables.get(c, {})}
+    return tree_digest(trunk)
 
 
 def trunk_name(config: ml_collections.ConfigDict, group: str) -> str:
@@ -92,19 +83,24 @@ def feature_settings(config: ml_collections.ConfigDict, group: str) -> dict[str,
 
 
 def corpus_fingerprint(cache: Cache, video_ids: Iterable[str]) -> str:
-    """The cache's manifest and the size and modification time of every video's arrays."""
-    h = hashlib.sha256((Path(cache.root) / "manifest.json").read_bytes())
+    """The cache's manifest and the size and modification time of every video's arrays.
+
+    The arrays go in by size and time, not by their bytes: hashing every frame of a corpus (tens of GB for
+    Aff-Wild2) at each start would cost minutes, while preprocessing rewrites them, which changes both.
+    The manifest, which records each video's facts and the audio statistics, goes in by content.
+    """
+    stats = []
     for video_id in sorted(video_ids):
         for name in ("frames", "face_found", "logmel"):
             stat = (Path(cache.root) / "videos" / video_id / f"{name}.npy").stat()
-            h.update(f"{video_id}/{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return h.hexdigest()
+            stats.append([video_id, name, stat.st_size, stat.st_mtime_ns])
+    return fingerprint("corpus", (Path(cache.root) / "manifest.json").read_bytes(), stats)
 
 
 def feature_directory(cache: Cache, group: str, trunk: str, digest: str, settings: dict[str, Any]) -> Path:
     """Where the features of this trunk, weights and settings live."""
-    key = json.dumps({"trunk": trunk, "weights": digest, "settings": settings}, sort_keys=True)
-    return Path(cache.root) / "trunk_features" / f"{group}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    key = fingerprint("trunk features", {"trunk": trunk, "weights": digest, "settings": settings})
+    return Path(cache.root) / "trunk_features" / f"{group}-{key[:16]}"
 
 
 def trunk_inputs(reader: FrameReader, video_id: str, index: np.ndarray, group: str) -> np.ndarray:
@@ -164,17 +160,6 @@ def _trunk_fn(model: Network, variables: Any, group: str, dtype: Any) -> Callabl
     return lambda x: apply(variables, x)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def load_or_compute(
     config: ml_collections.ConfigDict,
     model: Network,
@@ -223,25 +208,16 @@ def load_or_compute(
             missing, desc=f"{group} features", unit="video", disable=jax.process_index() != 0
         ):
             features = compute_video_features(apply_trunk, reader, video_id, group, chunk=chunk)
-            _write_atomic(directory / f"{video_id}.npy", functools.partial(_save_npy, array=features))
+            save_npy_atomic(directory / f"{video_id}.npy", features)
             manifest["videos"][video_id] = {
                 "split": cache.video(video_id).split,
                 "shape": list(features.shape),
             }
         text = json.dumps(manifest, indent=1, sort_keys=True)
-        _write_atomic(directory / "manifest.json", functools.partial(_write_text, text=text))
+        write_text_atomic(directory / "manifest.json", text)
     else:
         logging.info("Reusing the %s features in %s.", group, directory)
     return {v: _load(directory, v, manifest["videos"][v]["shape"]) for v in video_ids}, digest
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a temporary name
-        np.save(f, array, allow_pickle=False)
 
 
 def _read_manifest(directory: Path) -> dict[str, Any] | None:

@@ -22,7 +22,6 @@ import copy
 import datetime
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import ml_collections
 from absl import logging
 
 from pkd_jax import defaults
+from pkd_jax.cached import write_text_atomic
 from pkd_jax.provenance import provenance
 
 AMENDMENTS_NAME = "config_amendments.jsonl"  # changes made to a run's config when it was resumed
@@ -217,8 +217,7 @@ def record_config(
     if step is None or not path.is_file():
         if write:  # written whole, then renamed: other processes may be reading the previous one
             recorded = {**json.loads(config.to_json_best_effort()), PROVENANCE_KEY: provenance()}
-            (workdir / "config.json.tmp").write_text(json.dumps(recorded, indent=2))
-            os.replace(workdir / "config.json.tmp", path)
+            write_text_atomic(path, json.dumps(recorded, indent=2))
             (workdir / AMENDMENTS_NAME).unlink(missing_ok=True)
         return []
     changes = config_changes(read_config(path), config)

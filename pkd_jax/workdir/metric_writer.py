@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
+
+from pkd_jax.cached import write_text_atomic
 
 
 class MetricWriter:
@@ -58,9 +59,7 @@ def truncate_after(path: Path, step: int) -> int:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
     if len(kept) < len(lines):
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
     return len(lines) - len(kept)
 
 

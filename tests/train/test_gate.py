@@ -65,6 +65,30 @@ def test_a_stored_track_of_another_teacher_is_recomputed(tmp_path):
     assert len(computed) == 2
 
 
+def test_the_stored_track_is_keyed_by_the_teachers_parameters_not_its_path(tmp_path, cache, teacher_dir):
+    """A moved teacher workdir keeps the stored track; a teacher retrained in place does not."""
+    import shutil
+
+    import jax
+
+    from configs import recola_student
+    from pkd_jax.data.cache import Cache
+    from pkd_jax.train import sharding
+    from pkd_jax.workdir.trained import load_teacher
+
+    config = recola_student.get_config("tiny")
+    moved = tmp_path / "moved"
+    shutil.copytree(teacher_dir, moved)
+    keys = []
+    for workdir in (teacher_dir, moved):
+        config.teacher.workdir = str(workdir)
+        _, variables, _ = load_teacher(config, sharding.make_mesh())
+        keys.append(gate_track.fingerprint(config, sharding.local_view(variables), Cache(cache)))
+    assert keys[0] == keys[1]
+    retrained = jax.tree.map(lambda v: v * 1.001, sharding.local_view(variables))
+    assert gate_track.fingerprint(config, retrained, Cache(cache)) != keys[0]
+
+
 def test_cached_teachers_track_equals_the_streamed_track(cache, teacher_dir):
     from configs import recola_student
     from pkd_jax.data.cache import Cache
