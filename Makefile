@@ -19,9 +19,11 @@ $(UV):
 		|| { rm -rf $(VENV); py=$$(tools/find_python.sh) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV); }
 	$(VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
 
+# Quiet: the list of installed packages is uv.lock; a failure still prints uv's error.
 $(STAMP): $(UV) pyproject.toml uv.lock
-	$(UV) sync --locked --inexact --extra dev --python $(VENV)/bin/python
-	touch $(STAMP)
+	@echo "installing the locked environment (uv.lock) into $(VENV)"
+	@$(UV) sync --quiet --locked --inexact --extra dev --python $(VENV)/bin/python
+	@touch $(STAMP)
 
 # Two worker processes, one test file each at a time (a file's fixtures are built once): XLA compiles on
 # one thread, so two processes use both cores of a small machine (three measured no faster: 725 s against

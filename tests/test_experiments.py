@@ -58,6 +58,10 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     for section in ("## Paired differences", "### test split", "### dev split", "One seed: an anecdote"):
         assert section in table
     assert "27.82" in table  # the RECOLA-size student of Table 3
+    shown = report.console_summary(
+        table
+    )  # what the console prints: the headline table, the paired differences
+    assert "## Table 1" in shown and "### test split" in shown and "Table 3" not in shown
     for png in ("figure4.png", "training_curves.png"):
         assert (tmp_path / png).read_bytes()[:8] == PNG
     if saved["gate"]:  # written only by gated students whose loop stores the gate's diagnostics

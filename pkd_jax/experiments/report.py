@@ -245,6 +245,14 @@ def markdown_strong(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def console_summary(markdown_text: str) -> str:
+    """The console's view of a `results.md`: its headline table (Table 1, or Table 6 in the strong setting)
+    and the paired differences; the other tables stay in the file."""
+    sections = markdown_text.split("\n## ")
+    keep = [s.rstrip() for s in sections[1:] if s.startswith(("Table 1", "Table 6", "Paired differences"))]
+    return "\n\n## ".join(["# Results (the headline; every table is in results.md)", *keep]) + "\n"
+
+
 def _all_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
     splits = [results["methods"], *([results["test"]["methods"]] if results.get("test") else [])]
     return [r for methods in splits for by_seed in methods.values() for r in by_seed.values()]
