@@ -234,11 +234,11 @@ class TorchStep:
             "mask": mask,
             "frame_mask": torch.from_numpy(batch["frame_mask"]),
         }
-        if "gate_gamma" in batch:
-            self.loss_batch["gate_gamma"] = torch.from_numpy(batch["gate_gamma"])
+        if "gate_gamma_0" in batch:  # pkd_jax's batch key of teacher 0's gate gamma
+            self.loss_batch["gate_gamma"] = torch.from_numpy(batch["gate_gamma_0"])
         self.cached = {}
         if kind == "student_cached":
-            self.cached = {k: torch.from_numpy(batch[k]) for k in ("teacher_pred", "teacher_emb")}
+            self.cached = {k: torch.from_numpy(batch[f"{k}_0"]) for k in ("teacher_pred", "teacher_emb")}
         self.loss = torch.tensor(float("nan"))
         self.autocast = config.model.dtype == "bfloat16"  # PyTorch's mixed precision against jax's bf16
 
