@@ -5,10 +5,9 @@ anything asks JAX for devices. It adds flags only where the process runs on the 
 names cpu first, or no GPU or TPU plugin is installed), never where an accelerator would run the program,
 keeps any flag the user set, and is switched off by `PKD_JAX_CPU_FLAGS=0`.
 
-bfloat16 uses oneDNN's kernels through XLA's custom calls. Measured 2026-12-06 on the 2-core AMD EPYC
-(AVX512-BF16) development machine, full RECOLA size, 2 clips x 5 frames, interleaved with PyTorch's bf16
-autocast step (docs/benchmarks.md): the visual train step 3.00 -> 1.77 s, the teacher's 3.25 -> 1.74 s.
-float32 gets no flag: the same flag slowed a float32 VGG19 layer's forward and backward (issue 18).
+bfloat16 uses oneDNN's kernels through XLA's custom calls, which made the full-size bf16 train steps
+faster on an AVX512-BF16 CPU; float32 gets no flag, since the same flag slowed a float32 VGG19 layer's
+forward and backward. The measurements, with their dates and commands, are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

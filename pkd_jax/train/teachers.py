@@ -21,7 +21,7 @@ from jax.typing import DTypeLike
 
 from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
-from pkd_jax.models import Teacher
+from pkd_jax.models import MODALITIES, Teacher
 from pkd_jax.precompute.gate_track import prepare_gate
 from pkd_jax.precompute.teacher_cache import compute_teacher_cache
 from pkd_jax.train import sharding
@@ -45,9 +45,7 @@ class Teachers:
     @property
     def reads(self) -> tuple[str, ...]:
         """Every modality some teacher reads."""
-        return tuple(
-            m for m in ("visual", "audio", "physio") if any(m in t.modality_order for t in self.models)
-        )
+        return tuple(m for m in MODALITIES if any(m in t.modality_order for t in self.models))
 
     @property
     def source(self) -> str:
