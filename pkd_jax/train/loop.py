@@ -9,7 +9,6 @@ stops training with the step and the clips that caused it.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import signal
 import time
@@ -116,19 +115,18 @@ class _StepLog:
     def __init__(self, writer: Any) -> None:
         self.writer = writer
         self.pending: list[dict[str, jax.Array]] = []
-        self.recent_clips: collections.deque = collections.deque()
+        self.clips: list[tuple[int, list[str]]] = []  # (step, clip names), one per pending step
         self.tick = time.perf_counter()
 
     def add(self, step: int, batch: dict[str, Any], metrics: dict[str, jax.Array]) -> None:
         self.pending.append(metrics)
-        self.recent_clips.append((step, clip_names(batch)))
+        self.clips.append((step, clip_names(batch)))
 
     def flush(self, step: int) -> dict[str, float]:
-        summary = summarize(self.pending, self.recent_clips)  # waits for the device: time it after
+        summary = summarize(self.pending, self.clips)  # waits for the device: time it after
         summary["steps_per_s"] = len(self.pending) / (time.perf_counter() - self.tick)
         self.writer.write(step, summary)
-        self.pending, self.tick = [], time.perf_counter()
-        self.recent_clips.clear()
+        self.pending, self.clips, self.tick = [], [], time.perf_counter()
         return summary
 
 
@@ -137,15 +135,16 @@ def clip_names(batch: dict[str, Any]) -> list[str]:
     return [f"{v}@{int(idx[0])}" for v, idx in zip(batch["video_id"], batch["frame_index"], strict=True)]
 
 
-def summarize(pending: list[dict[str, jax.Array]], recent_clips: collections.deque) -> dict[str, float]:
-    """Means of the device metrics since the last log; raises on the first non-finite step."""
+def summarize(pending: list[dict[str, jax.Array]], clips: list[tuple[int, list[str]]]) -> dict[str, float]:
+    """Means of the device metrics since the last log; raises on the first non-finite step, naming it and
+    its clips (`clips[i]` is step i's `(step, clip names)`)."""
     fetched = jax.device_get(pending)
     finite = np.array([bool(m["finite"]) for m in fetched])
     if not finite.all():
         first = int(np.argmin(finite))
-        step, clips = list(recent_clips)[-len(fetched) :][first]
+        step, names = clips[first]
         raise NonFiniteLossError(
-            f"non-finite loss at step {step}; clips (video@first_frame): {', '.join(clips)}"
+            f"non-finite loss at step {step}; clips (video@first_frame): {', '.join(names)}"
         )
     keys = [k for k in fetched[0] if k != "finite"]
     return {k: float(np.mean([m[k] for m in fetched])) for k in keys}
