@@ -53,6 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.experiment = e = defaults.experiment_fields()
     e.corpus_test = 3  # held-out test recordings: the headline scores, dev stays for reference
     e.methods = ("teacher", "visual", "student", "student_nogate")  # Tables 1 and 4
+    e.population = len(e.seeds)  # each method's seeds train together, in one program
     if "table5" in args:
         e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")  # + Table 5
     if "distill" in args:  # every distillation term of pkd_jax.losses, paper gate, the same paired seeds

@@ -120,7 +120,14 @@ def say(line: str, *, to_console: bool = True) -> None:
 
 
 def eval_line(step: int, result: Mapping[str, Any], split: str = "dev") -> str:
-    """One evaluation in one line: `dev step 300: mean CCC 0.412 (valence 0.401, arousal 0.423)`."""
+    """One evaluation in one line: `dev step 300: mean CCC 0.412 (valence 0.401, arousal 0.423)`; a
+    population's: `dev step 300: mean CCC over 5 seeds 0.412 (0.301 to 0.523)`."""
+    if "members" in result:
+        scores = result["member_ccc"]
+        return (
+            f"{split} step {step}: mean CCC over {len(scores)} seeds {result['mean_ccc']:.3f} "
+            f"({min(scores):.3f} to {max(scores):.3f})"
+        )
     per_target = result["raw"][result.get("score", "mean_over_videos")]
     detail = ", ".join(f"{target} {value:.3f}" for target, value in per_target.items())
     return f"{split} step {step}: mean CCC {result['mean_ccc']:.3f} ({detail})"

@@ -131,6 +131,8 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     tr.keep_latest = 1  # latest checkpoints kept
     tr.keep_best = 1  # best-by-dev-CCC checkpoints kept
     tr.profile_steps = ()  # (first, last) step range traced with jax.profiler into <workdir>/profile
+    tr.population = 1  # > 1: that many seeds trained together in one program, in <workdir>/seed_<s>
+    tr.population_seeds = ()  # the members' seeds; () is seed, seed + 1, ..., seed + population - 1
 
     c.eval = e = ml_collections.ConfigDict()  # dev evaluation
     e.postprocess = False  # also report the released code's post-processed CCC (labelled as such)
@@ -278,4 +280,5 @@ def experiment_fields() -> ml_collections.ConfigDict:
     e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")  # runs per seed
     e.corpus_layout = "recola"  # synthetic corpus only: "recola" or "affwild2" layout
     e.corpus_physio = True  # synthetic corpus only (RECOLA layout): ECG and EDA recordings too
+    e.population = 1  # > 1: each method's seeds train together, in populations of up to this many
     return e

@@ -80,10 +80,9 @@ def main(argv: list[str]) -> None:
 
     result = loop.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
     if result and chief:
-        raw = result["raw"]
-        print(
-            "dev CCC (raw, mean over videos):", {k: round(v, 4) for k, v in raw["mean_over_videos"].items()}
-        )
+        for member in result.get("members", [result]):
+            scores = member["raw"]["mean_over_videos"]
+            print("dev CCC (raw, mean over videos):", {k: round(v, 4) for k, v in scores.items()})
         print(f"outputs in {_WORKDIR.value}, log in {log}")
 
 

@@ -19,7 +19,8 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     config.data.face_size, config.data.clip_frames, config.data.batch_size = 32, 4, 4
     config.data.eval_chunk_frames, config.data.eval_videos_per_batch = 50, 2
     config.data.preprocess_workers = 1
-    assert config.experiment.corpus_test == 1
+    config.experiment.seeds = (0, 1)  # one population of two members per method
+    assert config.experiment.corpus_test == 1 and config.experiment.population > 1
     assert set(config.experiment.methods) == {
         "teacher",
         "teacher_black",
@@ -35,10 +36,10 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
         assert all(abs(stats[t]["mean"]) <= 1 for t in ("valence", "arousal"))
         if method.startswith("student"):
             assert 0.0 <= stats["distilled_fraction"] <= 1.0
-            assert set(stats["distilled_fraction_per_seed"]) == {"0"}
+            assert set(stats["distilled_fraction_per_seed"]) == {"0", "1"}
     # The held-out test split: every run scored its final model on it (eval.final_splits).
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["seeds"] == [0] and saved["headline_split"] == "test"
+    assert saved["seeds"] == [0, 1] and saved["headline_split"] == "test"
     assert set(saved["test"]["methods"]) == set(config.experiment.methods)
     for method, stats in saved["test"]["summary"].items():
         assert all(abs(stats[t]["mean"]) <= 1 for t in ("valence", "arousal")), method
@@ -55,7 +56,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
         assert heading in table
     assert "## Table 1: teacher, visual-only baseline and PKD student (test split, dev alongside)" in table
     assert "| valence (test) | arousal (test) | valence (dev) | arousal (dev) |" in table
-    for section in ("## Paired differences", "### test split", "### dev split", "One seed: an anecdote"):
+    for section in ("## Paired differences", "### test split", "### dev split"):
         assert section in table
     assert "27.82" in table  # the RECOLA-size student of Table 3
     shown = report.console_summary(
@@ -71,7 +72,8 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
 
     # Started again, the runner reuses every finished run instead of training it again.
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json")}
-    assert len(stamps) == 2 * len(config.experiment.methods)  # eval.json and eval_test.json
+    assert len(stamps) == 2 * 2 * len(config.experiment.methods)  # eval.json and eval_test.json per seed
+    assert (tmp_path / "runs" / "student" / "population_0-1" / "population.json").is_file()
     runner.run_all(config, tmp_path)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval*.json")} == stamps
 

@@ -51,6 +51,7 @@ _AT_LEAST: dict[str, tuple[float, str]] = {
     "train.checkpoint_every": (1, "steps between checkpoints"),
     "train.keep_latest": (1, "latest checkpoints kept"),
     "train.keep_best": (0, "best checkpoints kept"),
+    "train.population": (1, "seeds trained together"),
     "data.batch_size": (1, "clips per step"),
     "data.clip_frames": (1, "frames per clip"),
     "data.face_size": (1, "face crop side"),
@@ -115,6 +116,12 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     profile = tuple(config.train.profile_steps)
     if profile and (len(profile) != 2 or not 0 <= profile[0] < profile[1]):
         problems.append(f"config.train.profile_steps={profile}: () or (first, last) with first < last")
+    seeds = tuple(config.train.population_seeds)
+    if seeds and (len(seeds) != config.train.population or len(set(seeds)) != len(seeds)):
+        problems.append(
+            f"config.train.population_seeds={seeds}: () or {config.train.population} distinct seeds "
+            f"(train.population={config.train.population})"
+        )
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))
 

@@ -18,6 +18,7 @@ from pkd_jax.experiments import report, report_paired
 from pkd_jax.experiments.report_figures import figure4, training_curves
 from pkd_jax.perf.complexity import complexity_table
 from pkd_jax.provenance import provenance
+from pkd_jax.workdir.config_record import latest_checkpoint_step
 
 METHODS: dict[str, dict[str, Any]] = {
     "teacher": {"stage": "teacher"},
@@ -148,9 +149,11 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
 
 
 def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Trains (or reuses) every method for every seed and writes the reports."""
-    from pkd_jax.train.loop import run
+    """Trains (or reuses) every method for every seed and writes the reports.
 
+    Each method's seeds train one after another, or with `experiment.population` > 1 as populations of
+    up to that many members (`pkd_jax.train.population`), one program each.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     enable_compilation_cache(workdir)
@@ -165,15 +168,12 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     evals: dict[str, dict[str, dict[int, dict[str, Any]]]] = {
         s: {m: {} for m in methods} for s in ("dev", *splits)
     }
-    for seed in seeds:
-        for method in methods:
+    for method in methods:  # a student's teachers are listed (and trained) before it
+        for group in seed_groups(config, workdir, method, seeds, splits):
+            train_group(config, workdir, method, group)
+        for seed in seeds:
             out = run_dir(workdir, method, seed)
             files = {"dev": out / "eval.json", **{s: out / f"eval_{s}.json" for s in splits}}
-            if all(f.is_file() for f in files.values()):
-                console.say(f"Reusing {out}.")
-            else:  # new, interrupted, or finished before the test split existed: the loop resumes
-                logging.info("Training %s, seed %d.", method, seed)  # the console: the run's header, its path
-                run(method_config(config, method, seed, workdir), out)
             if not files["dev"].is_file():  # stopped by a signal after a checkpoint: resumable, not finished
                 raise RuntimeError(
                     f"{out} stopped before its final evaluation; run the same command to resume"
@@ -216,6 +216,53 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     training_curves(workdir, methods, seeds[0], workdir / "training_curves.png", report.LABELS)
     print(report.console_summary((workdir / "results.md").read_text()))
     return results
+
+
+def seed_groups(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    method: str,
+    seeds: tuple[int, ...],
+    splits: tuple[str, ...],
+) -> list[tuple[int, ...]]:
+    """The seeds of `method` still to train, in populations of up to `experiment.population` members.
+
+    A finished seed (its eval files all there) is reused. Members of one population must start from the
+    same step, so unfinished seeds are grouped by their newest checkpoint first (all at 0 on a fresh run).
+    """
+    size = max(1, config.experiment.get("population", 1))
+    by_start: dict[int, list[int]] = {}
+    for seed in seeds:
+        out = run_dir(workdir, method, seed)
+        if (out / "eval.json").is_file() and all((out / f"eval_{s}.json").is_file() for s in splits):
+            console.say(f"Reusing {out}.")
+            continue
+        by_start.setdefault(latest_checkpoint_step(out) or 0, []).append(seed)
+    return [
+        tuple(group[i : i + size])
+        for _, group in sorted(by_start.items())
+        for i in range(0, len(group), size)
+    ]
+
+
+def train_group(
+    config: ml_collections.ConfigDict, workdir: Path, method: str, seeds: tuple[int, ...]
+) -> None:
+    """Trains (or resumes) `method` for `seeds`: one run, or one population of them (`pkd_jax.train.population`)."""
+    from pkd_jax.train.loop import run, run_population
+
+    configs = [method_config(config, method, seed, workdir) for seed in seeds]
+    dirs = [run_dir(workdir, method, seed) for seed in seeds]
+    logging.info("Training %s, seeds %s.", method, seeds)  # the console: the run's header, its path
+    if len(seeds) == 1:
+        run(configs[0], dirs[0])
+    else:
+        run_population(configs, dirs, workdir / "runs" / method / population_name(seeds))
+
+
+def population_name(seeds: tuple[int, ...]) -> str:
+    """The directory recording one population of a method's seeds (its members are `seed_<s>` beside it)."""
+    return f"population_{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed_{seeds[0]}"
 
 
 def _by_seed_name(runs: dict[str, dict[int, Any]]) -> dict[str, dict[str, Any]]:

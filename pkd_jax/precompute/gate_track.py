@@ -114,7 +114,7 @@ def teacher_track(
     from pkd_jax.train.evaluate import predict_videos, predict_windows
 
     if build.is_windowed(config):
-        return predict_windows(teacher, variables, cache, split, config, dtype=dtype)
+        return predict_windows(teacher, variables, cache, split, config, dtype=dtype)[0]
     return predict_videos(
         teacher, variables, cache, split,
         chunk_frames=config.data.eval_chunk_frames, videos_per_batch=config.data.eval_videos_per_batch,

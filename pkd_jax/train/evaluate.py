@@ -43,26 +43,65 @@ def predict_videos(
 ) -> dict[str, np.ndarray]:
     """Predictions [T, targets] of every video of `split`, from one continuous pass per video.
     `physio` gives the physiological windows' settings of a teacher that reads them."""
-    step = stream_step or jax.jit(make_stream_step(model, dtype))
+    return predict_population(
+        model, variables, cache, split, members=0, chunk_frames=chunk_frames,
+        videos_per_batch=videos_per_batch, missing_face=missing_face, audio_window_s=audio_window_s,
+        dtype=dtype, video_ids=video_ids, stream_step=stream_step, physio=physio,
+    )[0]  # fmt: skip
+
+
+def population_stream_step(model: Network, dtype: DTypeLike) -> Any:
+    """The jitted streaming step of a population: variables and carry stacked over members, one input."""
+    return jax.jit(jax.vmap(make_stream_step(model, dtype), in_axes=(0, None, 0)))
+
+
+def predict_population(
+    model: Network,
+    variables: Any,
+    cache: Cache,
+    split: str,
+    *,
+    members: int,
+    chunk_frames: int,
+    videos_per_batch: int,
+    missing_face: str,
+    audio_window_s: float,
+    dtype: DTypeLike = jnp.float32,
+    video_ids: list[str] | None = None,
+    stream_step: Any = None,
+    physio: PipelineConfig | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """`predict_videos` of each member of a population in one pass over the videos.
+
+    `members` > 0: `variables` are stacked over a leading member axis of that size and `stream_step`
+    (default `population_stream_step`) maps over it; 0: one model's variables. Returns one dict per member.
+    """
+    if stream_step is None:
+        stream_step = (
+            population_stream_step(model, dtype) if members else jax.jit(make_stream_step(model, dtype))
+        )
     reads = eval_modalities(model)
     batches = eval_batches(
         cache, split, chunk_frames=chunk_frames, videos_per_batch=videos_per_batch,
         with_audio="audio" in reads, missing_face=missing_face,
         audio_window_s=audio_window_s, video_ids=video_ids, physio=physio if "physio" in reads else None,
     )  # fmt: skip
-    parts: dict[str, list[np.ndarray]] = {}
+    parts: list[dict[str, list[np.ndarray]]] = [{} for _ in range(max(members, 1))]
     carry = None
     for batch in batches:
         if batch["first_chunk"]:
             carry = model.zero_carry(videos_per_batch)
+            if members:
+                carry = jax.tree.map(lambda x: jnp.broadcast_to(x, (members, *x.shape)), carry)
         inputs = {k: batch[k] for k in ("frames", "audio", "physio") if k in batch}
-        pred, _, carry = step(variables, inputs, carry)
-        pred = np.asarray(pred)
+        pred, _, carry = stream_step(variables, inputs, carry)
+        pred = np.asarray(pred) if members else np.asarray(pred)[None]
         for lane, vid in enumerate(batch["video_id"]):
             keep = batch["frame_mask"][lane] > 0
             if vid and keep.any():
-                parts.setdefault(str(vid), []).append(pred[lane][keep])
-    return {vid: np.concatenate(p) for vid, p in parts.items()}
+                for member, found in enumerate(parts):
+                    found.setdefault(str(vid), []).append(pred[member, lane][keep])
+    return [{vid: np.concatenate(p) for vid, p in found.items()} for found in parts]
 
 
 def predict_windows(
@@ -74,12 +113,14 @@ def predict_windows(
     *,
     dtype: DTypeLike = jnp.float32,
     video_ids: list[str] | None = None,
-) -> dict[str, np.ndarray]:
+    members: int = 0,
+) -> list[dict[str, np.ndarray]]:
     """Per-frame predictions [T, targets] of every video of `split` in the strong setting's windows.
 
     Windows tile each video from frame 0 (`eval_windows`), each from a zero recurrent state as in
     training; a sub-sequence's prediction (made for its last frame) is given to all of its frames, so
-    every frame of the video gets exactly one prediction and CCC runs over all of them.
+    every frame of the video gets exactly one prediction and CCC runs over all of them. One dict per
+    member: `members` > 0 maps over variables stacked on a leading axis of that size, 0 is one model.
     """
     reads = eval_modalities(model)
     pipeline = build.pipeline_config(
@@ -89,23 +130,29 @@ def predict_windows(
         with_physio="physio" in reads,
         train=False,
     )
-    apply = jax.jit(lambda v, b: model.apply(v, *model_inputs(model, b, dtype), train=False)[0])
+
+    def predict(v: Any, b: Any) -> Any:
+        return model.apply(v, *model_inputs(model, b, dtype), train=False)[0]
+
+    apply = jax.jit(jax.vmap(predict, in_axes=(0, None)) if members else predict)
     sub = pipeline.subsequence_frames
-    preds: dict[str, np.ndarray] = {}
+    preds: list[dict[str, np.ndarray]] = [{} for _ in range(max(members, 1))]
     for batch in eval_windows(
         cache, split, pipeline, windows_per_batch=pipeline.batch_size, video_ids=video_ids
     ):
         inputs = {k: batch[k] for k in ("frames", "audio", "physio") if k in batch}
         pred = np.asarray(apply(variables, inputs))
+        pred = pred if members else pred[None]
         for lane, vid in enumerate(batch["video_id"]):
             if not vid:
                 continue
             n = cache.video(str(vid)).num_frames
-            out = preds.setdefault(str(vid), np.zeros((n, pred.shape[-1]), np.float32))
-            for j in range(pred.shape[1]):
-                first = int(batch["window_start"][lane]) + j * sub
-                if first < n:
-                    out[first : first + sub] = pred[lane, j]
+            for member, found in enumerate(preds):
+                out = found.setdefault(str(vid), np.zeros((n, pred.shape[-1]), np.float32))
+                for j in range(pred.shape[2]):
+                    first = int(batch["window_start"][lane]) + j * sub
+                    if first < n:
+                        out[first : first + sub] = pred[member, lane, j]
     return preds
 
 
@@ -129,24 +176,57 @@ def evaluate(
     (Aff-Wild2), as `config.eval.score` says. Strong-setting configs (windows) predict with
     `predict_windows`. Writes one CSV per video to `predictions_dir` when given.
     """
+    return evaluate_population(
+        model, variables, cache, config, members=0, split=split, targets=targets, dtype=dtype,
+        predictions_dirs=[predictions_dir], stream_step=stream_step,
+    )[0]  # fmt: skip
+
+
+def evaluate_population(
+    model: Network,
+    variables: Any,
+    cache: Cache,
+    config: ml_collections.ConfigDict,
+    *,
+    members: int,
+    split: str = "dev",
+    targets: tuple[int, ...] = (0, 1),
+    dtype: DTypeLike = jnp.float32,
+    predictions_dirs: list[str | Path | None] | None = None,
+    stream_step: Any = None,
+) -> list[dict[str, Any]]:
+    """`evaluate` of every member of a population (variables stacked over `members` leading rows; 0
+    for one model) from one pass over the videos; `predictions_dirs[m]` as `predictions_dir`."""
     if build.is_windowed(config):
-        preds = predict_windows(model, variables, cache, split, config, dtype=dtype)
+        preds = predict_windows(model, variables, cache, split, config, dtype=dtype, members=members)
     else:
-        preds = predict_videos(
-            model, variables, cache, split,
+        preds = predict_population(
+            model, variables, cache, split, members=members,
             chunk_frames=config.data.eval_chunk_frames, videos_per_batch=config.data.eval_videos_per_batch,
             missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s,
             dtype=dtype, stream_step=stream_step, physio=build.physio_pipeline(config),
         )  # fmt: skip
+    dirs = predictions_dirs or [None] * len(preds)
+    return [score(p, cache, config, targets, d) for p, d in zip(preds, dirs, strict=True)]
+
+
+def score(
+    preds: dict[str, np.ndarray],
+    cache: Cache,
+    config: ml_collections.ConfigDict,
+    targets: tuple[int, ...],
+    predictions_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """`evaluate`'s result for one model's predictions (and its CSVs when `predictions_dir` is given)."""
     names = tuple(TARGETS[i] for i in targets)
     labels = {v: np.asarray(cache.video(v).labels)[:, list(targets)] for v in preds}
     masks = {v: np.asarray(cache.video(v).label_mask) for v in preds}
     raw = metrics.evaluate_videos(preds, labels, masks, target_names=names)
-    score = config.eval.score  # "mean_over_videos" (RECOLA) or "concatenated" (Aff-Wild2)
+    scope = config.eval.score  # "mean_over_videos" (RECOLA) or "concatenated" (Aff-Wild2)
     result: dict[str, Any] = {
         "raw": raw,
-        "mean_ccc": float(np.mean(list(raw[score].values()))),
-        "score": score,
+        "mean_ccc": float(np.mean(list(raw[scope].values()))),
+        "score": scope,
     }
     if config.eval.postprocess:
         post = metrics.PostProcessing.released_code()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,11 @@ from tqdm import tqdm
 
 from pkd_jax import console, losses
 from pkd_jax.config.check import validate_config
+from pkd_jax.train import population
 from pkd_jax.train.setup import Run, setup
 from pkd_jax.workdir.config_record import check_not_teacher_workdir
 from pkd_jax.workdir.lock import hold_workdir
+from pkd_jax.workdir.population_record import write_record
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -42,13 +45,48 @@ def run(
     """Trains `config.stage` in `workdir`, resuming from its latest checkpoint; returns the final eval.
 
     The config is checked, the workdir held (one run at a time, `pkd_jax.workdir.lock`), then `setup`
-    builds the run (`loss_fn` and `allow_config_change` as there) and `train` runs it.
+    builds the run (`loss_fn` and `allow_config_change` as there) and `train` runs it. With
+    `train.population` > 1 the seeds train together as members `<workdir>/seed_<s>`
+    (`pkd_jax.train.population`); the evaluation returned then has every member's under `members`.
     """
-    validate_config(config)
     workdir = Path(workdir)
+    if config.train.population > 1:  # the members' workdirs are <workdir>/seed_<s>
+        seeds = population.member_seeds(config)
+        return run_population(
+            [population.member_config(config, s) for s in seeds],
+            [population.member_dir(workdir, s) for s in seeds], workdir,
+            loss_fn=loss_fn, allow_config_change=allow_config_change,
+        )  # fmt: skip
+    validate_config(config)
     check_not_teacher_workdir(config, workdir)
     with hold_workdir(workdir):
         return train(setup(config, workdir, loss_fn=loss_fn, allow_config_change=allow_config_change))
+
+
+def run_population(
+    configs: Sequence[ml_collections.ConfigDict],
+    workdirs: Sequence[Path],
+    record_dir: Path,
+    *,
+    loss_fn: losses.LossFn | None = None,
+    allow_config_change: bool = False,
+) -> dict[str, Any]:
+    """Trains the members (`configs[m]` in `workdirs[m]`) as one population recorded in `record_dir`.
+
+    Every workdir is held for the whole run (`pkd_jax.workdir.lock`), the record directory too. Returns
+    the last dev evaluation: `mean_ccc` over members, `member_ccc` and `members` (each one's evaluation).
+    """
+    for config, workdir in zip(configs, workdirs, strict=True):
+        validate_config(config)
+        check_not_teacher_workdir(config, workdir)
+    population.check_members_agree(configs)
+    with contextlib.ExitStack() as held:
+        held.enter_context(hold_workdir(record_dir))
+        for workdir in workdirs:
+            held.enter_context(hold_workdir(workdir))
+        if jax.process_index() == 0:
+            write_record(record_dir, configs[0].stage, [c.seed for c in configs], workdirs)
+        return train(population.setup_population(configs, workdirs, record_dir, loss_fn, allow_config_change))
 
 
 def train(run: Run) -> dict[str, Any]:
@@ -71,11 +109,11 @@ def train(run: Run) -> dict[str, Any]:
             last = step == cfg.num_steps
             stopping = stop.check(step, every=cfg.log_every)
             if step % cfg.log_every == 0 or last or stopping:
-                bar.set_postfix(loss=f"{log.flush(step)['loss']:.4f}")
+                bar.set_postfix(loss=f"{np.mean(log.flush(step)['loss']):.4f}")
             dev_ccc = None
             if step % cfg.eval_every == 0 or last:
                 last_eval = run.evaluate(state, step)
-                dev_ccc = last_eval["mean_ccc"]
+                dev_ccc = last_eval["member_ccc"] if "members" in last_eval else last_eval["mean_ccc"]
                 run.writer.write(step, flatten_eval(last_eval), kind="eval")
                 console.say(console.eval_line(step, last_eval), to_console=run.chief)
             if dev_ccc is not None or step % cfg.checkpoint_every == 0 or last or stopping:
@@ -115,14 +153,14 @@ class _StepLog:
     def __init__(self, writer: Any) -> None:
         self.writer = writer
         self.pending: list[dict[str, jax.Array]] = []
-        self.clips: list[tuple[int, list[str]]] = []  # (step, clip names), one per pending step
+        self.clips: list[tuple[int, Any]] = []  # (step, clip names), one per pending step
         self.tick = time.perf_counter()
 
     def add(self, step: int, batch: dict[str, Any], metrics: dict[str, jax.Array]) -> None:
         self.pending.append(metrics)
         self.clips.append((step, clip_names(batch)))
 
-    def flush(self, step: int) -> dict[str, float]:
+    def flush(self, step: int) -> dict[str, Any]:
         summary = summarize(self.pending, self.clips)  # waits for the device: time it after
         summary["steps_per_s"] = len(self.pending) / (time.perf_counter() - self.tick)
         self.writer.write(step, summary)
@@ -130,28 +168,41 @@ class _StepLog:
         return summary
 
 
-def clip_names(batch: dict[str, Any]) -> list[str]:
-    """`video@start` of every clip of a host batch, for error messages."""
+def clip_names(batch: dict[str, Any]) -> list[str] | list[list[str]]:
+    """`video@start` of every clip of a host batch, for error messages (a list per member of a
+    population's batch)."""
+    if np.ndim(batch["video_id"]) == 2:
+        return [
+            [f"{v}@{int(idx[0])}" for v, idx in zip(videos, starts, strict=True)]
+            for videos, starts in zip(batch["video_id"], batch["frame_index"], strict=True)
+        ]
     return [f"{v}@{int(idx[0])}" for v, idx in zip(batch["video_id"], batch["frame_index"], strict=True)]
 
 
-def summarize(pending: list[dict[str, jax.Array]], clips: list[tuple[int, list[str]]]) -> dict[str, float]:
-    """Means of the device metrics since the last log; raises on the first non-finite step, naming it and
-    its clips (`clips[i]` is step i's `(step, clip names)`)."""
+def summarize(pending: list[dict[str, jax.Array]], clips: list[tuple[int, Any]]) -> dict[str, Any]:
+    """Means of the device metrics since the last log (per member, as arrays, for a population); raises
+    on the first non-finite step, naming it, the member and its clips (`clips[i]` is step i's
+    `(step, clip names)`)."""
     fetched = jax.device_get(pending)
-    finite = np.array([bool(m["finite"]) for m in fetched])
+    finite = np.array([np.asarray(m["finite"], bool) for m in fetched])
     if not finite.all():
-        first = int(np.argmin(finite))
+        first, *member = np.argwhere(~finite)[0]
         step, names = clips[first]
+        where = f" (population member {member[0]})" if member else ""
+        names = names[member[0]] if member else names
         raise NonFiniteLossError(
-            f"non-finite loss at step {step}; clips (video@first_frame): {', '.join(names)}"
+            f"non-finite loss at step {step}{where}; clips (video@first_frame): {', '.join(names)}"
         )
     keys = [k for k in fetched[0] if k != "finite"]
-    return {k: float(np.mean([m[k] for m in fetched])) for k in keys}
+    means = {k: np.mean(np.stack([np.asarray(m[k]) for m in fetched]), axis=0) for k in keys}
+    return {k: float(v) if np.ndim(v) == 0 else v for k, v in means.items()}
 
 
-def flatten_eval(result: dict[str, Any]) -> dict[str, float]:
-    """Scalar view of an evaluation for the metric writers."""
+def flatten_eval(result: dict[str, Any]) -> dict[str, Any]:
+    """Scalar view of an evaluation for the metric writers (arrays over the members of a population)."""
+    if "members" in result:
+        rows = [flatten_eval(m) for m in result["members"]]
+        return {k: np.array([row[k] for row in rows]) for k in rows[0]}
     out = {"mean_ccc": result["mean_ccc"]}
     for kind in ("raw", "postprocessed"):
         if kind in result:

@@ -85,6 +85,8 @@ class Run:
       writer: Records train and eval metrics.
       chief: Whether this process writes files and shows progress (process 0).
       mesh, cache, teachers: What the steps were built over (None / empty for a run made by hand).
+      step_for: `thetas -> pure train step(state, batch, teacher variables)`, the gates' thresholds
+        as inputs, for a population to map over its members (`pkd_jax.train.population`).
     """
 
     config: ml_collections.ConfigDict
@@ -102,6 +104,7 @@ class Run:
     mesh: jax.sharding.Mesh | None = None
     cache: Cache | None = None
     teachers: Teachers = dataclasses.field(default_factory=Teachers)
+    step_for: Callable[[tuple[Any, ...]], Callable[..., tuple[TrainState, Metrics]]] | None = None
 
 
 def setup(
@@ -110,12 +113,14 @@ def setup(
     *,
     loss_fn: losses.LossFn | None = None,
     allow_config_change: bool = False,
+    extra_checkpoints: int = 0,
 ) -> Run:
     """Builds the run of `config.stage` in `workdir` (the caller holds the workdir's lock).
 
     `loss_fn(outputs, batch) -> (loss, metrics)` replaces the config's loss (`build.build_loss`); it is
     recorded by name in config.json as `loss.custom`. A resumed run's config must match the recorded
     one except where `allow_config_change` lets it differ (`pkd_jax.workdir.config_record`).
+    `extra_checkpoints` are kept beyond `train.keep_latest` (a population member keeps one more).
     """
     chief = jax.process_index() == 0
     config = with_loss(config, workdir, loss_fn)
@@ -160,16 +165,15 @@ def setup(
     state_rng = jax.random.key(config.seed)  # dropout keys: folded with the step number
     state = sharding.replicate(create_state(variables, tx, state_rng), mesh)
 
-    if loss_fn is None:
-        loss_fn = build.build_loss(config, thetas=teachers.thetas)
-    jitted_step = jax.jit(
-        make_train_step(
-            model, tx, loss_fn, targets=targets, dtype=dtype, teachers=teachers.models, teacher_mode=teacher_mode,
-            warmup_steps=config.teacher.warmup_steps,
+    def step_for(thetas: tuple[Any, ...]) -> Callable[[TrainState, Batch, Any], tuple[TrainState, Metrics]]:
+        """The pure train step with the gates' thresholds `thetas` (numbers, or traced per member)."""
+        return make_train_step(
+            model, tx, loss_fn or build.build_loss(config, thetas=thetas), targets=targets, dtype=dtype,
+            teachers=teachers.models, teacher_mode=teacher_mode, warmup_steps=config.teacher.warmup_steps,
             teacher_loss_fn=losses.compose(ccc=config.loss.ccc, distill=None) if teacher_mode == "joint" else None,
-        ),
-        donate_argnums=0,
-    )  # fmt: skip
+        )  # fmt: skip
+
+    jitted_step = jax.jit(step_for(teachers.thetas), donate_argnums=0)
     stream_step = jax.jit(make_stream_step(model, dtype))
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -185,19 +189,16 @@ def setup(
 
     def finish(state: TrainState, step: int, last_eval: dict[str, Any]) -> None:
         finals = final_evaluations(config, model, state, cache, workdir, targets, dtype, stream_step)
-        if chief and last_eval:  # the card, then eval.json (with what produced it): the run is finished
-            record = {**last_eval, "provenance": provenance()}
-            write_model_card(
-                workdir, config, {"dev": last_eval, **finals}, cache, record["provenance"], step=step,
-                params=state.variables["params"], teacher_source=teachers.source or None,
-            )  # fmt: skip
-            (workdir / "eval.json").write_text(json.dumps(record, indent=2))
+        if chief:
+            write_finished(
+                config, workdir, cache, teachers, state.variables["params"], step, last_eval, finals
+            )
 
     batches = iter(dataset.to_iter_dataset(grain_read_options()))
     open_checkpointer = functools.partial(
         Checkpointer,
         workdir / "checkpoints",
-        keep_latest=config.train.keep_latest,
+        keep_latest=config.train.keep_latest + extra_checkpoints,
         keep_best=config.train.keep_best,
     )
     state, start, checkpointer = restore_newest(open_checkpointer, state, batches)
@@ -209,7 +210,30 @@ def setup(
         config=config, workdir=workdir, model=model, state=state, start_step=start, batches=batches,
         train_step=train_step, evaluate=dev_evaluation, finish=finish, checkpointer=checkpointer,
         writer=MetricWriter(workdir, resume_step=start), chief=chief, mesh=mesh, cache=cache, teachers=teachers,
+        step_for=step_for,
     )  # fmt: skip
+
+
+def write_finished(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    cache: Cache,
+    teachers: Teachers,
+    params: Any,
+    step: int,
+    last_eval: dict[str, Any],
+    finals: dict[str, dict[str, Any]],
+) -> None:
+    """The model card, then eval.json (the last dev evaluation with what produced it), which marks the
+    run finished; nothing without a dev evaluation."""
+    if not last_eval:
+        return
+    record = {**last_eval, "provenance": provenance()}
+    write_model_card(
+        workdir, config, {"dev": last_eval, **finals}, cache, record["provenance"], step=step, params=params,
+        teacher_source=teachers.source or None,
+    )  # fmt: skip
+    (workdir / "eval.json").write_text(json.dumps(record, indent=2))
 
 
 def final_evaluations(
@@ -222,21 +246,34 @@ def final_evaluations(
     Returns `{split: result}`.
     """
     results = {}
-    for split in config.eval.final_splits:
-        if not cache.ids(split):
-            logging.warning("eval.final_splits: the cache has no %r videos; skipped.", split)
-            continue
+    for split in final_splits_present(config, cache):
         result = evaluate(
             model, sharding.local_view(state.variables), cache, config, split=split, targets=targets,
             dtype=dtype, stream_step=stream_step,
         )  # fmt: skip
-        result["split"] = split
-        results[split] = result
-        if jax.process_index() == 0:
-            (workdir / f"eval_{split}.json").write_text(
-                json.dumps({**result, "provenance": provenance()}, indent=2)
-            )
+        results[split] = write_final(workdir, split, result)
     return results
+
+
+def final_splits_present(config: ml_collections.ConfigDict, cache: Cache) -> list[str]:
+    """`eval.final_splits` that the cache has videos of (a warning for each missing one)."""
+    present = []
+    for split in config.eval.final_splits:
+        if not cache.ids(split):
+            logging.warning("eval.final_splits: the cache has no %r videos; skipped.", split)
+            continue
+        present.append(split)
+    return present
+
+
+def write_final(workdir: Path, split: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Labels a final evaluation with its split and writes `eval_<split>.json` (process 0)."""
+    result = {**result, "split": split}
+    if jax.process_index() == 0:
+        (workdir / f"eval_{split}.json").write_text(
+            json.dumps({**result, "provenance": provenance()}, indent=2)
+        )
+    return result
 
 
 def step_modalities(config: ml_collections.ConfigDict, teachers: Teachers) -> tuple[str, ...]:

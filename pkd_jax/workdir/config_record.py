@@ -123,8 +123,11 @@ def _fill(base: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
 
 
 # Changing these does not change what the network learns (only how long, how often it is logged,
-# evaluated or saved, and how evaluation is batched).
+# evaluated or saved, how evaluation is batched, and whether the seed trains alone or in a population,
+# which agree to float rounding).
 BOOKKEEPING = (
+    "train.population",
+    "train.population_seeds",
     "train.num_steps",
     "train.log_every",
     "train.eval_every",

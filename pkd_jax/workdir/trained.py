@@ -25,6 +25,7 @@ from pkd_jax.models.joint import TeacherStudent
 from pkd_jax.train import sharding
 from pkd_jax.workdir.checkpoints import Checkpointer, check_tree_shapes, short_reason, silence_stray_callbacks
 from pkd_jax.workdir.config_record import read_config
+from pkd_jax.workdir.population_record import check_not_population
 
 
 @dataclasses.dataclass
@@ -89,6 +90,7 @@ def load_trained(workdir: str | Path | None = None, checkpoint: str | Path | Non
     import orbax.checkpoint as ocp
 
     root, step = locate(workdir, checkpoint)
+    check_not_population(root, "a trained model")
     config_path = root / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} does not exist: {root} is not a pkd_jax training workdir")
@@ -137,6 +139,9 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
         workdir, step = locate(config.teacher.workdir or None, config.teacher.checkpoint or None)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"teacher not found: {e}") from e
+    check_not_population(
+        workdir, "config.teacher.workdir (or train the student as a population: train.population)"
+    )
     config_path = workdir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"teacher not found: {config_path} does not exist (train the teacher first)")
