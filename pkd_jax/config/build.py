@@ -4,6 +4,7 @@ arguments (networks, loss, feature cache, preprocessing and input pipeline)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
@@ -247,7 +248,14 @@ def init_variables(model: Network, batch: dict[str, Any], seed: int) -> dict[str
     one = {k: v[:1] for k, v in batch.items() if k in ("frames", "audio", "physio")}
     inputs = model_inputs(model, one, jnp.float32)
     key = jax.random.key(seed, impl="rbg")
-    return jax.jit(lambda k: model.init(k, *inputs))(key)
+    return _init_program(model)(key, *inputs)
+
+
+@functools.cache
+def _init_program(model: Network) -> Any:
+    """`model.init`, jitted once per network (modules compare by value): the seeds of a population, or
+    runs one after another in a process, compile it once."""
+    return jax.jit(model.init)
 
 
 def build_loss(config: ml_collections.ConfigDict, *, thetas: Sequence[float] = ()) -> losses.LossFn:

@@ -116,9 +116,13 @@ def test_four_devices_match_one(tmp_path, cache):
     script = (
         "import sys; sys.path.insert(0, {repo!r});"
         "from tests.train.test_train import run_main; from pathlib import Path;"
-        "run_main('visual', Path({out!r}), Path({cache!r}), *{args!r})"
+        "run_main('visual', Path({out!r}), Path({cache!r}), *{args!r});"
+        # A population of 4 on the 4 devices: a member per device, no communication in the step.
+        "run_main('visual', Path({pop!r}), Path({cache!r}), '--config.train.population=4', *{args!r})"
     )
-    code = script.format(repo=str(REPO), out=str(tmp_path / "d4"), cache=str(cache), args=args)
+    code = script.format(
+        repo=str(REPO), out=str(tmp_path / "d4"), pop=str(tmp_path / "p4"), cache=str(cache), args=args
+    )
     env = dict(
         os.environ,
         XLA_FLAGS="--xla_force_host_platform_device_count=4",
@@ -129,6 +133,8 @@ def test_four_devices_match_one(tmp_path, cache):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "devices 4 x cpu" in (tmp_path / "d4" / "log.txt").read_text()
     assert train_losses(tmp_path / "d4") == pytest.approx(train_losses(tmp_path / "d1"), rel=1e-4)
+    assert "layout 'members'" in (tmp_path / "p4" / "log.txt").read_text()
+    assert train_losses(tmp_path / "p4" / "seed_0") == pytest.approx(train_losses(tmp_path / "d1"), rel=1e-5)
 
 
 def test_pretrained_trunk_weights_are_loaded_and_checked(tmp_path):
