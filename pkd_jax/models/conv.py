@@ -18,14 +18,21 @@ the 2-core development CPU, see docs/benchmarks.md).
 `split_chunk` images, each a separate XLA convolution (a custom VJP); `"auto"` picks it on CPU for
 stride-1 float32 layers whose batch it would split. On other platforms its weight gradient is XLA's own
 (`lax.platform_dependent`), so GPUs keep cuDNN's.
+
+Under `per_member_kernels()` (a population's step, vmapped over members that each have their own
+kernels) XLA would run every convolution as a grouped convolution, which XLA:CPU computes several times
+slower per member than the plain one; `"auto"` then picks the im2col product on CPU, which the vmap turns
+into a batched matrix product (docs/benchmarks.md, "Populations").
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,6 +42,17 @@ from jax.typing import DTypeLike
 
 IMPLS = ("auto", "xla", "gemm", "split")
 SPLIT_BYTES = 8 << 20  # most bytes of input or output gradient per chunk of the split weight gradient
+_PER_MEMBER = contextvars.ContextVar("per_member_kernels", default=False)
+
+
+@contextlib.contextmanager
+def per_member_kernels() -> Iterator[None]:
+    """While tracing inside it, convolutions are vmapped over kernels (one per population member)."""
+    token = _PER_MEMBER.set(True)
+    try:
+        yield
+    finally:
+        _PER_MEMBER.reset(token)
 
 
 def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
@@ -71,6 +89,8 @@ def choose_impl(
         raise ValueError(f"conv impl {impl!r}; choose one of {IMPLS}")
     if impl != "auto":
         return impl
+    if _PER_MEMBER.get() and (platform or jax.default_backend()) == "cpu":
+        return "gemm"
     out = output_shape(spatial, kernel, strides, padding)
     if any(o < k for o, k in zip(out, kernel, strict=True)):
         return "gemm"

@@ -38,6 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from pkd_jax import console, losses
 from pkd_jax.config import build
+from pkd_jax.models.conv import per_member_kernels
 from pkd_jax.train import sharding
 from pkd_jax.train.evaluate import evaluate_population, population_stream_step
 from pkd_jax.train.setup import Run, final_splits_present, setup, write_final, write_finished
@@ -244,7 +245,8 @@ def setup_population(
     thetas = tuple(jnp.asarray([r.teachers.thetas[k] for r in runs]) for k in range(len(first.teachers)))
 
     def member_step(state: Any, batch: Batch, teacher_variables: Any, thetas: tuple[Any, ...]) -> Any:
-        return step_for(thetas)(state, batch, teacher_variables)
+        with per_member_kernels():  # traced under vmap: every member has its own kernels
+            return step_for(thetas)(state, batch, teacher_variables)
 
     jitted = jax.jit(jax.vmap(member_step), donate_argnums=0)
 

@@ -13,9 +13,13 @@ from pkd_jax.train import loop, population
 from pkd_jax.workdir.metric_writer import read_metrics
 from tests.train.test_train import STEPS, run_main
 
-# Member s and the single run of seed s run the same arithmetic, batched differently by XLA: equal to
-# float32 rounding, which a few steps of Adam keep well under this.
-RTOL = 1e-5
+# Member s and the single run of seed s compute the same function, but not the same float32 operations
+# (on CPU a member's convolutions are im2col products, `pkd_jax.models.conv.per_member_kernels`): the
+# losses agree to rounding over the first steps, then Adam, which scales every gradient entry to about
+# the learning rate however small it is, lets the rounding of near-zero entries grow (as between one
+# device and four, tests/train/test_train.py).
+RTOL_FIRST, FIRST = 1e-5, 4
+RTOL_ALL = 2e-3
 ARGS = ("--config.train.log_every=1", "--config.eval.save_predictions=False")
 
 
@@ -39,7 +43,8 @@ def test_members_follow_their_single_runs_step_by_step(visual_population):
     member = pop / "seed_4"
     assert json.loads((member / "config.json").read_text())["seed"] == 4
     assert len(losses(member)) == STEPS
-    np.testing.assert_allclose(losses(member), losses(single), rtol=RTOL)
+    np.testing.assert_allclose(losses(member)[:FIRST], losses(single)[:FIRST], rtol=RTOL_FIRST)
+    np.testing.assert_allclose(losses(member), losses(single), rtol=RTOL_ALL)
     assert losses(pop / "seed_3")[0] != pytest.approx(losses(member)[0], rel=1e-3)  # its own seed
     member_eval = json.loads((member / "eval.json").read_text())["raw"]["mean_over_videos"]
     single_eval = json.loads((single / "eval.json").read_text())["raw"]["mean_over_videos"]
@@ -112,7 +117,9 @@ def test_each_member_loads_predicts_and_exports(visual_population):
     predictions = api.predict_dev(trained)
     scores = json.loads((pop / "seed_4" / "eval.json").read_text())["raw"]["per_video"]
     for vid, prediction in predictions.items():
-        assert prediction.ccc()["valence"] == pytest.approx(scores[vid]["valence"], abs=1e-5)
+        # Evaluated in the population (im2col convolutions) and alone (XLA's): equal to float rounding,
+        # which an untrained model's near-zero CCC magnifies.
+        assert prediction.ccc()["valence"] == pytest.approx(scores[vid]["valence"], abs=5e-4)
     exported = export.export_student(trained)
     size = trained.config.data.face_size
     frames = np.zeros((1, 5, size, size, 3), np.uint8)

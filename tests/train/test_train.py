@@ -134,7 +134,7 @@ def test_four_devices_match_one(tmp_path, cache):
     assert "devices 4 x cpu" in (tmp_path / "d4" / "log.txt").read_text()
     assert train_losses(tmp_path / "d4") == pytest.approx(train_losses(tmp_path / "d1"), rel=1e-4)
     assert "layout 'members'" in (tmp_path / "p4" / "log.txt").read_text()
-    assert train_losses(tmp_path / "p4" / "seed_0") == pytest.approx(train_losses(tmp_path / "d1"), rel=1e-5)
+    assert train_losses(tmp_path / "p4" / "seed_0") == pytest.approx(train_losses(tmp_path / "d1"), rel=1e-4)
 
 
 def test_pretrained_trunk_weights_are_loaded_and_checked(tmp_path):
