@@ -64,6 +64,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed_steps", 100, "population: optimizer steps of one seed.")
     flags.DEFINE_integer("rounds", 3, "population: rounds over all arms, in alternating order.")
     flags.DEFINE_bool("torch", True, "population: also train the seeds in PyTorch eager.")
+    flags.DEFINE_integer("torch_threads", 0, "population: PyTorch's threads (0: one per core).")
     flags.DEFINE_integer("sequential_seeds", 4, "population: seeds timed one after another per round.")
 
 
@@ -85,10 +86,10 @@ def main(argv: list[str]) -> None:
         results = data_benchmark(f.config, f.what, **{n: f[n].value for n in names})
         table = format_data_table
     elif f.what == "population":
-        kinds = f.kinds if f["kinds"].present else [population_bench.DEFAULT_KIND]
         results = population_bench.benchmark(
-            f.config, kinds, population=[int(s) for s in f.population], seed_steps=f.seed_steps, rounds=f.rounds,
-            torch=f.torch, sequential_seeds=f.sequential_seeds, n_mels=f.n_mels, audio_frames=f.audio_frames,
+            f.config, f.kinds if f["kinds"].present else [population_bench.DEFAULT_KIND], rounds=f.rounds,
+            population=[int(s) for s in f.population], seed_steps=f.seed_steps, torch=f.torch,
+            torch_threads=f.torch_threads, sequential_seeds=f.sequential_seeds, n_mels=f.n_mels, audio_frames=f.audio_frames,
         )  # fmt: skip
         table = population_bench.format_table
     else:

@@ -16,8 +16,10 @@ checkpoints and the input pipeline are excluded. The arms:
   case). `sequential_seeds` seeds are timed per round, and S seeds take first + (S - 1) x the mean later
   seed.
 - torch: PyTorch eager, seeds one after another with the reference networks, loss and per-module Adam of
-  `pkd_jax.testing.torch_train` at the config's sizes, `torch.manual_seed(s)`, every core, on the CPU
-  (also on a GPU machine); S seeds take S x the mean seed.
+  `pkd_jax.testing.torch_train` at the config's sizes, `torch.manual_seed(s)`, a thread per core unless
+  `torch_threads` says otherwise, on the CPU (also on a GPU machine); S seeds take S x the mean seed.
+  PyTorch's threads wait for each other by spinning: on a machine where another process holds a core, two
+  threads ran the demo's step 50 times slower than one (docs/benchmarks.md), so say `torch_threads=1` there.
 
 Every timing builds its network, closures and jitted functions anew, so no compiled program passes from
 one timing to another (JAX's in-process caches key on the function objects), and JAX's persistent
@@ -176,14 +178,16 @@ def train_sequential(
 
 
 def train_torch(
-    config: ml_collections.ConfigDict, kind: str, seeds: Sequence[int], batches: Sequence[Batch], steps: int
-) -> list[Timing]:
-    """The seeds one after another in PyTorch eager (no compile: `compile_s` is 0)."""
+    config: ml_collections.ConfigDict, kind: str, seeds: Sequence[int], batches: Sequence[Batch], steps: int,
+    threads: int = 0,
+) -> list[Timing]:  # fmt: skip
+    """The seeds one after another in PyTorch eager on `threads` threads (0: one per core); no compile:
+    `compile_s` is 0."""
     import torch
 
     from pkd_jax.testing.torch_train import TorchStep
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     timings = []
     for seed, batch in zip(seeds, batches, strict=True):
         start = time.perf_counter()
@@ -264,6 +268,7 @@ def benchmark(
     seed_steps: int,
     rounds: int,
     torch: bool = True,
+    torch_threads: int = 0,
     sequential_seeds: int = 4,
     n_mels: int = 64,
     audio_frames: int = 100,
@@ -278,16 +283,18 @@ def benchmark(
     for kind in kinds:
         count = max(*population, sequential_seeds)
         batches = member_batches(config, kind, count, n_mels=n_mels, audio_frames=audio_frames)
-        timed = _rounds(config, kind, batches, population, seed_steps, rounds, sequential_seeds, torch)
+        threads = torch_threads if torch and kind in TORCH_KINDS else None
+        timed = _rounds(config, kind, batches, population, seed_steps, rounds, sequential_seeds, threads)
         results += _summarize(config, kind, population, seed_steps, rounds, sequential_seeds, timed)
     return results
 
 
 def _rounds(
     config: ml_collections.ConfigDict, kind: str, batches: list[Batch], population: Sequence[int],
-    seed_steps: int, rounds: int, sequential_seeds: int, torch: bool,
+    seed_steps: int, rounds: int, sequential_seeds: int, torch_threads: int | None,
 ) -> dict[str, list[Any]]:  # fmt: skip
-    """Each arm's timings, one per round, the arms' order alternating between rounds."""
+    """Each arm's timings, one per round, the arms' order alternating between rounds; PyTorch's on
+    `torch_threads` threads (0: one per core), none when None."""
     seeds = range(sequential_seeds)
 
     def members(size: int) -> Timing:
@@ -297,9 +304,11 @@ def _rounds(
         f"population_{s}": functools.partial(members, s) for s in population
     }
     runs["sequential"] = lambda: train_sequential(config, kind, seeds, batches[: len(seeds)], seed_steps)[1]
-    if torch and kind in TORCH_KINDS:
-        runs["torch"] = lambda: train_torch(config, kind, seeds, batches[: len(seeds)], seed_steps)
-    _warm_up(config, kind, batches[0], with_torch="torch" in runs)
+    if torch_threads is not None:
+        runs["torch"] = lambda: train_torch(
+            config, kind, seeds, batches[: len(seeds)], seed_steps, torch_threads
+        )
+    _warm_up(config, kind, batches[0], torch_threads)
     timed: dict[str, list[Any]] = {name: [] for name in runs}
     for r in range(rounds):
         for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
@@ -307,7 +316,7 @@ def _rounds(
     return timed
 
 
-def _warm_up(config: ml_collections.ConfigDict, kind: str, batch: Batch, *, with_torch: bool) -> None:
+def _warm_up(config: ml_collections.ConfigDict, kind: str, batch: Batch, torch_threads: int | None) -> None:
     """Untimed: the process's one-time costs (JAX's backend, its first lowering and compile, the optimizer
     state's eager kernels, PyTorch's thread pool and kernels) fall on no arm; no train step is compiled."""
     method = build_method(config, kind, batch)
@@ -315,8 +324,8 @@ def _warm_up(config: ml_collections.ConfigDict, kind: str, batch: Batch, *, with
     jax.block_until_ready(
         stack([create_state(variables, method.optimizer(variables["params"]), jax.random.key(0))])
     )
-    if with_torch:
-        train_torch(config, kind, [0], [batch], 1)
+    if torch_threads is not None:
+        train_torch(config, kind, [0], [batch], 1, torch_threads)
 
 
 def _summarize(
@@ -381,7 +390,8 @@ def format_table(results: list[dict[str, Any]]) -> str:
     rows.append(
         f"(seconds for S seeds of {r['seed_steps']} steps, medians of {r['rounds']} rounds; sequential and torch "
         f"S = from {r['sequential_timed_seeds']} seeds timed per round; {r['batch_clips']} clips x "
-        f"{r['clip_frames']} frames at {r['face_size']}px, {r['dtype']}, {r['platform']})"
+        f"{r['clip_frames']} frames at {r['face_size']}px, {r['dtype']}, {r['platform']}"
+        + (f"; torch threads {r['torch_threads']})" if "torch_threads" in r else ")")
     )
     rows.append(f"{'median s':38} {'build':>7} {'compile':>8} {'steps':>7} {'per step':>9}")
     for kind in dict.fromkeys(r["kind"] for r in results):
