@@ -1,33 +1,30 @@
 """Seeds per hour: S seeds of one method trained in one vmapped program, against S runs one after another
 and against PyTorch eager (`python -m pkd_jax.bench --what=population`).
 
-One *seed* is what a training run of the method costs before any evaluation: build the network and
-initialise it from the seed, then `seed_steps` optimizer steps on batches of the config's shapes, random
-content (`train_step.random_batch`, another draw per seed so no two seeds share inputs; a seed keeps its
-batch, already on the device, for all its steps), compilation included as a user pays it. Evaluation,
-checkpoints and the input pipeline are excluded. The arms:
+One *seed* is what a training run costs before any evaluation: build the network and initialise it from
+the seed, then `seed_steps` optimizer steps on a batch of the config's shapes with random content
+(`train_step.random_batch`, drawn from the seed, so no two seeds share inputs; already on the device),
+compilation included as a user pays it. Evaluation, checkpoints and the input pipeline are excluded.
 
 - population S: one `jax.jit(jax.vmap(train_step))` over S train states stacked along a leading member
-  axis, member s initialised from seed s (the variables `build.init_variables(model, batch_s, s)` gives)
-  with the dropout key `jax.random.key(s)`; timed from building the network to the last step's
-  `block_until_ready`. Seeds/hour = S x 3600 / seconds.
-- sequential: seeds one after another, the way the runner trains them; the first compiles the
-  initialisation and the train step, the later ones reuse both jitted functions (sequential's best
-  case). `sequential_seeds` seeds are timed per round, and S seeds take first + (S - 1) x the mean later
-  seed.
-- torch: PyTorch eager, seeds one after another with the reference networks, loss and per-module Adam of
-  `pkd_jax.testing.torch_train` at the config's sizes, `torch.manual_seed(s)`, a thread per core unless
-  `torch_threads` says otherwise, on the CPU (also on a GPU machine); S seeds take S x the mean seed.
-  PyTorch's threads wait for each other by spinning: on a machine where another process holds a core, two
-  threads ran the demo's step 50 times slower than one (docs/benchmarks.md), so say `torch_threads=1` there.
+  axis, member s initialised from seed s (the variables of `build.init_variables(model, batch_s, s)`, its
+  program compiled once) with the dropout key `jax.random.key(s)`; timed from building the network to the
+  last step's `block_until_ready`. Seeds/hour = S x 3600 / seconds.
+- sequential: seeds one after another, as the runner trains them; the first compiles the initialisation
+  and the train step, the later ones reuse both (sequential's best case). `sequential_seeds` seeds are
+  timed per round; S seeds take first + (S - 1) x the mean later seed.
+- torch: PyTorch eager with the reference networks, loss and per-module Adam of
+  `pkd_jax.testing.torch_train` at the config's sizes, `torch.manual_seed(s)`, on the CPU (also on a GPU
+  machine), a thread per core unless `torch_threads` says otherwise; S seeds take S x the mean seed.
+  Its threads wait for each other by spinning: while another process held one of two cores, two threads
+  ran the demo's step 50 times slower than one (docs/benchmarks.md).
 
 Every timing builds its network, closures and jitted functions anew, so no compiled program passes from
-one timing to another (JAX's in-process caches key on the function objects), and JAX's persistent
-compilation cache is switched off. Before the rounds an untimed initialisation (and a PyTorch step) warms
-the process: JAX's backend, its first compile, eager kernels, thread pools. Rounds run the arms in alternating order, so the
-machine's noise hits them alike; each arm reports its median over rounds, with the build (network,
-initialisation and its compile, optimizer state), the train step's compile and the steps apart.
-`member_differences` checks that member s of a population trains exactly what a single run from seed s does.
+one to another (JAX's in-process caches key on the function objects), and JAX's persistent compilation
+cache is off. An untimed initialisation (and PyTorch step) first warms the process. Rounds run the arms in
+alternating order so the machine's noise hits them alike; each arm reports its median over rounds, the
+build (network, initialisation and its compile, optimizer state), the step's compile and the steps apart.
+`member_differences` checks that member s of a population trains what a single run from seed s does.
 """
 
 from __future__ import annotations
@@ -152,9 +149,9 @@ def train_population(
 
 def train_sequential(
     config: ml_collections.ConfigDict, kind: str, seeds: Sequence[int], batches: Sequence[Batch], steps: int
-) -> tuple[list[TrainState], list[Timing]]:
+) -> list[Timing]:
     """The seeds one after another, `steps` steps each; the first builds and compiles, the others reuse."""
-    states, timings = [], []
+    timings = []
     method, tx, compiled = None, None, None
     for seed, batch in zip(seeds, batches, strict=True):
         start = time.perf_counter()
@@ -172,9 +169,8 @@ def train_sequential(
         for _ in range(steps):
             state, _ = compiled(state, device_batch, method.teacher_variables)
         jax.block_until_ready(state)
-        states.append(state)
         timings.append(Timing(built - start, compiled_at - built, time.perf_counter() - compiled_at))
-    return states, timings
+    return timings
 
 
 def train_torch(
@@ -255,9 +251,7 @@ def _median(timings: Sequence[Timing]) -> dict[str, float]:
 
 
 def _mean(timings: Sequence[Timing]) -> Timing:
-    return Timing(
-        *(statistics.fmean(getattr(t, f) for t in timings) for f in ("build_s", "compile_s", "steps_s"))
-    )
+    return Timing(*(statistics.fmean(getattr(t, f) for t in timings) for f in ("build_s", "compile_s", "steps_s")))  # fmt: skip
 
 
 def benchmark(
@@ -303,11 +297,9 @@ def _rounds(
     runs: dict[str, Callable[[], Any]] = {
         f"population_{s}": functools.partial(members, s) for s in population
     }
-    runs["sequential"] = lambda: train_sequential(config, kind, seeds, batches[: len(seeds)], seed_steps)[1]
+    runs["sequential"] = lambda: train_sequential(config, kind, seeds, batches[: len(seeds)], seed_steps)
     if torch_threads is not None:
-        runs["torch"] = lambda: train_torch(
-            config, kind, seeds, batches[: len(seeds)], seed_steps, torch_threads
-        )
+        runs["torch"] = lambda: train_torch(config, kind, seeds, batches[: len(seeds)], seed_steps, torch_threads)  # fmt: skip
     _warm_up(config, kind, batches[0], torch_threads)
     timed: dict[str, list[Any]] = {name: [] for name in runs}
     for r in range(rounds):
@@ -332,6 +324,7 @@ def _summarize(
     config: ml_collections.ConfigDict, kind: str, population: Sequence[int], seed_steps: int, rounds: int,
     sequential_seeds: int, timed: dict[str, list[Any]],
 ) -> list[dict[str, Any]]:  # fmt: skip
+    """The result rows of one kind: S sequential seeds from the first and later seeds, PyTorch's from one."""
     first = _median([seeds[0] for seeds in timed["sequential"]])
     later = _median([_mean(seeds[1:]) for seeds in timed["sequential"]])
     torch_seed = _median([_mean(seeds) for seeds in timed["torch"]]) if "torch" in timed else None
