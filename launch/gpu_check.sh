@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# One prepared check of a freshly lent GPU machine, in under 5 minutes, into one JSON file:
+# One prepared check of a freshly lent GPU machine, in under 8 minutes, into one JSON file:
 #   launch/gpu_check.sh [--cpu] [OUT_DIR]        (OUT_DIR: default ${OUT:-runs/gpu_check})
 # Parts, each under a time limit, a failed one recorded and the rest still run: the backend (and, when JAX
 # sees no GPU, `pip install -e '.[cuda12]'`), the devices and versions, a GPU-relevant subset of the tests,
 # the train-step bench of every kind of pkd_jax.perf.train_step.KINDS (at run time) at 8 and 64 clips in
-# bfloat16 and float32 with MFU against the data-sheet peak, a short profile with its top operations, and
-# MTCNN face detection's frames/s (pkd_jax.perf.detector_bench, 320x240 frames, 16 and 64 per call).
+# bfloat16 and float32 with MFU against the data-sheet peak, a short profile with its top operations,
+# MTCNN face detection's frames/s (pkd_jax.perf.detector_bench, 320x240 frames, 16 and 64 per call), and
+# seeds per hour of populations (pkd_jax.perf.population_bench: the demo's cached student, S = 1, 16 and 64
+# seeds in one vmapped program against seeds one after another, compiles included, no PyTorch side).
 # Result: OUT_DIR/gpu_check.json (plus OUT_DIR/logs/); the exit status is non-zero when any part failed.
 # --cpu: the same on the CPU (JAX_PLATFORMS=cpu), tiny config and small batches, in about 2-3 minutes.
-# Environment: PYTHON (default .venv/bin/python); GPU_CHECK_BUDGET_S (total seconds, default 290 on GPU);
+# Environment: PYTHON (default .venv/bin/python); GPU_CHECK_BUDGET_S (total seconds, default 440 on GPU);
 # GPU_CHECK_TESTS (pytest arguments); GPU_CHECK_CONFIG (the bench's config); GPU_CHECK_SETTINGS (clips:dtype
 # pairs in running order, "64:bfloat16 8:float32 ..."); GPU_CHECK_PROFILE_KIND (default student_cached);
 # GPU_CHECK_SCRATCH (trace and JAX compilation cache, default ${TMPDIR:-/tmp}/pkd_jax_gpu_check, kept out of
@@ -31,13 +33,14 @@ rm -rf "$logs" "$out/gpu_check.json" "$scratch/trace"
 mkdir -p "$logs" "$scratch" "$cache"
 
 if [[ $mode == gpu ]]; then
-  budget=${GPU_CHECK_BUDGET_S:-290}
+  budget=${GPU_CHECK_BUDGET_S:-440}  # 290 s, and 150 s for the population part
   config=${GPU_CHECK_CONFIG:-configs/recola_student.py}
   steps=(--steps=5 --warmup=2)
   profile_steps=(--steps=3 --warmup=1)
   tests=(tests/test_conv.py tests/test_models.py tests/test_bench.py::test_bench_strong_setting_windows)
-  cap_tests=150 cap_warm=170 cap_bench=90 cap_profile=45 cap_mtcnn=60
+  cap_tests=150 cap_warm=170 cap_bench=90 cap_profile=45 cap_mtcnn=60 cap_population=150
   mtcnn_flags=(--batches=16,64 --steps=5)
+  population_flags=(--config=configs/demo.py --population=1,16,64 --seed_steps=100 --rounds=1)
   unset JAX_PLATFORMS
   # XLA:CPU flags never go to a GPU run: drop any the environment brought.
   kept=() removed=()
@@ -50,14 +53,18 @@ if [[ $mode == gpu ]]; then
   done
   if ((${#kept[@]})); then export XLA_FLAGS="${kept[*]}"; else unset XLA_FLAGS; fi
 else
-  budget=${GPU_CHECK_BUDGET_S:-400}
+  budget=${GPU_CHECK_BUDGET_S:-460}  # 400 s, and 60 s for the population part
   config=${GPU_CHECK_CONFIG:-configs/recola_student.py:tiny}
   steps=(--steps=2 --warmup=1)
   profile_steps=(--steps=1 --warmup=1)
   tests=(tests/test_models.py::test_bf16_compute_keeps_float32_params
     tests/test_conv.py::test_max_pool_2x2_matches_reduce_window)
-  cap_tests=120 cap_warm=0 cap_bench=200 cap_profile=90 cap_mtcnn=60
+  cap_tests=120 cap_warm=0 cap_bench=200 cap_profile=90 cap_mtcnn=60 cap_population=60
   mtcnn_flags=(--height=128 --width=128 --batches=16 --steps=1)  # the detector tests' program
+  # The frozen-trunk student compiles in seconds (no VGG19); two members exercise the vmapped program.
+  # No PyTorch arm: its reference networks have no frozen trunks.
+  population_flags=(--config="$config" --kinds=student_frozen --population=2 --seed_steps=2 --rounds=1
+    --sequential_seeds=2)
   export JAX_PLATFORMS=cpu
   removed=()
 fi
@@ -186,8 +193,12 @@ if ((gpu_ok)); then
   done
   # MTCNN face detection (pkd_jax.detect): the full cascade and the tracking step, frames/s.
   part mtcnn "$cap_mtcnn" "$python" -m pkd_jax.perf.detector_bench --json "${mtcnn_flags[@]}"
+  # Seeds per hour: S seeds in one vmapped program against seeds in a row; it compiles every arm itself
+  # (the bench switches JAX's compilation cache off).
+  part population "$cap_population" "$python" -m pkd_jax.bench --what=population --json --notorch \
+    "${population_flags[@]}"
 else
-  for name in tests bench profile mtcnn; do record "$name" skipped "" 0 "" "JAX sees no GPU"; done
+  for name in tests bench profile mtcnn population; do record "$name" skipped "" 0 "" "JAX sees no GPU"; done
 fi
 
 rc=0

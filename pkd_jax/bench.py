@@ -1,6 +1,7 @@
 """Benchmark the train and evaluation steps of a config on random inputs of the configured shapes.
 
     python -m pkd_jax.bench --config=configs/recola_student.py --what=train|eval|pipeline|preprocess [--json]
+    python -m pkd_jax.bench --config=configs/demo.py --what=population --population=1,4,16,32 --seed_steps=100
 
 `--what=train|eval`: for each step kind (teacher, visual, student with the teacher online or cached) it
 reports the compile time separately, then the median / min / max time of `--steps` timed steps after
@@ -10,6 +11,8 @@ product in the step's jaxpr), the achieved FLOP/s and the MFU against the device
 a measured matmul peak on CPU, data-sheet peaks on GPUs and TPUs), and XLA's memory analysis.
 `--what=pipeline` times the training input pipeline (clips with and without audio), `--what=preprocess`
 the preprocessing of a corpus, both on the config's corpus or a generated synthetic one (`pkd_jax.perf.data_bench`).
+`--what=population` reports seeds per hour of S seeds trained in one vmapped program against S runs one
+after another and PyTorch eager (`pkd_jax.perf.population_bench`; `--kinds` defaults to student_cached).
 `--json` prints one machine-readable line per result, each with its `provenance` (`pkd_jax.provenance`).
 
     --profile_dir=DIR   a jax.profiler trace of the timed steps (TensorBoard / XProf), one annotated
@@ -25,6 +28,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from pkd_jax.perf import population_bench
 from pkd_jax.perf.complexity import complexity_table
 from pkd_jax.perf.data_bench import data_benchmark, format_data_table
 from pkd_jax.perf.train_step import KINDS, benchmark, format_table
@@ -35,7 +39,9 @@ from pkd_jax.train.cpu_flags import apply_cpu_flags
 def define_flags() -> None:
     """The command-line flags; defined only when run as a program, so imports never clash."""
     config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:args]).")
-    flags.DEFINE_enum("what", "train", ["train", "eval", "pipeline", "preprocess"], "What to time.")
+    flags.DEFINE_enum(
+        "what", "train", ["train", "eval", "pipeline", "preprocess", "population"], "What to time."
+    )
     flags.DEFINE_list("kinds", list(KINDS), f"Step kinds among {KINDS}.")
     flags.DEFINE_integer("steps", 10, "Timed steps.")
     flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
@@ -54,47 +60,48 @@ def define_flags() -> None:
     flags.DEFINE_integer("corpus_frame_size", 256, "pipeline/preprocess: synthetic frame side in pixels.")
     flags.DEFINE_integer("workers", 1, "preprocess: worker processes (1 gives per-core numbers).")
     flags.DEFINE_integer("batches", 40, "pipeline: timed batches.")
+    flags.DEFINE_list("population", ["1", "4", "16", "32"], "population: seeds per vmapped program.")
+    flags.DEFINE_integer("seed_steps", 100, "population: optimizer steps of one seed.")
+    flags.DEFINE_integer("rounds", 3, "population: rounds over all arms, in alternating order.")
+    flags.DEFINE_bool("torch", True, "population: also train the seeds in PyTorch eager.")
+    flags.DEFINE_integer("torch_threads", 0, "population: PyTorch's threads (0: one per core).")
+    flags.DEFINE_integer("sequential_seeds", 4, "population: seeds timed one after another per round.")
 
 
 def main(argv: list[str]) -> None:
     del argv
-    apply_cpu_flags(flags.FLAGS.config.model.dtype)  # before JAX starts a backend
-    if flags.FLAGS.complexity:
-        rows = complexity_table(flags.FLAGS.config)
-        if flags.FLAGS.json:
+    f = flags.FLAGS
+    apply_cpu_flags(f.config.model.dtype)  # before JAX starts a backend
+    if f.complexity:
+        rows = complexity_table(f.config)
+        if f.json:
             print(json.dumps({"what": "complexity", **rows, "provenance": provenance()}))
         else:
             for name, row in rows.items():
                 print(f"{name:28} {row['params_M']:8.2f} M params {row['GMACs_per_frame']:8.3f} GMACs/frame")
         return
-    if flags.FLAGS.what in ("pipeline", "preprocess"):
-        names = (
-            "corpus_root",
-            "corpus_train",
-            "corpus_dev",
-            "corpus_seconds",
-            "corpus_frame_size",
-            "workers",
-            "batches",
-        )
-        results = data_benchmark(
-            flags.FLAGS.config, flags.FLAGS.what, **{n: flags.FLAGS[n].value for n in names}
-        )
-        if flags.FLAGS.json:
-            print("\n".join(json.dumps({**r, "provenance": provenance()}) for r in results))
-        else:
-            print(format_data_table(results))
-        return
-    results = benchmark(
-        flags.FLAGS.config, flags.FLAGS.what, flags.FLAGS.kinds, steps=flags.FLAGS.steps, warmup=flags.FLAGS.warmup,
-        n_mels=flags.FLAGS.n_mels, audio_frames=flags.FLAGS.audio_frames, profile_dir=flags.FLAGS.profile_dir,
-        dump_hlo=flags.FLAGS.dump_hlo, top_ops=flags.FLAGS.top_ops, peak_flops=flags.FLAGS.peak_flops,
-    )  # fmt: skip
-    if flags.FLAGS.json:
-        for r in results:
-            print(json.dumps({**r, "provenance": provenance()}))
+    if f.what in ("pipeline", "preprocess"):
+        names = ("corpus_root", "corpus_train", "corpus_dev", "corpus_seconds", "corpus_frame_size", "workers",
+                 "batches")  # fmt: skip
+        results = data_benchmark(f.config, f.what, **{n: f[n].value for n in names})
+        table = format_data_table
+    elif f.what == "population":
+        results = population_bench.benchmark(
+            f.config, f.kinds if f["kinds"].present else [population_bench.DEFAULT_KIND], rounds=f.rounds,
+            population=[int(s) for s in f.population], seed_steps=f.seed_steps, torch=f.torch,
+            torch_threads=f.torch_threads, sequential_seeds=f.sequential_seeds, n_mels=f.n_mels, audio_frames=f.audio_frames,
+        )  # fmt: skip
+        table = population_bench.format_table
     else:
-        print(format_table(results))
+        results = benchmark(
+            f.config, f.what, f.kinds, steps=f.steps, warmup=f.warmup, n_mels=f.n_mels, audio_frames=f.audio_frames,
+            profile_dir=f.profile_dir, dump_hlo=f.dump_hlo, top_ops=f.top_ops, peak_flops=f.peak_flops,
+        )  # fmt: skip
+        table = format_table
+    if f.json:
+        print("\n".join(json.dumps({**r, "provenance": provenance()}) for r in results))
+    else:
+        print(table(results))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The bench command on a tiny config: JSON fields, HLO dump, profile trace, complexity (run outside the
-checkout, on a user's own config file that builds on the installed defaults)."""
+checkout, on a user's own config file that builds on the installed defaults), and the population bench's
+arms, with its members checked against single runs."""
 
 import json
 import subprocess
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from configs import recola_student
+from pkd_jax.perf import population_bench
 from tests.conftest import outside_checkout_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,3 +88,26 @@ def test_bench_strong_setting_windows():
     (result,) = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     # A window is L sub-sequences of C frames: every one of them goes through the R3D-18 trunk.
     assert result["frames_per_s"] * result["step_s_median"] == pytest.approx(2 * 4 * 4)
+
+
+def test_bench_population_json_and_members_match_single_runs():
+    # Two members (one member is the same program with a member axis of one); PyTorch on one thread, as its
+    # two spinning threads crawl while another test process holds a core.
+    flags = ("--population=2", "--seed_steps=2", "--rounds=1", "--sequential_seeds=2", "--torch_threads=1")
+    (row,) = run_bench("--what=population", *flags)
+    assert (row["what"], row["kind"], row["members"], row["torch_threads"]) == (
+        "population",
+        "student_cached",
+        2,
+        1,
+    )
+    for arm in ("population", "sequential", "torch"):
+        assert row[arm]["seeds_per_hour"] > 0 and row[arm]["total_s"] > 0, arm
+    assert row["population"]["compile_s"] > 0 and row["sequential"]["first_seed"]["compile_s"] > 0
+    assert row["sequential"]["later_seed"]["compile_s"] == 0  # later seeds reuse the compiled step
+    ratio = row["population"]["seeds_per_hour"] / row["sequential"]["seeds_per_hour"]
+    assert row["population_over_sequential"] == pytest.approx(ratio)
+    # Member s of one vmapped program trains what a run from seed s alone does: the float noise of summing
+    # in another order leaves ~1e-3 of the change training made; another seed, batch or dropout key ~1.
+    diffs = population_bench.member_differences(recola_student.get_config("tiny"), members=2, steps=2)
+    assert len(diffs) == 2 and max(diffs) < 1e-2

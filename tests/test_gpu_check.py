@@ -1,5 +1,5 @@
 """launch/gpu_check.sh: its CPU run end to end (one JSON report with every part, every step kind benched,
-the tests passed, the top operations), a machine where JAX finds no GPU, and the report's bookkeeping."""
+the tests passed, the top operations, the population bench), a machine where JAX finds no GPU, and the report's bookkeeping."""
 
 from __future__ import annotations
 
@@ -70,6 +70,10 @@ def test_cpu_check_writes_one_report_of_every_part(tmp_path):
     assert all(r["frames_per_s"] > 0 and r["batch_frames"] == 16 for r in report["mtcnn"])
     top = report["top_ops"]
     assert top["kind"] in KINDS and top["top"] and top["top"][0]["ms_per_step"] > 0
+    # Populations: S seeds in one vmapped program against seeds in a row, each with its seeds/hour.
+    population = report["population"]
+    assert [r["members"] for r in population] == [2] and parts["population"]["status"] == "ok"
+    assert all(r["population"]["seeds_per_hour"] > 0 and r["torch"] is None for r in population)
     assert (out / "logs" / "tests.xml").exists() and not list(out.rglob("*.xplane.pb"))  # traces stay out
 
 
@@ -103,6 +107,7 @@ def test_no_gpu_fails_clearly_and_drops_cpu_xla_flags(tmp_path):
     assert [(r[0], r[1]) for r in rows] == [
         ("backend", "failed"), ("install", "failed"), ("backend_after_install", "failed"), ("devices", "failed"),
         ("tests", "skipped"), ("bench", "skipped"), ("profile", "skipped"), ("mtcnn", "skipped"),
+        ("population", "skipped"),
     ]  # fmt: skip
 
 

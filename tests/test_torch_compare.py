@@ -1,8 +1,8 @@
-"""benchmarks/torch_compare.py: its PyTorch loss matches `losses.compose`, and the script's JSON on a tiny config."""
+"""The PyTorch loss of `pkd_jax.testing.torch_train` (which benchmarks/torch_compare.py times) matches
+`losses.compose`, and the script's JSON on a tiny config."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -18,18 +18,10 @@ import pytest
 import torch
 
 from pkd_jax import losses
+from pkd_jax.testing.torch_train import make_torch_loss
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "torch_compare.py"
-
-
-@pytest.fixture(scope="module")
-def tc():
-    """The script as a module (it defines its flags only when run as a program)."""
-    spec = importlib.util.spec_from_file_location("torch_compare", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def random_outputs(b: int = 4, t: int = 6, k: int = 2, d: int = 8) -> tuple[dict, dict]:
@@ -66,7 +58,7 @@ LOSS_OPTIONS = [
 
 
 @pytest.mark.parametrize("ccc,distill,gate,context", LOSS_OPTIONS)
-def test_torch_loss_matches_compose(tc, ccc, distill, gate, context):
+def test_torch_loss_matches_compose(ccc, distill, gate, context):
     outputs, batch = random_outputs()
     batch["gate_gamma"] = np.array([0.1, 0.5, 0.15, 1.3], np.float32)[: len(batch["labels"])]
     config = ml_collections.ConfigDict(
@@ -88,7 +80,7 @@ def test_torch_loss_matches_compose(tc, ccc, distill, gate, context):
         "frame_mask": torch.tensor(batch["frame_mask"]),
         "gate_gamma": torch.tensor(batch["gate_gamma"]),
     }
-    got = tc.make_torch_loss(config, distill=distill is not None)(t_out, t_batch)
+    got = make_torch_loss(config, distill=distill is not None)(t_out, t_batch)
     got.backward()
     np.testing.assert_allclose(float(got.detach()), float(want), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(t_out["pred"].grad.numpy(), want_grads[0], rtol=1e-4, atol=1e-6)

@@ -1,12 +1,12 @@
 """The helper of `launch/gpu_check.sh`: its plan of bench runs, the device report, and the one JSON file.
 
 The script runs each part (backend check, install, devices, tests, background compiles, timed bench runs,
-profile) as a process under a time limit and records a row per part in `OUT/logs/parts.tsv` (name, status,
+profile, MTCNN, population) as a process under a time limit and records a row per part in `OUT/logs/parts.tsv` (name, status,
 exit code, wall seconds, limit, note), its stdout in `OUT/logs/<name>.out` and stderr in `<name>.err`.
 `setup` writes the devices and versions (`devices.json`) and the plan (`plan.tsv`); `assemble` gathers it all
 into `OUT/gpu_check.json` and returns the exit status: 0 when every part passed (a background compile may
-fail: the timed run compiles what it missed), the tests passed and every planned bench result is there with
-a finite step time. A failed part is recorded, never raised. Run from the script as
+fail: the timed run compiles what it missed), the tests passed, every planned bench result is there with
+a finite step time, and the population bench reported seeds per hour. A failed part is recorded, never raised. Run from the script as
 
     python -c 'import sys; from pkd_jax.perf import gpu_check as g; sys.exit(g.cli(sys.argv[1:]))' setup ...
 """
@@ -172,6 +172,14 @@ def assemble(out_dir: Path) -> tuple[dict[str, Any], bool]:
     timed = bool(detector) and all(_finite(r.get("frames_per_s")) for r in detector)
     if parts.get("mtcnn", {}).get("status") == "ok" and not timed:
         parts["mtcnn"].update(status="failed", note="no finite MTCNN frames/s")
+    population = [r for r in json_lines(logs / "population.out") if r.get("what") == "population"]
+    counted = bool(population) and all(
+        _finite(r.get(arm, {}).get("seeds_per_hour"))
+        for r in population
+        for arm in ("population", "sequential")
+    )
+    if parts.get("population", {}).get("status") == "ok" and not counted:
+        parts["population"].update(status="failed", note="no finite seeds/hour from the population bench")
     tests: dict[str, Any] = {"selection": meta.get("tests", "")}
     if "tests" in parts:
         tests.update(pytest_counts(logs / "tests.xml", logs / "tests.out"))
@@ -191,7 +199,7 @@ def assemble(out_dir: Path) -> tuple[dict[str, Any], bool]:
         "nvidia_smi_L": devices.get("nvidia_smi_L"), "versions": devices.get("versions"),
         "environment_info": devices.get("environment_info"), "provenance": devices.get("provenance"),
         "parts": parts, "tests": tests, "bench": bench, "bench_missing": missing, "top_ops": top_ops,
-        "bench_warmup": warmup, "mtcnn": detector,
+        "bench_warmup": warmup, "mtcnn": detector, "population": population,
     }  # fmt: skip
     return report, ok
 
@@ -218,6 +226,12 @@ def cli(argv: Sequence[str]) -> int:
         print(
             f"  mtcnn {r['program']:7} b{r['batch_frames']:<3} {r['height']}x{r['width']}  compile "
             f"{r['compile_s']:6.1f} s  {r['frames_per_s']:9.1f} frames/s"
+        )
+    for r in report["population"]:
+        pop, seq = r["population"], r["sequential"]
+        print(
+            f"  population {r['kind']} S={r['members']:<3} {pop['seeds_per_hour']:9.0f} seeds/h (compile "
+            f"{pop['compile_s']:5.1f} s), in a row {seq['seeds_per_hour']:9.0f}: x{r['population_over_sequential']:.2f}"
         )
     print(
         "gpu_check: "

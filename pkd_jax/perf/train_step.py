@@ -46,20 +46,23 @@ def trunk_feature_sizes(config: ml_collections.ConfigDict) -> tuple[int, int]:
     return int(visual.shape[-1]), int(sound.shape[-1])
 
 
-def random_batch(config: ml_collections.ConfigDict, kind: str, *, n_mels: int, audio_frames: int) -> dict:
-    """A batch of the configured shapes with random content (timing does not depend on values)."""
+def random_batch(
+    config: ml_collections.ConfigDict, kind: str, *, n_mels: int, audio_frames: int, seed: int = 0
+) -> dict:
+    """A batch of the configured shapes with random content (timing does not depend on values); another
+    `seed` draws other content of the same shapes."""
     if kind in FROZEN_KINDS:
-        batch = random_batch(config, base_kind(kind), n_mels=n_mels, audio_frames=audio_frames)
+        batch = random_batch(config, base_kind(kind), n_mels=n_mels, audio_frames=audio_frames, seed=seed)
         b, t = batch["labels"].shape[:2]
         visual, sound = trunk_feature_sizes(config)
-        rng = np.random.default_rng(1)
+        rng = np.random.default_rng(seed + 1)
         batch["visual_features"] = rng.normal(size=(b, t, visual)).astype(np.float32)
         del batch["frames"]
         if "audio" in batch:
             batch["audio_features"] = rng.normal(size=(b, t, sound)).astype(np.float32)
             del batch["audio"]
         return batch
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     b, t, s = config.data.batch_size, config.data.clip_frames, config.data.face_size
     k = len(build.target_indices(config))
     # Strong setting: [B, L] sub-sequences of `clip_frames` frames each, one label and audio window per step.
