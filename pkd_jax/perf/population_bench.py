@@ -6,8 +6,8 @@ the seed, then `seed_steps` optimizer steps on a batch of the config's shapes wi
 (`train_step.random_batch`, drawn from the seed, so no two seeds share inputs; already on the device),
 compilation included as a user pays it. Evaluation, checkpoints and the input pipeline are excluded.
 
-- population S: one `jax.jit(jax.vmap(train_step))` over S train states stacked along a leading member
-  axis, member s initialised from seed s (the variables of `build.init_variables(model, batch_s, s)`, its
+- population S: one jitted step vmapped over S train states stacked along a leading member axis, as
+  training's populations run it (`steps.over_members`: on CPU, convolutions as im2col products), member s initialised from seed s (the variables of `build.init_variables(model, batch_s, s)`, its
   program compiled once) with the dropout key `jax.random.key(s)`; timed from building the network to the
   last step's `block_until_ready`. Seeds/hour = S x 3600 / seconds.
 - sequential: seeds one after another, as the runner trains them; the first compiles the initialisation
@@ -47,7 +47,7 @@ from pkd_jax.config import build
 from pkd_jax.models.inputs import model_inputs
 from pkd_jax.perf.train_step import FROZEN_KINDS, KINDS, _stage_config, base_kind, random_batch
 from pkd_jax.train.state import TrainState, create_state, make_optimizer
-from pkd_jax.train.steps import make_train_step
+from pkd_jax.train.steps import make_train_step, over_members
 
 DEFAULT_KIND = "student_cached"  # the demo's student, its teacher's outputs cached
 TORCH_KINDS = ("teacher", "visual", "student_online", "student_cached")  # what `TorchStep` trains
@@ -136,7 +136,7 @@ def train_population(
     tx = method.optimizer(variables[0]["params"])
     state = stack([create_state(v, tx, jax.random.key(s)) for s, v in zip(seeds, variables, strict=True)])
     batch = stack(batches)
-    step = jax.jit(jax.vmap(method.train_step(tx), in_axes=(0, 0, None)), donate_argnums=0)
+    step = jax.jit(over_members(method.train_step(tx), in_axes=(0, 0, None)), donate_argnums=0)
     jax.block_until_ready((state, batch))
     built = time.perf_counter()
     compiled = step.lower(state, batch, method.teacher_variables).compile()

@@ -7,7 +7,6 @@ added, labelled, only when asked for.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,8 @@ from pkd_jax.config import build
 from pkd_jax.data.cache import TARGETS, Cache
 from pkd_jax.data.pipeline import PipelineConfig, eval_batches, eval_windows
 from pkd_jax.models import Network
-from pkd_jax.models.conv import per_member_kernels
 from pkd_jax.models.inputs import eval_modalities, model_inputs
-from pkd_jax.train.steps import make_stream_step
+from pkd_jax.train.steps import make_stream_step, over_members
 
 
 def predict_videos(
@@ -54,13 +52,7 @@ def predict_videos(
 
 def population_stream_step(model: Network, dtype: DTypeLike) -> Any:
     """The jitted streaming step of a population: variables and carry stacked over members, one input."""
-    step = make_stream_step(model, dtype)
-
-    def member_step(variables: Any, batch: Any, carry: Any) -> Any:
-        with per_member_kernels():  # traced under vmap: every member has its own kernels
-            return step(variables, batch, carry)
-
-    return jax.jit(jax.vmap(member_step, in_axes=(0, None, 0)))
+    return jax.jit(over_members(make_stream_step(model, dtype), in_axes=(0, None, 0)))
 
 
 def predict_population(
@@ -140,10 +132,9 @@ def predict_windows(
     )
 
     def predict(v: Any, b: Any) -> Any:
-        with per_member_kernels() if members else contextlib.nullcontext():
-            return model.apply(v, *model_inputs(model, b, dtype), train=False)[0]
+        return model.apply(v, *model_inputs(model, b, dtype), train=False)[0]
 
-    apply = jax.jit(jax.vmap(predict, in_axes=(0, None)) if members else predict)
+    apply = jax.jit(over_members(predict, in_axes=(0, None)) if members else predict)
     sub = pipeline.subsequence_frames
     preds: list[dict[str, np.ndarray]] = [{} for _ in range(max(members, 1))]
     for batch in eval_windows(

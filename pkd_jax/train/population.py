@@ -38,11 +38,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from pkd_jax import console, losses
 from pkd_jax.config import build
-from pkd_jax.models.conv import per_member_kernels
 from pkd_jax.train import sharding
 from pkd_jax.train.evaluate import evaluate_population, population_stream_step
 from pkd_jax.train.setup import Run, final_splits_present, setup, write_final, write_finished
-from pkd_jax.train.steps import Batch
+from pkd_jax.train.steps import Batch, over_members
 from pkd_jax.workdir.checkpoints import abstract_like
 from pkd_jax.workdir.config_record import config_changes
 from pkd_jax.workdir.metric_writer import MetricWriter
@@ -245,10 +244,9 @@ def setup_population(
     thetas = tuple(jnp.asarray([r.teachers.thetas[k] for r in runs]) for k in range(len(first.teachers)))
 
     def member_step(state: Any, batch: Batch, teacher_variables: Any, thetas: tuple[Any, ...]) -> Any:
-        with per_member_kernels():  # traced under vmap: every member has its own kernels
-            return step_for(thetas)(state, batch, teacher_variables)
+        return step_for(thetas)(state, batch, teacher_variables)
 
-    jitted = jax.jit(jax.vmap(member_step), donate_argnums=0)
+    jitted = jax.jit(over_members(member_step), donate_argnums=0)
 
     def train_step(state: Any, batch: Batch) -> Any:
         return jitted(state, shard_population_batch(batch, mesh, how), teacher_variables, thetas)

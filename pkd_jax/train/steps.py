@@ -24,6 +24,7 @@ from jax.typing import DTypeLike
 
 from pkd_jax import losses
 from pkd_jax.models import Network, Teacher, TeacherStudent
+from pkd_jax.models.conv import per_member_kernels
 from pkd_jax.models.inputs import feature_inputs, model_inputs
 from pkd_jax.train.state import TrainState
 
@@ -177,6 +178,17 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+def over_members(fn: Callable, in_axes: Any = 0) -> Callable:
+    """`jax.vmap(fn)` over the members of a population (`pkd_jax.train.population`), traced under
+    `per_member_kernels`: every member has its own convolution kernels."""
+
+    def member_fn(*args: Any) -> Any:
+        with per_member_kernels():
+            return fn(*args)
+
+    return jax.vmap(member_fn, in_axes=in_axes)
 
 
 def make_stream_step(model: Network, dtype: DTypeLike = jnp.float32) -> Callable:

@@ -111,7 +111,7 @@ def test_each_member_loads_predicts_and_exports(visual_population):
     from pkd_jax.inference import export
 
     pop = visual_population / "pop"
-    with pytest.raises(ValueError, match="population workdir.*seed_3"):
+    with pytest.raises(ValueError, match=r"population workdir.*seed_3"):
         api.load(pop)
     trained = api.load(pop / "seed_4")
     predictions = api.predict_dev(trained)
