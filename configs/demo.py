@@ -4,7 +4,8 @@
 
 The same hyper-parameters serve every method (no per-method tuning); the gate's settings come from
 `pkd_jax/defaults.py`, chosen on dev by `configs/gate_sweep.py`. Five seeds of teacher, visual-only baseline
-and the two students keep `make demo` within 15 minutes on a 2-core CPU. Arguments: `table5` (also the
+and the two students keep `make demo` within 15 minutes on a 2-core CPU; on an accelerator each method's
+seeds train as one population, in one program (`experiment.population`, docs/training.md "Populations"). Arguments: `table5` (also the
 teacher with black frames for missing faces, Table 5), `smoke` (a seconds-long version for tests, with
 every method), `distill` (every distillation term of `pkd_jax.losses` with the paper gate, next to the
 cosine student, under the same seeds; with `smoke`, in seconds), `strong` (the strong setting of Table 6 instead: tiny R3D-18 + LSTM and ResNet-18 with
@@ -53,7 +54,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.experiment = e = defaults.experiment_fields()
     e.corpus_test = 3  # held-out test recordings: the headline scores, dev stays for reference
     e.methods = ("teacher", "visual", "student", "student_nogate")  # Tables 1 and 4
-    e.population = len(e.seeds)  # each method's seeds train together, in one program
+    # Auto: each method's seeds as one population on an accelerator; one after another on a CPU, where
+    # that is faster (docs/benchmarks.md, "Populations"). --config.experiment.population=5 forces them.
+    e.population = 0
+    if {"distill", "beyond", "frozen"} & set(args):
+        e.population = 1  # their documented numbers come from seeds trained one after another
     if "table5" in args:
         e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")  # + Table 5
     if "distill" in args:  # every distillation term of pkd_jax.losses, paper gate, the same paired seeds

@@ -280,5 +280,5 @@ def experiment_fields() -> ml_collections.ConfigDict:
     e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")  # runs per seed
     e.corpus_layout = "recola"  # synthetic corpus only: "recola" or "affwild2" layout
     e.corpus_physio = True  # synthetic corpus only (RECOLA layout): ECG and EDA recordings too
-    e.population = 1  # > 1: each method's seeds train together, in populations of up to this many
+    e.population = 1  # > 1: each method's seeds train together, in populations of up to this many; 0: auto
     return e

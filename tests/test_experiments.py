@@ -19,8 +19,8 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     config.data.face_size, config.data.clip_frames, config.data.batch_size = 32, 4, 4
     config.data.eval_chunk_frames, config.data.eval_videos_per_batch = 50, 2
     config.data.preprocess_workers = 1
-    config.experiment.seeds = (0, 1)  # one population of two members per method
-    assert config.experiment.corpus_test == 1 and config.experiment.population > 1
+    config.experiment.seeds, config.experiment.population = (0, 1), 2  # a population of two per method
+    assert config.experiment.corpus_test == 1
     assert set(config.experiment.methods) == {
         "teacher",
         "teacher_black",
@@ -287,3 +287,10 @@ def test_gate_figure_and_diagnostics(tmp_path):
     text = report.markdown(results)
     assert "context window, 250 frames" in text and "quantile 0.5 of the teacher's gamma" in text
     assert "gate.png: the teacher's gamma over the training clip starts" in text
+
+
+def test_population_size_auto_is_one_at_a_time_on_a_cpu():
+    assert runner.population_size(0, 5) == 1  # the tests run on a CPU
+    assert runner.population_size(3, 5) == 3 and runner.population_size(1, 5) == 1
+    with pytest.raises(ValueError, match="experiment.population=-1"):
+        runner.population_size(-1, 5)

@@ -230,7 +230,7 @@ def seed_groups(
     A finished seed (its eval files all there) is reused. Members of one population must start from the
     same step, so unfinished seeds are grouped by their newest checkpoint first (all at 0 on a fresh run).
     """
-    size = max(1, config.experiment.get("population", 1))
+    size = population_size(config.experiment.get("population", 1), len(seeds))
     by_start: dict[int, list[int]] = {}
     for seed in seeds:
         out = run_dir(workdir, method, seed)
@@ -243,6 +243,19 @@ def seed_groups(
         for _, group in sorted(by_start.items())
         for i in range(0, len(group), size)
     ]
+
+
+def population_size(population: int, seeds: int) -> int:
+    """Members per population: `experiment.population`, or for 0 ("auto") every seed at once on an
+    accelerator and one at a time on a CPU, where a population trains fewer seeds per hour than runs
+    one after another (docs/benchmarks.md, "Populations")."""
+    if population < 0:
+        raise ValueError(f"experiment.population={population}: 0 (auto), 1 (one after another) or more")
+    if population == 0:
+        import jax
+
+        return seeds if jax.default_backend() != "cpu" else 1
+    return population
 
 
 def train_group(
