@@ -110,4 +110,6 @@ def test_bench_population_json_and_members_match_single_runs():
     # Member s of one vmapped program trains what a run from seed s alone does: the float noise of summing
     # in another order leaves ~1e-3 of the change training made; another seed, batch or dropout key ~1.
     diffs = population_bench.member_differences(recola_student.get_config("tiny"), members=2, steps=2)
-    assert len(diffs) == 2 and max(diffs) < 1e-2
+    # About 0.02 (im2col against XLA's convolutions, amplified by Adam); a member trained from another
+    # seed, batch or dropout key is off by about 2.
+    assert len(diffs) == 2 and max(diffs) < 0.1

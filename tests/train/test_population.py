@@ -49,7 +49,7 @@ def test_members_follow_their_single_runs_step_by_step(visual_population):
     member_eval = json.loads((member / "eval.json").read_text())["raw"]["mean_over_videos"]
     single_eval = json.loads((single / "eval.json").read_text())["raw"]["mean_over_videos"]
     for target, value in single_eval.items():
-        assert member_eval[target] == pytest.approx(value, rel=1e-3, abs=1e-5)
+        assert member_eval[target] == pytest.approx(value, abs=5e-4)  # near-zero CCC: rounding shows
 
 
 def test_member_s_of_every_method_has_the_same_start_and_clip_stream(tmp_path, cache, teacher_dir):
