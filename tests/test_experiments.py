@@ -292,5 +292,5 @@ def test_gate_figure_and_diagnostics(tmp_path):
 def test_population_size_auto_is_one_at_a_time_on_a_cpu():
     assert runner.population_size(0, 5) == 1  # the tests run on a CPU
     assert runner.population_size(3, 5) == 3 and runner.population_size(1, 5) == 1
-    with pytest.raises(ValueError, match="experiment.population=-1"):
+    with pytest.raises(ValueError, match=r"experiment\.population=-1"):
         runner.population_size(-1, 5)
