@@ -270,12 +270,8 @@ def train_group(
     if len(seeds) == 1:
         run(configs[0], dirs[0])
     else:
-        run_population(configs, dirs, workdir / "runs" / method / population_name(seeds))
-
-
-def population_name(seeds: tuple[int, ...]) -> str:
-    """The directory recording one population of a method's seeds (its members are `seed_<s>` beside it)."""
-    return f"population_{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed_{seeds[0]}"
+        # The population's record (population.json, its lock) beside its members' seed_<s> workdirs.
+        run_population(configs, dirs, workdir / "runs" / method / f"population_{seeds[0]}-{seeds[-1]}")
 
 
 def _by_seed_name(runs: dict[str, dict[int, Any]]) -> dict[str, dict[str, Any]]:
