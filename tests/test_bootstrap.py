@@ -1,13 +1,14 @@
 """The paired two-way bootstrap over seeds x recordings: effect vs noise, coverage, what recording variation
-does to the interval, determinism, bad input."""
+does to the interval, determinism, bad input, and its use in the paired table and its report section."""
 
+import json
 import math
 import time
 
 import numpy as np
 import pytest
 
-from pkd_jax.experiments import bootstrap
+from pkd_jax.experiments import bootstrap, report_paired
 
 T_975_DF9 = 2.262157  # two-sided 95% Student-t quantile with 9 degrees of freedom (tables)
 
@@ -113,3 +114,56 @@ def test_minimum_detectable_effect_is_2_80_standard_errors():
     assert bootstrap.minimum_detectable_effect(0.01, alpha=0.01, power=0.9) == pytest.approx(
         0.038574, abs=1e-6
     )
+
+
+def _eval(per_video: dict[str, dict[str, float]]) -> dict:
+    """An `eval.json` of the loop's structure from per-recording CCC."""
+    targets = next(iter(per_video.values()))
+    mean = {t: float(np.mean([v[t] for v in per_video.values()])) for t in targets}
+    return {"raw": {"per_video": per_video, "mean_over_videos": mean, "concatenated": mean}}
+
+
+def test_paired_table_matches_recordings_by_id_and_drops_unscored_ones():
+    rng = np.random.default_rng(4)
+    recordings = [f"test_{i}" for i in range(6)]
+    evals: dict[str, dict[int, dict]] = {"visual": {}, "student": {}}
+    for seed in range(5):
+        base = {r: {"valence": rng.uniform(0, 0.5), "arousal": rng.uniform(0, 0.5)} for r in recordings}
+        evals["visual"][seed] = _eval(base)
+        # The student's recordings in another order: matched by id, not by position.
+        gained = {r: {t: v + 0.1 for t, v in base[r].items()} for r in reversed(recordings)}
+        evals["student"][seed] = _eval(gained)
+    evals["student"][5] = evals["visual"][5] = _eval({"test_0": {"valence": 0.1, "arousal": 0.1}})
+    del evals["visual"][5]  # a seed only one method ran is not paired
+    evals["student"][3]["raw"]["per_video"]["test_2"]["arousal"] = math.nan  # e.g. a constant prediction
+    del evals["visual"][1]["raw"]["per_video"]["test_4"]  # a recording one method lacks on one seed
+    row = report_paired.paired_table(evals)["student - visual"]
+    assert row["seeds"] == [0, 1, 2, 3, 4] and row["scope"] == "mean_over_videos"
+    valence, arousal = row["targets"]["valence"], row["targets"]["arousal"]
+    assert (
+        valence["n"] == 5 and "ci_low" in valence and "differences" in valence
+    )  # the t-interval's keys stay
+    assert valence["bootstrap"]["dropped_recordings"] == ["test_4"]
+    assert arousal["bootstrap"]["dropped_recordings"] == ["test_2", "test_4"]
+    assert arousal["bootstrap"]["recordings"] == ["test_0", "test_1", "test_3", "test_5"]
+    assert (arousal["bootstrap"]["n_seeds"], arousal["bootstrap"]["n_recordings"]) == (5, 4)
+    assert valence["bootstrap"]["mean"] == pytest.approx(0.1) and valence["bootstrap"]["excludes_zero"]
+    json.loads(json.dumps(row, allow_nan=False))  # results.json stays strict JSON
+
+
+def test_the_report_section_leads_with_the_bootstrap_and_keeps_the_t_interval():
+    evals: dict[str, dict[int, dict]] = {"visual": {}, "student": {}}
+    rng = np.random.default_rng(5)
+    for seed in range(4):
+        scores = {f"r{i}": {"arousal": rng.uniform(0, 0.5)} for i in range(3)}
+        evals["visual"][seed] = _eval(scores)
+        evals["student"][seed] = _eval({r: {"arousal": v["arousal"] + 0.2} for r, v in scores.items()})
+    evals["student"][0]["raw"]["per_video"]["r1"]["arousal"] = math.nan
+    paired = {"test": report_paired.paired_table(evals, scope="concatenated")}
+    text = "\n".join(report_paired.markdown_section(paired, {"student": "S", "visual": "V"}, list(range(4))))
+    headline, seeds_only = text.split("Seeds only (t-interval, recordings held fixed):")
+    assert "resamples the seeds with replacement and, independently, the recordings" in headline
+    assert "(bootstrap over 4 seeds x 2 recordings); smallest detectable effect" in headline
+    assert "; 1 recording(s) dropped (no finite score) |" in headline
+    assert "is of the mean over recordings of per-recording CCC" in headline  # the concatenated scope
+    assert "| S − V | +0.200 [95% CI" in seeds_only and "bootstrap" not in seeds_only

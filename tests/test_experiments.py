@@ -184,6 +184,8 @@ def test_paired_differences_tell_a_real_effect_from_seed_noise():
     assert row["seeds"] == [0, 1, 2, 3, 4] and row["targets"]["arousal"]["n"] == 5
     assert row["targets"]["arousal"]["excludes_zero"]  # +0.05 with seed-to-seed spread 0.01
     assert row["targets"]["arousal"]["mean"] == pytest.approx(0.05, abs=0.02)
+    boot = row["targets"]["arousal"]["bootstrap"]  # every recording gains the same: only seeds vary
+    assert boot["excludes_zero"] and (boot["n_seeds"], boot["n_recordings"]) == (5, 2)
     text = report.markdown(results)
     assert "Scores on the held-out test split (2 videos with ratings" in text
     assert "| valence (test) | arousal (test) | valence (dev) | arousal (dev) |" in text
@@ -191,6 +193,8 @@ def test_paired_differences_tell_a_real_effect_from_seed_noise():
     assert section.index("### test split") < section.index("### dev split")
     assert "| Student (PKD, paper gate) − Visual-only baseline |" in section
     assert "excludes 0" in section and "includes 0" in section
+    assert "(bootstrap over 5 seeds x 2 recordings)" in section and "Seeds only (t-interval" in section
+    assert "(one recording: nothing to resample over recordings, no interval)" in section  # dev: one video
     assert "gate.png: not written, no gate diagnostics found" in text
 
 
