@@ -1,12 +1,14 @@
-"""The convergence rule on hand-made dev curves and its report section, from hand-written `metrics.jsonl`
-files (no training)."""
+"""The convergence rule on hand-made dev curves, its report section, and the learning-curve figure, from
+hand-written `metrics.jsonl` files (no training)."""
 
 import json
 
 import pytest
 
 from pkd_jax.experiments import plateau, report
+from pkd_jax.experiments.report_figures import training_curves
 
+PNG = b"\x89PNG\r\n\x1a\n"
 STEPS = (100, 200, 300, 400, 500)
 # Mean over targets and seeds, by construction below: one flat after step 300, one still rising.
 FLAT = (0.10, 0.30, 0.40, 0.41, 0.40)
@@ -107,3 +109,12 @@ def test_the_convergence_report_reads_every_seed_of_every_method(tmp_path):
         page = report.markdown(results)
         assert page.index("## Convergence on dev") < page.index("Runtime of this invocation")
         assert "| Student (PKD, paper gate) | 5 (100 to 500) | 300 |" in page
+
+
+def test_the_learning_curves_figure_draws_every_method_over_its_seeds(tmp_path):
+    _write_runs(tmp_path, "teacher", FLAT)
+    _write_runs(tmp_path, "student", RISING)
+    training_curves(
+        tmp_path, ["teacher", "student", "visual"], [0, 1], tmp_path / "curves.png", report.LABELS
+    )
+    assert (tmp_path / "curves.png").read_bytes()[:8] == PNG

@@ -214,7 +214,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     (workdir / "results.md").write_text(report.markdown(results))
     figure4(workdir, config, seeds[0], workdir / "figure4.png")
-    training_curves(workdir, methods, seeds[0], workdir / "training_curves.png", report.LABELS)
+    training_curves(workdir, methods, seeds, workdir / "training_curves.png", report.LABELS, score)
     print(report.console_summary((workdir / "results.md").read_text()))
     return results
 
