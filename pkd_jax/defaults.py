@@ -101,6 +101,9 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     o.lr_decay = 1.0  # learning-rate factor at lr_decay_start_epoch and every lr_decay_every_epochs after
     o.lr_decay_start_epoch = 5  # epoch (one pass over the training frames) of the first decay
     o.lr_decay_every_epochs = 2  # epochs between later decays
+    o.schedule = "step"  # rate schedule: "step" (the lr_decay* staircase) or "warmup_cosine"
+    o.warmup_steps = 0  # warmup_cosine: steps of linear warm-up from 0 to each group's base rate
+    o.final_lr_fraction = 0.0  # warmup_cosine: the cosine ends at this fraction of the base rate at num_steps
 
     c.loss = lo = ml_collections.ConfigDict()  # the loss composed by pkd_jax.losses.compose
     lo.ccc = "flattened"  # CCC reduction: "flattened" over the batch or "per_sequence"

@@ -15,6 +15,7 @@ from pkd_jax.data.cache import TARGETS
 from pkd_jax.data.pipeline import MISSING_FACE_POLICIES
 from pkd_jax.data.preprocess_config import FACE_ALIGNMENTS, check_detector_name
 from pkd_jax.losses import CCC_REDUCTIONS, DISTILL_TERMS, GATE_CONTEXTS, GATE_NAMES
+from pkd_jax.train.state import SCHEDULES
 
 
 def _choices() -> dict[str, tuple[Any, ...]]:
@@ -40,6 +41,7 @@ def _choices() -> dict[str, tuple[Any, ...]]:
         "teacher.mode": ("cached", "online", "joint"),
         "teacher.combine": ("average", "best"),
         "eval.score": ("mean_over_videos", "concatenated"),
+        "optim.schedule": SCHEDULES,
     }
 
 
@@ -76,6 +78,8 @@ _AT_LEAST: dict[str, tuple[float, str]] = {
     "optim.lr_audio_cnn": (0.0, "learning rate"),
     "optim.weight_decay": (0.0, "weight decay"),
     "optim.grad_clip": (0.0, "gradient-norm clip (0: off)"),
+    "optim.warmup_steps": (0, "learning-rate warm-up steps"),
+    "optim.final_lr_fraction": (0.0, "final fraction of the base learning rate"),
 }
 
 
@@ -110,6 +114,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
             "config.data.face_align='landmarks' needs a detector that gives landmarks: set "
             "data.face_detector='mtcnn' (with data.detector_weights)"
         )
+    problems.extend(_schedule_problems(config))
     targets = tuple(config.targets)
     if not targets or len(set(targets)) != len(targets) or not set(targets) <= set(TARGETS):
         problems.append(f"config.targets={targets}: one or both of {TARGETS}, each once")
@@ -124,6 +129,35 @@ def check_values(config: ml_collections.ConfigDict) -> None:
         )
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))
+
+
+def _schedule_problems(config: ml_collections.ConfigDict) -> list[str]:
+    """The learning-rate schedule's fields that cannot take effect as written (ranges are in _AT_LEAST).
+
+    Each schedule ignores the other's fields, so a field set for the other one is an error rather than
+    a run that silently trains with another schedule than the one asked for.
+    """
+    o, problems = config.optim, []
+    fraction = o.final_lr_fraction  # its type and lower bound are checked with _AT_LEAST
+    if isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and fraction > 1.0:
+        problems.append(f"config.optim.final_lr_fraction={fraction!r}: must be in [0, 1]")
+    if o.schedule == "warmup_cosine":
+        if isinstance(o.warmup_steps, int) and o.warmup_steps >= config.train.num_steps:
+            problems.append(
+                f"config.optim.warmup_steps={o.warmup_steps}: must be < train.num_steps="
+                f"{config.train.num_steps} (the cosine decay follows the warm-up)"
+            )
+        if o.lr_decay != 1.0:
+            problems.append(
+                f"config.optim.lr_decay={o.lr_decay!r} is the 'step' schedule's: set optim.lr_decay=1.0 "
+                "with optim.schedule='warmup_cosine'"
+            )
+    elif o.schedule == "step" and o.warmup_steps != 0:
+        problems.append(
+            f"config.optim.warmup_steps={o.warmup_steps!r} is the 'warmup_cosine' schedule's: set "
+            "optim.schedule='warmup_cosine', or optim.warmup_steps=0"
+        )
+    return problems
 
 
 def validate_teachers(config: ml_collections.ConfigDict) -> None:

@@ -34,10 +34,13 @@ console shows progress, one line per evaluation and warnings, and everything wit
                            `test` (the same for the test split, null without one), `headline_split`,
                            `paired` (per split: per-seed differences student* - visual and
                            teacher - teacher_black with 95% t-intervals), `gate` (gate.json of every
-                           gated student run), complexity and runtime
-    results.md             Tables 1, 3, 4, 5 (or 6), paired differences, distilled shares, gate notes
+                           gated student run), `convergence` (per method, the dev curve's best
+                           step, final - best and whether it plateaued: `plateau`), complexity and runtime
+    results.md             Tables 1, 3, 4, 5 (or 6), distilled shares, gate notes, convergence on
+                           dev, paired differences
     figure4.png            predictions of teacher, baseline and students on one dev video (first seed)
-    training_curves.png    training loss and dev CCC over steps (first seed)
+    training_curves.png    training loss and dev CCC per target over steps, every method: mean over
+                           seeds (line) and min-max over seeds (band)
     gate.png               distribution of the teacher's gamma over training clip starts with the
                            threshold theta, per gated student and seed (only when runs wrote
                            `gate/gammas.npz` and `gate.json`)

@@ -1,4 +1,5 @@
-"""Tables and figures of the paper runner: mean +- std over seeds, complexity, Figure 4, curves, gate."""
+"""Tables and figures of the paper runner: mean +- std over seeds, complexity, Figure 4, curves, gate,
+convergence on dev."""
 
 from __future__ import annotations
 
@@ -203,6 +204,48 @@ def _gate_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _plateau_cell(c: dict[str, Any]) -> str:
+    if c["plateaued"]:
+        return "yes"
+    return "no, still rising" if c.get("still_rising") else "no, fell back"
+
+
+def _convergence_lines(results: dict[str, Any]) -> list[str]:
+    """The "Convergence on dev" section from `results["convergence"]` (`plateau.experiment_convergence`):
+    per method where its mean dev curve peaked and how far below that it ended; nothing without it."""
+    conv = results.get("convergence")
+    if not conv or not conv["methods"]:
+        return []
+    tol = conv["tolerance"]
+    lines = [
+        "## Convergence on dev",
+        "",
+        f"Raw dev CCC ({conv['score'].replace('_', ' ')}) at each evaluation of training, mean of the targets, "
+        f"then mean over seeds (each run's metrics.jsonl). Plateaued: the final value is within {tol:g} of "
+        "the best (else it fell back), and an earlier evaluation was too (else it is still rising).",
+        "",
+        "| method | eval steps | best step | best dev CCC | final dev CCC | final − best | plateaued |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, c in conv["methods"].items():
+        steps = c["eval_steps"]
+        lines.append(
+            f"| {_label(method)} | {len(steps)} ({steps[0]} to {steps[-1]}) | {c['best_step']} | "
+            f"{c['best']:.3f} | {c['final']:.3f} | {c['final_minus_best']:+.3f} | "
+            f"{_plateau_cell(c)} |"
+        )
+    lines += [
+        "",
+        f"Step-count rule (to choose train.num_steps from a pilot run): the earliest evaluation within "
+        f"{tol:g} of its method's best, at the latest over these methods: step {conv['step_count']}.",
+    ]
+    lines += [
+        f"- {_label(m)} has not plateaued: comparisons with it measure the optimiser."
+        for m in conv["not_plateaued"]
+    ]
+    return [*lines, ""]
+
+
 def markdown_strong(results: dict[str, Any]) -> str:
     """`results.md` of the strong setting (Aff-Wild2, Table 6): raw dev CCC over all frames concatenated."""
     summary = results["summary"]
@@ -229,6 +272,7 @@ def markdown_strong(results: dict[str, Any]) -> str:
         "",
         f"Share of training sequences distilled: {_distilled_shares(summary, methods)}",
         "",
+        *_convergence_lines(results),
         *report_paired.markdown_section(results.get("paired", {}), LABELS, seeds),
         "## Complexity",
         "",
@@ -324,6 +368,7 @@ def _markdown_weak(results: dict[str, Any]) -> str:
         "",
         *_table(results, ["teacher", "teacher_black"]),
         "",
+        *_convergence_lines(results),
         *report_paired.markdown_section(results.get("paired", {}), LABELS, seeds),
         f"Runtime of this invocation: {results['runtime_s'] / 60:.1f} min.",
         "",

@@ -1,14 +1,17 @@
 """The paper runner's line figures: Figure 4 (predictions against the gold standard of one dev video) and
-the training curves of one seed."""
+the training curves (training loss and dev CCC per target) of every method over all seeds."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 
+from pkd_jax.experiments import plateau
+from pkd_jax.experiments.plateau import Curve
 from pkd_jax.workdir.metric_writer import read_metrics
 
 
@@ -68,38 +71,60 @@ def figure4(workdir: Path, config: ml_collections.ConfigDict, seed: int, out: Pa
     plt.close(fig)
 
 
+def seed_band(curves: Sequence[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, min, max) over seeds' curves at the steps every seed has (`plateau.mean_curve`'s)."""
+    steps = list(plateau.mean_curve(curves))
+    if not steps:
+        empty = np.zeros(0)
+        return empty, empty, empty, empty
+    values = np.array([[c[s] for s in steps] for c in curves])  # [seeds, steps]
+    return np.asarray(steps), values.mean(0), values.min(0), values.max(0)
+
+
 def training_curves(
-    workdir: Path, methods: list[str], seed: int, out: Path, labels: dict[str, str] | None = None
+    workdir: Path,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    out: Path,
+    labels: dict[str, str] | None = None,
+    scope: str = "mean_over_videos",
 ) -> None:
-    """Training loss and dev CCC over steps for each method (one seed), named by `labels`."""
+    """Training loss and the raw dev CCC of each target against the step, one line per method: the mean
+    over `seeds` with a min-max band, read from every run's `metrics.jsonl` (runs/<method>/seed_<s>)."""
     labels = labels or {}
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (loss_ax, ccc_ax) = plt.subplots(1, 2, figsize=(12, 4))
+    # {panel: {method: one curve per seed}}: the loss first, then the targets in the order logged.
+    panels: dict[str, dict[str, list[Curve]]] = {"training loss": {}}
     for method in methods:
-        run = workdir / "runs" / method / f"seed_{seed}"
-        train = read_metrics(run, "train")
-        evals = read_metrics(run, "eval")
-        if train:
-            loss_ax.plot(
-                [r["step"] for r in train], [r["loss"] for r in train], label=labels.get(method, method)
-            )
-        if evals:
-            ccc_ax.plot(
-                [r["step"] for r in evals],
-                [r["mean_ccc"] for r in evals],
-                "o-",
-                label=labels.get(method, method),
-            )
-    loss_ax.set_title("training loss")
-    ccc_ax.set_title("dev CCC (mean of targets)")
-    for ax in (loss_ax, ccc_ax):
+        for seed in seeds:
+            run = workdir / "runs" / method / f"seed_{seed}"
+            loss = {
+                int(r["step"]): float(r["loss"])
+                for r in read_metrics(run, "train")
+                if r.get("loss") is not None
+            }
+            if loss:
+                panels["training loss"].setdefault(method, []).append(loss)
+            for target, curve in plateau.dev_curves(run, scope).items():
+                panels.setdefault(f"dev CCC, {target}", {}).setdefault(method, []).append(curve)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, (title, by_method) in zip(axes[0], panels.items(), strict=True):
+        for method, curves in by_method.items():
+            steps, mean, low, high = seed_band(curves)
+            color = f"C{list(methods).index(method) % 10}"  # one colour per method in every panel
+            marker = "o-" if title.startswith("dev") else "-"  # evaluations are sparse: mark each one
+            label = f"{labels.get(method, method)} (n={len(curves)})"  # n: seeds with this curve
+            ax.plot(steps, mean, marker, color=color, ms=3, lw=1.2, label=label)
+            ax.fill_between(steps, low, high, color=color, alpha=0.2, lw=0)
+        ax.set_title(title + (f" (raw, {scope.replace('_', ' ')})" if title.startswith("dev") else ""))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    loss_ax.legend(fontsize=7)
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(f"mean over seeds {list(seeds)} (line) and min-max over seeds (band)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

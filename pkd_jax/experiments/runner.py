@@ -14,7 +14,7 @@ import ml_collections
 from absl import logging
 
 from pkd_jax import console
-from pkd_jax.experiments import report, report_paired
+from pkd_jax.experiments import plateau, report, report_paired
 from pkd_jax.experiments.report_figures import figure4, training_curves
 from pkd_jax.perf.complexity import complexity_table
 from pkd_jax.provenance import provenance
@@ -206,6 +206,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
         },
         "gate": report.gate_diagnostics(workdir, gate_runs, seeds),
         "gate_png": report.gate_figure(workdir, gate_runs, seeds, workdir / "gate.png"),
+        "convergence": plateau.experiment_convergence(workdir, methods, seeds, score),
         "complexity": complexity_table(config),
         "runtime_s": time.perf_counter() - start,
         "provenance": provenance(),  # this invocation's; each run's eval carries its own
@@ -213,7 +214,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     (workdir / "results.md").write_text(report.markdown(results))
     figure4(workdir, config, seeds[0], workdir / "figure4.png")
-    training_curves(workdir, methods, seeds[0], workdir / "training_curves.png", report.LABELS)
+    training_curves(workdir, methods, seeds, workdir / "training_curves.png", report.LABELS, score)
     print(report.console_summary((workdir / "results.md").read_text()))
     return results
 

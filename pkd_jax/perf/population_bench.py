@@ -69,7 +69,10 @@ class Method:
 
     def optimizer(self, params: Any) -> optax.GradientTransformation:
         """The per-module Adam; it depends only on the parameters' tree, so every seed shares it."""
-        return make_optimizer(self.config.optim, params, frozen_groups=build.frozen_trunks(self.config))
+        return make_optimizer(
+            self.config.optim, params, total_steps=self.config.train.num_steps,
+            frozen_groups=build.frozen_trunks(self.config),
+        )  # fmt: skip
 
     def train_step(self, tx: optax.GradientTransformation) -> Callable:
         """The unjitted `train_step(state, batch, teacher_variables)` of `steps.make_train_step`."""

@@ -103,7 +103,9 @@ def build_train(
     dtype = build.compute_dtype(c)
     init_batch = batch if "frames" in batch else random_batch(config, base_kind(kind), **kw)
     variables = build.init_variables(model, init_batch, 0)
-    tx = make_optimizer(c.optim, variables["params"], frozen_groups=build.frozen_trunks(c))
+    tx = make_optimizer(
+        c.optim, variables["params"], total_steps=c.train.num_steps, frozen_groups=build.frozen_trunks(c)
+    )
     state = sharding.replicate(create_state(variables, tx, jax.random.key(0)), mesh)
     teachers: tuple = ()
     teacher_variables: tuple = ()

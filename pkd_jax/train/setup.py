@@ -160,7 +160,7 @@ def setup(
     )  # fmt: skip
     tx = make_optimizer(
         config.optim, variables["params"], steps_per_epoch=steps_per_epoch(config, cache),
-        frozen_groups=build.frozen_trunks(config),
+        total_steps=config.train.num_steps, frozen_groups=build.frozen_trunks(config),
     )  # fmt: skip
     state_rng = jax.random.key(config.seed)  # dropout keys: folded with the step number
     state = sharding.replicate(create_state(variables, tx, state_rng), mesh)

@@ -18,6 +18,8 @@ LR_FIELDS = {
     "audio_cnn": "lr_audio_cnn",
     "physio_cnn": "lr_physio_cnn",
 }
+# `optim.schedule` values: "step" (the `lr_decay*` staircase) or "warmup_cosine" (`warmup_cosine`).
+SCHEDULES = ("step", "warmup_cosine")
 
 
 @flax.struct.dataclass
@@ -56,26 +58,61 @@ def step_decay(lr: float, rate: float, start_step: int, every_steps: int) -> opt
     return schedule
 
 
+def warmup_cosine(lr: float, warmup_steps: int, total_steps: int, final_fraction: float) -> optax.Schedule:
+    """0 rising linearly to `lr` over `warmup_steps`, then a cosine down to `final_fraction * lr` at
+    `total_steps` (and held there), optax's `warmup_cosine_decay_schedule`.
+
+    optax counts `total_steps` including the warm-up, so the cosine spans `total_steps - warmup_steps`.
+    The rate at step 0 is 0 when there is a warm-up: the first update leaves the parameters as they are.
+    """
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"warm-up needs 0 <= warmup_steps < total_steps, got {warmup_steps}, {total_steps}")
+    if not 0.0 <= final_fraction <= 1.0:
+        raise ValueError(f"final_fraction must be in [0, 1], got {final_fraction}")
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=warmup_steps, decay_steps=total_steps,
+        end_value=lr * final_fraction,
+    )  # fmt: skip
+
+
+def learning_rate(
+    optim: ml_collections.ConfigDict, base_lr: float, *, steps_per_epoch: int, total_steps: int | None
+) -> optax.Schedule | float:
+    """The rate of a group with `base_lr` under `optim.schedule`: every group follows the same shape,
+    scaled by its own base rate."""
+    schedule = optim.get("schedule", "step")  # configs written before the field existed: the staircase
+    if schedule == "step":
+        return step_decay(
+            base_lr, optim.lr_decay, optim.lr_decay_start_epoch * steps_per_epoch,
+            optim.lr_decay_every_epochs * steps_per_epoch,
+        )  # fmt: skip
+    if schedule == "warmup_cosine":
+        if total_steps is None:
+            raise ValueError("optim.schedule='warmup_cosine' needs the run's total steps (train.num_steps)")
+        return warmup_cosine(base_lr, optim.warmup_steps, total_steps, optim.final_lr_fraction)
+    raise ValueError(f"unknown optim.schedule {schedule!r}; choose one of {list(SCHEDULES)}")
+
+
 def make_optimizer(
     optim: ml_collections.ConfigDict,
     params: Any,
     *,
     steps_per_epoch: int = 1000,
+    total_steps: int | None = None,
     frozen_groups: tuple[str, ...] = (),
 ) -> optax.GradientTransformation:
     """Adam (AdamW with weight decay) with one learning rate per top-level module group.
 
-    Every group's rate follows `step_decay` with the config's `lr_decay*` fields, counted in epochs of
-    `steps_per_epoch` optimizer steps (the loop passes one pass over the training frames). Groups in
-    `frozen_groups` (frozen trunks, `build.frozen_trunks`) are never updated, not even by weight decay.
+    Every group's rate follows `learning_rate`: with `optim.schedule="step"`, `step_decay` with the
+    config's `lr_decay*` fields, counted in epochs of `steps_per_epoch` optimizer steps (the loop passes
+    one pass over the training frames); with "warmup_cosine", `warmup_cosine` ending at `total_steps`
+    (the loop passes `train.num_steps`). Groups in `frozen_groups` (frozen trunks,
+    `build.frozen_trunks`) are never updated, not even by weight decay.
     """
     labels = group_labels(params)
 
     def adam(base_lr: float) -> optax.GradientTransformation:
-        lr = step_decay(
-            base_lr, optim.lr_decay, optim.lr_decay_start_epoch * steps_per_epoch,
-            optim.lr_decay_every_epochs * steps_per_epoch,
-        )  # fmt: skip
+        lr = learning_rate(optim, base_lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
         if optim.weight_decay > 0:
             return optax.adamw(lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
         return optax.adam(lr, b1=optim.b1, b2=optim.b2)

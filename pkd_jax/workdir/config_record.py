@@ -5,7 +5,8 @@ history and is never rewritten: a restart compares its config with the recorded 
 the amendments so far, `workdir.read_config`) and
 
 - bookkeeping fields (`BOOKKEEPING`: step counts, logging, checkpoint policy, evaluation batching) may
-  change freely; each change is recorded;
+  change freely; each change is recorded; except `train.num_steps` under `optim.schedule="warmup_cosine"`,
+  whose cosine ends at num_steps, so that a new count changes the learning rate of every later step;
 - fields of the network (`stage`, `targets`, `model.*` but `model.dtype`, `data.face_size`) cannot
   change: the checkpoints hold another network;
 - every other field (data, loss, optimizer, seed, teacher, ...) changes what is learned from the resumed
@@ -145,6 +146,18 @@ BOOKKEEPING = (
 )
 
 
+def is_bookkeeping(field: str, *configs: ml_collections.ConfigDict) -> bool:
+    """Whether changing `field` leaves what is learned alone under `configs` (recorded and new).
+
+    `train.num_steps` is bookkeeping while the learning rate does not depend on it: with the
+    "warmup_cosine" schedule the cosine is stretched to the new count, so the resumed steps see other
+    rates than the recorded run would have (the schedule is that of the final num_steps).
+    """
+    if field == "train.num_steps":
+        return all(c.optim.get("schedule", "step") == "step" for c in configs)
+    return field in BOOKKEEPING
+
+
 class ConfigChangeError(ValueError):
     """A restart's config differs from the workdir's in fields that may not change (listed)."""
 
@@ -223,14 +236,15 @@ def record_config(
             write_text_atomic(path, json.dumps(recorded, indent=2))
             (workdir / AMENDMENTS_NAME).unlink(missing_ok=True)
         return []
-    changes = config_changes(read_config(path), config)
+    previous = read_config(path)
+    changes = config_changes(previous, config)
     network = {k: v for k, v in changes.items() if is_network_field(k)}
     if network:
         raise ConfigChangeError(
             f"{workdir} has checkpoints of another network ({path}): {_listing(network)}. These cannot "
             "change on resume: train in a new workdir"
         )
-    restricted = {k: v for k, v in changes.items() if k not in BOOKKEEPING}
+    restricted = {k: v for k, v in changes.items() if not is_bookkeeping(k, previous, config)}
     if restricted and not allow_change:
         raise ConfigChangeError(
             f"{workdir} has checkpoints (up to step {step}) trained with another config ({path}): "
