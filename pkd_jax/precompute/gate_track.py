@@ -210,6 +210,7 @@ def _judged(video_id: str, labelled: tuple[str, ...] | None) -> bool:
 
 
 def _num_frames(cache: Cache, videos: Any) -> dict[str, int]:
+    """Frames of each of `videos`: the "time" shuffle moves a recording by half of them."""
     return {v: cache.video(v).num_frames for v in videos}
 
 
