@@ -56,6 +56,9 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     d.eval_windows_per_batch = 4  # strong setting: evaluation windows per batch
     d.physio_window_s = 8.0  # physio teachers: seconds of physiological features per frame, centred on it
     d.physio_window_step = 5  # physio teachers: frames between a window's samples (5: 5 Hz)
+    # Training recordings with gold-standard labels; () = all. Teachers and baselines train on these only;
+    # students see every recording, the others with the distillation term alone (docs/training.md "Controls")
+    d.labelled_recordings = ()  # training recording ids that have labels; () = every training recording
 
     c.model = m = ml_collections.ConfigDict()  # network sizes (RECOLA, weak setting)
     m.vgg_width = 1.0  # VGG19-BN channel multiplier (1.0 = the paper's network)
@@ -125,6 +128,8 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     # "joint" is one-stage: the teacher (model.teacher_modalities) trains in the student's step
     t.mode = "cached"  # "cached": outputs computed once per frame; "online": run in the step; or "joint"
     t.warmup_steps = 0  # mode "joint": steps that train the teacher alone before the student starts
+    # A negative control (docs/training.md "Controls"): the cached teacher's outputs moved off their frames
+    t.shuffle = "none"  # "none"; "recording": another recording's outputs; "time": shifted half a recording
 
     c.train = tr = ml_collections.ConfigDict()  # loop length, logging, checkpoints
     tr.num_steps = 20_000  # optimizer steps

@@ -12,9 +12,11 @@ import ml_collections
 from pkd_jax import defaults
 from pkd_jax.config import build
 from pkd_jax.data.cache import TARGETS
+from pkd_jax.data.labelled import check_labelled_field
 from pkd_jax.data.pipeline import MISSING_FACE_POLICIES
 from pkd_jax.data.preprocess_config import FACE_ALIGNMENTS, check_detector_name
 from pkd_jax.losses import CCC_REDUCTIONS, DISTILL_TERMS, GATE_CONTEXTS, GATE_NAMES
+from pkd_jax.precompute.teacher_shuffle import TEACHER_SHUFFLES
 from pkd_jax.train.state import SCHEDULES
 
 
@@ -40,6 +42,7 @@ def _choices() -> dict[str, tuple[Any, ...]]:
         "loss.gate_context": GATE_CONTEXTS,
         "teacher.mode": ("cached", "online", "joint"),
         "teacher.combine": ("average", "best"),
+        "teacher.shuffle": TEACHER_SHUFFLES,
         "eval.score": ("mean_over_videos", "concatenated"),
         "optim.schedule": SCHEDULES,
     }
@@ -127,6 +130,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
             f"config.train.population_seeds={seeds}: () or {config.train.population} distinct seeds "
             f"(train.population={config.train.population})"
         )
+    problems.extend(check_labelled_field(config.data.labelled_recordings))
     if problems:
         raise ValueError("invalid config: " + "; ".join(problems))
 
@@ -164,6 +168,11 @@ def validate_teachers(config: ml_collections.ConfigDict) -> None:
     """A student's teacher settings: one teacher, several (`teacher.workdirs`), or one-stage (`joint`)."""
     t = config.teacher
     named = bool(t.workdir or t.checkpoint)
+    if t.shuffle != "none" and t.mode != "cached":
+        raise ValueError(
+            f"config.teacher.shuffle={t.shuffle!r} moves the cached teacher's outputs: it needs "
+            f"teacher.mode='cached', not {t.mode!r}"
+        )
     if t.mode == "joint":
         if named or t.workdirs:
             raise ValueError(

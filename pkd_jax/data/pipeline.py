@@ -315,15 +315,19 @@ def train_dataset(
     shard_count: int = 1,
     extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     frame_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    video_ids: list[str] | None = None,
 ) -> grain.MapDataset:
     """An endless, seeded stream of training batches for this process's shard.
+
+    Clips come from every `split` video, or from `video_ids` among them (the labelled recordings of a
+    stage without a teacher, `pkd_jax.data.labelled`).
 
     `config.batch_size` is the per-process batch b; with n processes the global batch of step s is
     clips s*n*b .. (s+1)*n*b - 1 of the global stream, and process i reads the i-th block of b of them.
     Processes never repeat each other's clips, and the global batch, in the same order, is the one a
     single process would draw, whatever the number of processes.
     """
-    video_ids = cache.ids(split)
+    video_ids = cache.ids(split) if video_ids is None else list(video_ids)
     if not video_ids:
         raise ValueError(f"{cache.root}: no usable {split} videos (failures: {cache.failures()})")
     reader = FrameReader(cache, config, extra_arrays, frame_arrays)

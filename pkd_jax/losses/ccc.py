@@ -78,8 +78,13 @@ def ccc_loss(pred: Array, target: Array, mask: Array | None = None, *, per_seque
 
 
 def label_mask(batch: Batch) -> Array | None:
-    """Frames whose label counts: `label_mask` times `frame_mask`, whichever are present."""
+    """Frames whose label counts: `label_mask` times `frame_mask`, whichever are present, and, where the
+    batch has it, times `labelled` [B] (0 for a clip of a recording without labels, whose labels no
+    term or gate may see; `pkd_jax.data.labelled`)."""
     masks = [batch[k] for k in ("label_mask", "frame_mask") if batch.get(k) is not None]
+    if batch.get("labelled") is not None:
+        like = batch["labels"][..., 0]  # [B, T]: the flag of each clip over its frames
+        masks.append(_expand_mask(batch["labelled"], like))
     if not masks:
         return None
     return functools.reduce(lambda a, b: jnp.asarray(a, jnp.float32) * b, masks)
@@ -95,6 +100,11 @@ def ccc_term(reduction: str) -> TermFn:
     per_sequence = reduction == "per_sequence"
 
     def term(outputs: Outputs, batch: Batch) -> Array:
-        return ccc_loss(outputs["pred"], batch["labels"], label_mask(batch), per_sequence=per_sequence)
+        value = ccc_loss(outputs["pred"], batch["labels"], label_mask(batch), per_sequence=per_sequence)
+        if batch.get("labelled") is None or per_sequence:
+            return value  # per sequence, a clip without a valid label already gets 0
+        # Flattened over a batch with no labelled clip there is nothing to agree with: 0, not 1 - CCC 0.
+        # With a labelled clip the value is untouched, bit for bit.
+        return jnp.where(jnp.any(jnp.asarray(batch["labelled"]) > 0), value, 0.0)
 
     return term

@@ -34,6 +34,7 @@ from pkd_jax.losses.ccc import Array, Batch, LossFn, Outputs, TermFn, _expand_ma
 from pkd_jax.losses.distill import cosine_term, mse_term, response_term
 from pkd_jax.losses.gates import (
     GATE_CONTEXTS,
+    OWN_CONTEXTS,
     ContextGateFn,
     GateFn,
     GateWeights,
@@ -41,6 +42,7 @@ from pkd_jax.losses.gates import (
     gate_gamma,
     make_gate,
 )
+from pkd_jax.losses.labelled import labelled_flags, student_sequences, unlabelled_gamma, without_supervision
 from pkd_jax.losses.pkdot import pkdot_term
 from pkd_jax.losses.relational import rkd_term, similarity_term
 
@@ -156,6 +158,11 @@ def compose_parts(
         cos_fn = distill
     gate_fn = make_gate(gate, alpha=alpha, theta=theta) if isinstance(gate, str) else gate
     context_gate: ContextGateFn | None = None  # gate_fn, known to take `gamma`, with a gate context
+    # Batches with unlabelled clips give the gate gamma from outside, so a built-in gate with no context
+    # gets its own (`pkd_jax.losses.labelled`); a user gate without one sees their labels masked.
+    open_context = gate_context or (OWN_CONTEXTS.get(gate) if isinstance(gate, str) else None)
+    if open_context is not None and gate_context is None and _accepts_gamma(gate_fn):
+        context_gate = gate_fn
     if gate_context is not None:
         if gate_context not in GATE_CONTEXTS:
             raise ValueError(f"unknown gate context {gate_context!r}; choose one of {list(GATE_CONTEXTS)}")
@@ -169,13 +176,15 @@ def compose_parts(
     def parts(outputs: Outputs, batch: Batch) -> tuple[Array, Array, GateWeights]:
         l_ccc, l_cos = ccc_fn(outputs, batch), cos_fn(outputs, batch)
         teacher_pred, labels, mask = outputs["teacher_pred"], batch["labels"], label_mask(batch)
-        if gate_context is None:
+        # Without unlabelled clips (no `labelled` key) this is the loss as it always was.
+        context = gate_context if labelled_flags(batch) is None else open_context
+        if context is None:
             weights = gate_fn(teacher_pred, labels, mask)
         else:
-            assert context_gate is not None  # set with gate_context
-            gamma = gate_gamma(gate_context, teacher_pred, labels, mask, batch)
+            assert context_gate is not None  # set with a context
+            gamma = unlabelled_gamma(gate_gamma(context, teacher_pred, labels, mask, batch), batch)
             weights = context_gate(teacher_pred, labels, mask, gamma=gamma)
-        return l_ccc, l_cos, weights
+        return l_ccc, l_cos, without_supervision(weights, batch)
 
     return parts
 
@@ -210,10 +219,16 @@ def combine_teachers(parts: Sequence[PartsFn], rule: str = "average") -> LossFn:
         gammas = per_teacher(batch["gate_gamma"]) if "gate_gamma" in batch else None
         if len(preds) != count_k or len(embs) != count_k:
             raise ValueError(f"{count_k} teachers' gates, but outputs of {len(preds)} teachers")
-        seq = sequence_weights(batch)
+        seq = student_sequences(batch, sequence_weights(batch))  # unlabelled clips too, for distillation
         count = jnp.maximum(jnp.sum(seq), 1.0)
         wide = lambda x: jnp.broadcast_to(x, seq.shape)
         mean = lambda x: jnp.sum(seq * wide(x)) / count
+        # The teacher's gamma is a measure against labels: reported over the labelled clips alone.
+        flags = labelled_flags(batch)
+        judged = seq if flags is None else seq * flags
+        judged_mean = (
+            mean if flags is None else lambda x: jnp.sum(judged * wide(x)) / jnp.maximum(jnp.sum(judged), 1.0)
+        )
         per: dict[str, list[Array]] = {}  # per teacher, each [B]
         for k, part in enumerate(parts):
             view = {**outputs, "teacher_pred": preds[k], "teacher_emb": embs[k]}
@@ -236,13 +251,13 @@ def combine_teachers(parts: Sequence[PartsFn], rule: str = "average") -> LossFn:
         used = lambda name: jnp.sum(use * jnp.stack(per[name]), axis=0)  # [B], by the teachers' shares
         loss = mean(used("total"))
         gamma_used = used("gamma")
-        q10, q50, q90 = _masked_quantiles(gamma_used, seq, (0.1, 0.5, 0.9))
+        q10, q50, q90 = _masked_quantiles(gamma_used, judged, (0.1, 0.5, 0.9))
         metrics = {
             "loss": loss,
             "ccc_loss": mean(used("ccc_loss")),
             "distill_loss": mean(used("distill_loss")),
             "distilled_fraction": mean(distilled),
-            "teacher_gamma": mean(gamma_used),
+            "teacher_gamma": judged_mean(gamma_used),
             "ccc_weight": mean(used("ccc_weight")),
             "distill_weight": mean(used("distill_weight")),
             "gamma_q10": q10,
@@ -252,7 +267,7 @@ def combine_teachers(parts: Sequence[PartsFn], rule: str = "average") -> LossFn:
         if count_k > 1:  # each teacher's own share and gate
             for k in range(count_k):
                 metrics[f"distilled_fraction_{k}"] = mean(trusted_k[k])
-                metrics[f"teacher_gamma_{k}"] = mean(gamma_k[k])
+                metrics[f"teacher_gamma_{k}"] = judged_mean(gamma_k[k])
                 metrics[f"used_fraction_{k}"] = mean(use[k] > 0)
         return loss, metrics
 

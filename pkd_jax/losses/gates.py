@@ -125,6 +125,8 @@ def make_gate(name: str, *, alpha: float = 0.2, theta: float = 0.2) -> GateFn:
 
 
 GATE_CONTEXTS = ("clip", "window", "batch")
+# Where each built-in gate measures gamma when given none: its defaults above, as `gate_gamma` contexts.
+OWN_CONTEXTS = {"none": "batch", "paper": "clip", "released_code": "batch"}
 
 
 def gate_gamma(context: str, teacher_pred: Array, labels: Array, mask: Array | None, batch: Batch) -> Array:

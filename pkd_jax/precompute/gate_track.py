@@ -38,7 +38,9 @@ from pkd_jax.cached import save_npz_atomic, tree_digest, write_text_atomic
 from pkd_jax.ccc_kernel import LOSS_EPS, ccc_from_moments, masked_moments
 from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
+from pkd_jax.data.labelled import labelled_recordings
 from pkd_jax.models import Teacher
+from pkd_jax.precompute.teacher_shuffle import shuffle_rows
 
 # The loss's eps: gamma precomputed here must decide as the gamma the loss computes online.
 CCC_EPS = LOSS_EPS
@@ -202,6 +204,32 @@ def expected_distilled_share(gate: str, gammas: np.ndarray, theta: float) -> flo
     raise ValueError(f"unknown gate {gate!r}")
 
 
+def _judged(video_id: str, labelled: tuple[str, ...] | None) -> bool:
+    """Whether the gate measures the teacher on `video_id`: every recording, or the labelled ones."""
+    return labelled is None or video_id in labelled
+
+
+def _num_frames(cache: Cache, videos: Any) -> dict[str, int]:
+    """Frames of each of `videos`: the "time" shuffle moves a recording by half of them."""
+    return {v: cache.video(v).num_frames for v in videos}
+
+
+def _open_where_unlabelled(
+    per_video: dict[str, np.ndarray],
+    track: dict[str, np.ndarray],
+    labelled: tuple[str, ...] | None,
+    span: int,
+) -> dict[str, np.ndarray]:
+    """`per_video` gammas with gamma 0 on every clip start of the unlabelled recordings of `track`."""
+    if labelled is None:
+        return per_video
+    out = dict(per_video)
+    for video_id, pred in track.items():
+        if video_id not in labelled:
+            out[video_id] = np.zeros(len(window_bounds(len(pred), span, span)[0]), np.float32)
+    return out
+
+
 def validate_gate_config(config: ml_collections.ConfigDict) -> None:
     """Clear errors for gate settings that cannot work together (`config_check` has checked each value)."""
     lo = config.loss
@@ -233,6 +261,13 @@ def prepare_gate(
 ) -> tuple[dict[str, dict[str, np.ndarray]], float, dict[str, Any]]:
     """What a student's gate needs before training: `(extra_arrays, theta, info)`.
 
+    Two controls change what the gate sees (docs/training.md "Controls"). `config.teacher.shuffle` moves
+    the track after it is loaded (the stored track stays the teacher's own), as `teacher_cache`'s clip
+    outputs were moved by the caller. With `config.data.labelled_recordings`, gamma is measured on the
+    labelled recordings only: theta's quantile, the quantiles and `gammas.npz` come from them, and an
+    unlabelled recording's clips get gamma 0 (no labels, no evidence against the teacher: the gate is
+    open there, and the expected distilled share counts them).
+
     extra_arrays: `{"gate_gamma": {video: [S]}}` for the "window" context (the pipeline adds it to
     every batch), else empty. theta: `config.loss.theta`, or the `theta_quantile` quantile of the
     teacher's gamma over every training clip start. info (written to `<workdir>/gate.json`, with the
@@ -244,6 +279,7 @@ def prepare_gate(
     lo = config.loss
     targets = build.target_indices(config)
     span = clip_span(config)
+    labelled = labelled_recordings(config, cache)  # None: every training recording
     per_video: dict[str, np.ndarray] | None = None
     extra: dict[str, dict[str, np.ndarray]] = {}
     if lo.gate_context == "window":
@@ -257,19 +293,28 @@ def prepare_gate(
             ),
             write=chief,
         )
+        track = shuffle_rows(track, config.teacher.shuffle, _num_frames(cache, track))
         per_video = gammas_from_track(
-            track, cache, targets, clip_frames=span, window_frames=lo.gate_window_frames
-        )
+            {v: t for v, t in track.items() if _judged(v, labelled)}, cache, targets, clip_frames=span,
+            window_frames=lo.gate_window_frames,
+        )  # fmt: skip
+        per_video = _open_where_unlabelled(per_video, track, labelled, span)
         extra["gate_gamma"] = per_video
     elif lo.gate_context == "clip" and teacher_cache is not None:
         per_video = {}
         for video_id, clip_pred in teacher_cache["teacher_pred"].items():
+            if not _judged(video_id, labelled):
+                per_video[video_id] = np.zeros(len(clip_pred), np.float32)  # no labels: the gate is open
+                continue
             video = cache.video(video_id)
             labels = np.asarray(video.labels)[:, list(targets)]
             per_video[video_id] = clip_gamma(clip_pred, labels, np.asarray(video.label_mask)).astype(
                 np.float32
             )
-    gammas = np.concatenate(list(per_video.values())) if per_video else None
+    # The teacher is judged where there are labels; the share it is expected to distil counts every clip.
+    judged = {v: g for v, g in (per_video or {}).items() if _judged(v, labelled)}
+    gammas = np.concatenate(list(judged.values())) if judged else None
+    every_clip = np.concatenate(list(per_video.values())) if per_video else None
     theta = float(lo.theta)
     if lo.theta_quantile:
         if gammas is None:  # `validate_gate_config` rules out the contexts without gammas; no clips left
@@ -285,8 +330,10 @@ def prepare_gate(
         "theta_quantile": float(lo.theta_quantile),
         "expected_distilled_share": None,
     }
-    if gammas is not None:
-        info["expected_distilled_share"] = expected_distilled_share(lo.gate, gammas, theta)
+    if labelled is not None:
+        info["labelled_recordings"] = list(labelled)
+    if gammas is not None and every_clip is not None:
+        info["expected_distilled_share"] = expected_distilled_share(lo.gate, every_clip, theta)
         info["gamma_quantiles"] = {
             f"q{int(q * 100)}": float(np.quantile(gammas, q)) for q in (0.05, 0.25, 0.5, 0.75, 0.95)
         }

@@ -32,6 +32,7 @@ from absl import logging
 from pkd_jax import console, losses
 from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
+from pkd_jax.data.labelled import describe, labelled_flags, labelled_recordings, stream_recordings
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.models import Network
 from pkd_jax.precompute import frozen_bn, trunk_features
@@ -127,6 +128,11 @@ def setup(
     record_config(config, workdir, allow_change=allow_config_change, write=chief)
     mesh = sharding.make_mesh()
     cache = open_feature_cache(config)
+    # Checked before the teachers' long precomputation; None: every training recording is labelled.
+    labelled = labelled_recordings(config, cache)
+    if labelled is not None:
+        console.say(str(describe(config, cache)), to_console=chief)
+    stream_ids = stream_recordings(config, cache)
     targets, dtype = build.target_indices(config), build.compute_dtype(config)
     teacher_mode = config.teacher.mode if config.stage == "student" else None
     teachers = Teachers()
@@ -147,19 +153,24 @@ def setup(
         train=True,
     )
     example = train_dataset(
-        cache, dataclasses.replace(pipeline, with_frames=True, with_audio="audio" in reads)
+        cache,
+        dataclasses.replace(pipeline, with_frames=True, with_audio="audio" in reads),
+        video_ids=stream_ids,
     )[0]
     variables = build.init_variables(model, example, config.seed)
     variables = load_pretrained(config, variables)
     variables = frozen_bn.calibrate_untrained(config, model, variables, cache)
     frame_arrays, trunk_digests = trunk_features.frozen_feature_arrays(config, model, variables, cache)
 
+    extra_arrays = dict(teachers.extra_arrays)
+    if labelled is not None and config.stage == "student":  # each clip's flag: supervised or not
+        extra_arrays |= labelled_flags(cache, labelled)
     dataset = train_dataset(
         cache, pipeline, shard_index=jax.process_index(), shard_count=jax.process_count(),
-        extra_arrays=teachers.extra_arrays or None, frame_arrays=frame_arrays or None,
+        extra_arrays=extra_arrays or None, frame_arrays=frame_arrays or None, video_ids=stream_ids,
     )  # fmt: skip
     tx = make_optimizer(
-        config.optim, variables["params"], steps_per_epoch=steps_per_epoch(config, cache),
+        config.optim, variables["params"], steps_per_epoch=steps_per_epoch(config, cache, stream_ids),
         total_steps=config.train.num_steps, frozen_groups=build.frozen_trunks(config),
     )  # fmt: skip
     state_rng = jax.random.key(config.seed)  # dropout keys: folded with the step number
@@ -294,10 +305,13 @@ def grain_read_options() -> Any:
     return grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
 
-def steps_per_epoch(config: ml_collections.ConfigDict, cache: Cache) -> int:
-    """Optimizer steps for one pass over the training frames (the unit of the learning-rate decay)."""
+def steps_per_epoch(
+    config: ml_collections.ConfigDict, cache: Cache, video_ids: list[str] | None = None
+) -> int:
+    """Optimizer steps for one pass over the training frames (the unit of the learning-rate decay): of
+    every training video, or of `video_ids`, those the clip stream draws from."""
     videos = cache.manifest["videos"]
-    frames = sum(videos[v]["num_frames"] for v in cache.ids("train"))
+    frames = sum(videos[v]["num_frames"] for v in (cache.ids("train") if video_ids is None else video_ids))
     per_example = config.data.window_subsequences * config.data.subsequence_frames or config.data.clip_frames
     return max(1, -(-frames // (config.data.batch_size * per_example)))
 

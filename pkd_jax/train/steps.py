@@ -46,10 +46,11 @@ def cached_teachers(batch: Batch, name: str) -> tuple[Any, ...]:
 
 
 def select_targets(batch: Batch, targets: tuple[int, ...]) -> Batch:
-    """The loss's view of a batch: the configured label columns, the masks and the gates' gammas (a
-    tuple, one per teacher, where the batch carries them)."""
+    """The loss's view of a batch: the configured label columns, the masks, the per-clip `labelled`
+    flag (where some training recordings have no labels, `pkd_jax.data.labelled`) and the gates' gammas
+    (a tuple, one per teacher, where the batch carries them)."""
     view: Batch = {"labels": jnp.asarray(batch["labels"])[..., list(targets)]}
-    for key in ("label_mask", "frame_mask"):
+    for key in ("label_mask", "frame_mask", "labelled"):
         if key in batch:
             view[key] = jnp.asarray(batch[key])
     if gammas := cached_teachers(batch, "gate_gamma"):

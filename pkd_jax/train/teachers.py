@@ -24,6 +24,7 @@ from pkd_jax.data.cache import Cache
 from pkd_jax.models import MODALITIES, Teacher
 from pkd_jax.precompute.gate_track import prepare_gate
 from pkd_jax.precompute.teacher_cache import compute_teacher_cache
+from pkd_jax.precompute.teacher_shuffle import shuffle_rows
 from pkd_jax.train import sharding
 from pkd_jax.train.steps import teacher_key
 from pkd_jax.workdir.trained import load_teacher
@@ -65,6 +66,19 @@ def teacher_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Co
     return out
 
 
+def shuffled(teacher_cache: dict[str, dict[str, Any]], mode: str, cache: Cache) -> dict[str, dict[str, Any]]:
+    """The cached teacher's per-clip outputs moved as `teacher.shuffle` says (the negative control,
+    `pkd_jax.precompute.teacher_shuffle`). The track is left as computed: the gate stores it as the
+    teacher's own and moves it the same way after loading (`prepare_gate`)."""
+    if mode == "none":
+        return teacher_cache
+    frames = {v: cache.video(v).num_frames for v in cache.ids("train")}
+    return {
+        name: arrays if name == "teacher_track" else shuffle_rows(arrays, mode, frames)
+        for name, arrays in teacher_cache.items()
+    }
+
+
 def gate_name(k: int, count: int) -> str:
     """Teacher k's gate files in the student's workdir: `gate.json` and `gate/` for a single teacher,
     `gate_<k>.json` and `gate_<k>/` among several."""
@@ -94,6 +108,7 @@ def prepare_teachers(
                 audio_window_s=config.data.audio_window_s, dtype=dtype,
                 with_track=config.loss.gate_context == "window", physio=build.physio_pipeline(config),
             )  # fmt: skip
+            teacher_cache = shuffled(teacher_cache, config.teacher.shuffle, cache)
         gate_arrays, theta, _ = prepare_gate(
             config, workdir, teacher=teacher, teacher_variables=local, teacher_source=source, cache=cache,
             teacher_cache=teacher_cache, dtype=dtype, chief=chief, name=gate_name(k, len(singles)),
