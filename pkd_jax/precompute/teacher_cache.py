@@ -22,7 +22,7 @@ from tqdm import tqdm
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.pipeline import PipelineConfig, eval_batches
 from pkd_jax.models import Teacher
-from pkd_jax.models.inputs import model_inputs
+from pkd_jax.models.inputs import feature_inputs, model_inputs
 
 
 def compute_teacher_cache(
@@ -39,11 +39,19 @@ def compute_teacher_cache(
     clips_per_call: int = 256,
     with_track: bool = False,
     physio: PipelineConfig | None = None,
+    trunk_features: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """`{"teacher_pred": {video: [S, L, K]}, "teacher_emb": {video: [S, L, D]}}` for `split`, and with
     `with_track` also `"teacher_track": {video: [T, K]}`, the predictions of one continuous pass.
-    `physio` gives the physiological windows' settings of a teacher that reads them."""
-    features = jax.jit(lambda v, *inputs: teacher.apply(v, *inputs, train=False, method="frame_features"))
+    `physio` gives the physiological windows' settings of a teacher that reads them; `trunk_features`
+    its frozen trunks' cached features (`{"visual_features": {video: [T, D]}, ...}`), read instead of
+    running those trunks."""
+    cached = dict(trunk_features or {})
+
+    @jax.jit
+    def features(v: Any, inputs: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        return teacher.apply(v, *inputs, train=False, method="frame_features", **kw)
+
     heads = jax.jit(lambda v, streams: teacher.apply(v, streams, method="from_features")[:2])
     whole = jax.jit(lambda v, streams: teacher.apply(v, streams, method="from_features")[0])
     preds: dict[str, np.ndarray] = {}
@@ -56,13 +64,14 @@ def compute_teacher_cache(
         parts: list[list[np.ndarray]] = [[] for _ in teacher.modality_order]
         for batch in eval_batches(
             cache, split, chunk_frames=chunk_frames, video_ids=[video_id], missing_face=missing_face,
-            audio_window_s=audio_window_s, with_audio="audio" in teacher.modality_order,
+            audio_window_s=audio_window_s,
+            with_audio="audio" in teacher.modality_order and "audio_features" not in cached,
             physio=physio if "physio" in teacher.modality_order else None,
+            frame_arrays=cached or None, with_frames="visual_features" not in cached,
         ):  # fmt: skip
             keep = batch["frame_mask"][0] > 0
-            for part, feats in zip(
-                parts, features(variables, *model_inputs(teacher, batch, dtype)), strict=True
-            ):
+            inputs = (model_inputs(teacher, batch, dtype), feature_inputs(teacher, batch))
+            for part, feats in zip(parts, features(variables, *inputs), strict=True):
                 part.append(np.asarray(feats[0][keep]))
         sequences = [np.concatenate(part) for part in parts]  # per stream [T, D]
         if with_track:

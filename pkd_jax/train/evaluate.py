@@ -22,8 +22,10 @@ from pkd_jax.config import build
 from pkd_jax.data.cache import TARGETS, Cache
 from pkd_jax.data.pipeline import PipelineConfig, eval_batches, eval_windows
 from pkd_jax.models import Network
-from pkd_jax.models.inputs import eval_modalities, model_inputs
+from pkd_jax.models.inputs import FEATURE_KEYS, eval_modalities, model_inputs
 from pkd_jax.train.steps import make_stream_step, over_members
+
+FeatureArrays = dict[str, dict[str, np.ndarray]]  # {"visual_features": {video: [T, D]}, ...}
 
 
 def predict_videos(
@@ -40,13 +42,16 @@ def predict_videos(
     video_ids: list[str] | None = None,
     stream_step: Any = None,
     physio: PipelineConfig | None = None,
+    feature_arrays: FeatureArrays | None = None,
 ) -> dict[str, np.ndarray]:
     """Predictions [T, targets] of every video of `split`, from one continuous pass per video.
-    `physio` gives the physiological windows' settings of a teacher that reads them."""
+    `physio` gives the physiological windows' settings of a teacher that reads them; `feature_arrays`
+    frozen trunks' cached features, which then stand for the trunk's input."""
     return predict_population(
         model, variables, cache, split, members=0, chunk_frames=chunk_frames,
         videos_per_batch=videos_per_batch, missing_face=missing_face, audio_window_s=audio_window_s,
         dtype=dtype, video_ids=video_ids, stream_step=stream_step, physio=physio,
+        feature_arrays=feature_arrays,
     )[0]  # fmt: skip
 
 
@@ -70,6 +75,7 @@ def predict_population(
     video_ids: list[str] | None = None,
     stream_step: Any = None,
     physio: PipelineConfig | None = None,
+    feature_arrays: FeatureArrays | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """`predict_videos` of each member of a population in one pass over the videos.
 
@@ -81,10 +87,12 @@ def predict_population(
             population_stream_step(model, dtype) if members else jax.jit(make_stream_step(model, dtype))
         )
     reads = eval_modalities(model)
+    features = dict(feature_arrays or {})
     batches = eval_batches(
         cache, split, chunk_frames=chunk_frames, videos_per_batch=videos_per_batch,
-        with_audio="audio" in reads, missing_face=missing_face,
+        with_audio="audio" in reads and "audio_features" not in features, missing_face=missing_face,
         audio_window_s=audio_window_s, video_ids=video_ids, physio=physio if "physio" in reads else None,
+        frame_arrays=features or None, with_frames="visual_features" not in features,
     )  # fmt: skip
     parts: list[dict[str, list[np.ndarray]]] = [{} for _ in range(max(members, 1))]
     carry = None
@@ -93,7 +101,7 @@ def predict_population(
             carry = model.zero_carry(videos_per_batch)
             if members:
                 carry = jax.tree.map(lambda x: jnp.broadcast_to(x, (members, *x.shape)), carry)
-        inputs = {k: batch[k] for k in ("frames", "audio", "physio") if k in batch}
+        inputs = {k: batch[k] for k in ("frames", "audio", "physio", *FEATURE_KEYS) if k in batch}
         pred, _, carry = stream_step(variables, inputs, carry)
         pred = np.asarray(pred) if members else np.asarray(pred)[None]
         for lane, vid in enumerate(batch["video_id"]):
@@ -167,6 +175,7 @@ def evaluate(
     dtype: DTypeLike = jnp.float32,
     predictions_dir: str | Path | None = None,
     stream_step: Any = None,
+    feature_arrays: FeatureArrays | None = None,
 ) -> dict[str, Any]:
     """CCC per video, mean over videos and over all frames concatenated, for each target.
 
@@ -174,11 +183,13 @@ def evaluate(
     "mean_ccc": float, "score": str}`, where `mean_ccc` (raw, averaged over targets) is the number model
     selection uses: of the mean over videos (RECOLA) or of the CCC over all frames concatenated
     (Aff-Wild2), as `config.eval.score` says. Strong-setting configs (windows) predict with
-    `predict_windows`. Writes one CSV per video to `predictions_dir` when given.
+    `predict_windows`. Writes one CSV per video to `predictions_dir` when given. `feature_arrays`:
+    frozen trunks' cached features of the split's videos, read instead of running the trunk (weak
+    setting; the same predictions to float rounding).
     """
     return evaluate_population(
         model, variables, cache, config, members=0, split=split, targets=targets, dtype=dtype,
-        predictions_dirs=[predictions_dir], stream_step=stream_step,
+        predictions_dirs=[predictions_dir], stream_step=stream_step, feature_arrays=feature_arrays,
     )[0]  # fmt: skip
 
 
@@ -194,6 +205,7 @@ def evaluate_population(
     dtype: DTypeLike = jnp.float32,
     predictions_dirs: list[str | Path | None] | None = None,
     stream_step: Any = None,
+    feature_arrays: FeatureArrays | None = None,
 ) -> list[dict[str, Any]]:
     """`evaluate` of every member of a population (variables stacked over `members` leading rows; 0
     for one model) from one pass over the videos; `predictions_dirs[m]` as `predictions_dir`."""
@@ -205,6 +217,7 @@ def evaluate_population(
             chunk_frames=config.data.eval_chunk_frames, videos_per_batch=config.data.eval_videos_per_batch,
             missing_face=config.data.missing_face, audio_window_s=config.data.audio_window_s,
             dtype=dtype, stream_step=stream_step, physio=build.physio_pipeline(config),
+            feature_arrays=feature_arrays,
         )  # fmt: skip
     dirs = predictions_dirs or [None] * len(preds)
     return [score(p, cache, config, targets, d) for p, d in zip(preds, dirs, strict=True)]

@@ -258,11 +258,15 @@ def setup_population(
     def eval_variables(state: Any) -> Any:
         return state.variables if how == "members" else sharding.local_view(state.variables)
 
+    # Members share cached trunk features only when their frozen trunks are the same (a pretrained one).
+    same_trunks = all(r.trunk_digests == first.trunk_digests for r in runs)
+    eval_features = first.eval_features if same_trunks else None
+
     def evaluate(state: Any, step: int, split: str = "dev") -> dict[str, Any]:
         save = split == "dev" and config.eval.save_predictions and first.chief
         results = evaluate_population(
             model, eval_variables(state), cache, config, members=count, split=split, targets=targets,
-            dtype=dtype, stream_step=stream_step,
+            dtype=dtype, stream_step=stream_step, feature_arrays=eval_features,
             predictions_dirs=[r.workdir / "predictions" / str(step) if save else None for r in runs],
         )  # fmt: skip
         scores = [r["mean_ccc"] for r in results]

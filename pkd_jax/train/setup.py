@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from pkd_jax import console, losses
@@ -88,6 +89,8 @@ class Run:
       mesh, cache, teachers: What the steps were built over (None / empty for a run made by hand).
       step_for: `thetas -> pure train step(state, batch, teacher variables)`, the gates' thresholds
         as inputs, for a population to map over its members (`pkd_jax.train.population`).
+      eval_features: Frozen trunks' cached features of the evaluated splits, when evaluation reads them
+        (`eval_feature_arrays`), and `trunk_digests` the weights digests of the trunks they came from.
     """
 
     config: ml_collections.ConfigDict
@@ -106,6 +109,8 @@ class Run:
     cache: Cache | None = None
     teachers: Teachers = dataclasses.field(default_factory=Teachers)
     step_for: Callable[[tuple[Any, ...]], Callable[..., tuple[TrainState, Metrics]]] | None = None
+    eval_features: dict[str, dict[str, np.ndarray]] | None = None
+    trunk_digests: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def setup(
@@ -161,6 +166,7 @@ def setup(
     variables = load_pretrained(config, variables)
     variables = frozen_bn.calibrate_untrained(config, model, variables, cache)
     frame_arrays, trunk_digests = trunk_features.frozen_feature_arrays(config, model, variables, cache)
+    eval_features = eval_feature_arrays(config, model, variables, cache, teacher_mode)
 
     extra_arrays = dict(teachers.extra_arrays)
     if labelled is not None and config.stage == "student":  # each clip's flag: supervised or not
@@ -196,10 +202,13 @@ def setup(
         return evaluate(
             model, sharding.local_view(state.variables), cache, config, targets=targets, dtype=dtype,
             stream_step=stream_step, predictions_dir=workdir / "predictions" / str(step) if save else None,
+            feature_arrays=eval_features,
         )  # fmt: skip
 
     def finish(state: TrainState, step: int, last_eval: dict[str, Any]) -> None:
-        finals = final_evaluations(config, model, state, cache, workdir, targets, dtype, stream_step)
+        finals = final_evaluations(
+            config, model, state, cache, workdir, targets, dtype, stream_step, eval_features
+        )
         if chief:
             write_finished(
                 config, workdir, cache, teachers, state.variables["params"], step, last_eval, finals
@@ -221,7 +230,7 @@ def setup(
         config=config, workdir=workdir, model=model, state=state, start_step=start, batches=batches,
         train_step=train_step, evaluate=dev_evaluation, finish=finish, checkpointer=checkpointer,
         writer=MetricWriter(workdir, resume_step=start), chief=chief, mesh=mesh, cache=cache, teachers=teachers,
-        step_for=step_for,
+        step_for=step_for, eval_features=eval_features, trunk_digests=trunk_digests,
     )  # fmt: skip
 
 
@@ -247,8 +256,20 @@ def write_finished(
     (workdir / "eval.json").write_text(json.dumps(record, indent=2))
 
 
+def eval_feature_arrays(
+    config: ml_collections.ConfigDict, model: Network, variables: Any, cache: Cache, teacher_mode: str | None
+) -> dict[str, dict[str, np.ndarray]] | None:
+    """Frozen trunks' cached features of the dev and final splits, so that evaluation runs only the
+    recurrent layer and heads, as training does (None: evaluate on pixels). The strong setting's windows
+    and the one-stage pair evaluate on pixels."""
+    if not build.cached_trunks(config) or build.is_windowed(config) or teacher_mode == "joint":
+        return None
+    splits = ("dev", *final_splits_present(config, cache))
+    return trunk_features.frozen_feature_arrays(config, model, variables, cache, splits=splits)[0]
+
+
 def final_evaluations(
-    config, model, state, cache: Cache, workdir: Path, targets, dtype, stream_step
+    config, model, state, cache: Cache, workdir: Path, targets, dtype, stream_step, feature_arrays=None
 ) -> dict[str, dict[str, Any]]:
     """`eval_<split>.json` of the final model for each of `config.eval.final_splits` the cache has.
 
@@ -260,7 +281,7 @@ def final_evaluations(
     for split in final_splits_present(config, cache):
         result = evaluate(
             model, sharding.local_view(state.variables), cache, config, split=split, targets=targets,
-            dtype=dtype, stream_step=stream_step,
+            dtype=dtype, stream_step=stream_step, feature_arrays=feature_arrays,
         )  # fmt: skip
         results[split] = write_final(workdir, split, result)
     return results

@@ -196,7 +196,11 @@ def make_stream_step(model: Network, dtype: DTypeLike = jnp.float32) -> Callable
     """`stream_step(variables, batch, carry) -> (pred, emb, carry)` for chunked inference."""
 
     def stream_step(variables: Any, batch: Batch, carry: Any) -> tuple[jax.Array, jax.Array, Any]:
-        out = model.apply(variables, *model_inputs(model, batch, dtype), carry, train=False, method="stream")
+        apply: Callable[..., Any] = model.apply  # the features are keyword inputs of the model
+        out = apply(
+            variables, *model_inputs(model, batch, dtype), carry, train=False, method="stream",
+            **feature_inputs(model, batch),
+        )  # fmt: skip
         return cast(tuple[jax.Array, jax.Array, Any], out)  # no `mutable`: the output alone
 
     return stream_step

@@ -17,16 +17,19 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from jax.typing import DTypeLike
 
 from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
 from pkd_jax.models import MODALITIES, Teacher
+from pkd_jax.precompute import trunk_features
 from pkd_jax.precompute.gate_track import prepare_gate
 from pkd_jax.precompute.teacher_cache import compute_teacher_cache
 from pkd_jax.precompute.teacher_shuffle import shuffle_rows
 from pkd_jax.train import sharding
 from pkd_jax.train.steps import teacher_key
+from pkd_jax.workdir.config_record import read_config
 from pkd_jax.workdir.trained import load_teacher
 
 
@@ -85,6 +88,17 @@ def gate_name(k: int, count: int) -> str:
     return "gate" if count == 1 else f"gate_{k}"
 
 
+def teacher_trunk_features(
+    teacher: Teacher, variables: Any, source: str, cache: Cache
+) -> dict[str, dict[str, np.ndarray]] | None:
+    """The cached features of a teacher's frozen trunks on the training videos, computed with the
+    teacher's own settings (its `config.json`), when it was trained on cached features; else None."""
+    teacher_config = read_config(Path(source).parents[1] / "config.json")
+    if not build.cached_trunks(teacher_config) or build.is_windowed(teacher_config):
+        return None
+    return trunk_features.frozen_feature_arrays(teacher_config, teacher, variables, cache)[0]
+
+
 def prepare_teachers(
     config: ml_collections.ConfigDict,
     workdir: Path,
@@ -107,6 +121,7 @@ def prepare_teachers(
                 teacher, local, cache, clip_frames=config.data.clip_frames, missing_face=config.data.missing_face,
                 audio_window_s=config.data.audio_window_s, dtype=dtype,
                 with_track=config.loss.gate_context == "window", physio=build.physio_pipeline(config),
+                trunk_features=teacher_trunk_features(teacher, local, source, cache),
             )  # fmt: skip
             teacher_cache = shuffled(teacher_cache, config.teacher.shuffle, cache)
         gate_arrays, theta, _ = prepare_gate(

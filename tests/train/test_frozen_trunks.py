@@ -36,6 +36,16 @@ def test_training_on_cached_features_equals_the_frozen_trunk_online(tmp_path, ca
     run_main("visual", tmp_path / "online", cache, FREEZE, "--config.model.frozen_features=online")
     cached, online = train_losses(tmp_path / "cached"), train_losses(tmp_path / "online")
     np.testing.assert_allclose(cached, online, rtol=1e-5)
+    # The cached run also evaluates on the stored features (only the recurrent layer and head run), the
+    # online one on the pixels: the same scores, to the rounding training itself accumulates.
+    scores = [
+        json.loads((tmp_path / run / "eval.json").read_text())["raw"]["per_video"]
+        for run in ("cached", "online")
+    ]
+    assert scores[0].keys() == scores[1].keys()
+    for video, targets in scores[0].items():
+        for target, value in targets.items():
+            assert value == pytest.approx(scores[1][video][target], abs=2e-3), (video, target)
     # Training moved the recurrent layer and the head but left the trunk (and its BN statistics) as it was
     # initialised: the digest of the checkpoint's trunk names the stored features' directory.
     run = load_trained(tmp_path / "cached")
@@ -89,6 +99,25 @@ def test_batch_features_are_the_trunk_on_the_batch_inputs(tmp_path):
     )(variables, batch["visual_features"], batch["audio_features"])
     for a, b in zip(full, from_features, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_teachers_cached_outputs_from_its_trunks_features_equal_those_from_its_inputs(tmp_path):
+    from pkd_jax.precompute.teacher_cache import compute_teacher_cache
+    from tests.fake_cache import write_fake_cache
+
+    cache_dir = write_fake_cache(tmp_path / "cache", frames=30)
+    config = _config("teacher", cache_dir, freeze_visual_cnn=True, freeze_audio_cnn=True)
+    cache = Cache(cache_dir)
+    model = build.build_teacher(config)
+    pipeline = build.pipeline_config(config, batch_size=2, with_audio=True, train=True)
+    variables = build.init_variables(model, train_dataset(cache, pipeline)[0], 0)
+    arrays, _ = trunk_features.frozen_feature_arrays(config, model, variables, cache)
+    settings = {"clip_frames": 4, "missing_face": "retain", "audio_window_s": 1.0, "with_track": True}
+    from_inputs = compute_teacher_cache(model, variables, cache, **settings)
+    from_features = compute_teacher_cache(model, variables, cache, trunk_features=arrays, **settings)
+    for name, per_video in from_inputs.items():
+        for video, value in per_video.items():
+            np.testing.assert_allclose(from_features[name][video], value, rtol=1e-4, atol=1e-5)
 
 
 def test_a_changed_trunk_or_corpus_is_detected(tmp_path, caplog):
