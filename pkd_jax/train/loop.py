@@ -116,7 +116,9 @@ def train(run: Run) -> dict[str, Any]:
                 dev_ccc = last_eval["member_ccc"] if "members" in last_eval else last_eval["mean_ccc"]
                 run.writer.write(step, flatten_eval(last_eval), kind="eval")
                 console.say(console.eval_line(step, last_eval), to_console=run.chief)
-            if dev_ccc is not None or step % cfg.checkpoint_every == 0 or last or stopping:
+            # With keep_best, every evaluation is a candidate checkpoint; else only the schedule's.
+            best_candidate = dev_ccc is not None and cfg.keep_best > 0
+            if best_candidate or step % cfg.checkpoint_every == 0 or last or stopping:
                 run.checkpointer.save(step, state, run.batches, dev_ccc=dev_ccc)
             if stopping:
                 logging.warning("Stopping on signal at step %d after saving a checkpoint.", step)
