@@ -289,4 +289,15 @@ def experiment_fields() -> ml_collections.ConfigDict:
     e.corpus_layout = "recola"  # synthetic corpus only: "recola" or "affwild2" layout
     e.corpus_physio = True  # synthetic corpus only (RECOLA layout): ECG and EDA recordings too
     e.population = 1  # > 1: each method's seeds train together, in populations of up to this many; 0: auto
+    # A visual trunk pretrained on a separate synthetic face set, then frozen for every method
+    # (`pkd_jax.experiments.pretrain`; the synthetic corpus's stand-in for the paper's FER2013 VGG19).
+    e.pretrain = p = ml_collections.ConfigDict()
+    p.visual = False  # pretrain the trunk on the face set and freeze it (cached features) in every method
+    p.audio = False  # with visual: also the audio trunk (a teacher's, next to the frozen visual trunk)
+    p.recordings = 6  # face-set recordings it trains on (another corpus seed: identities seen nowhere else)
+    p.dev_recordings = 2  # face-set recordings its own dev score is measured on
+    p.seed = 1000  # the face set's corpus seed (must differ from corpus_seed)
+    p.steps = 1500  # optimizer steps, single frames
+    p.batch_size = 32  # frames per step
+    p.lr = 1e-3  # learning rate of the trunk, its recurrent layer and head
     return e

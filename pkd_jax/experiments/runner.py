@@ -36,6 +36,10 @@ METHODS.update(
         for term in DISTILL_METHODS
     }
 )
+# The negative control (`configs/demo.py:controls`): the ungated student distilled from its teacher's
+# outputs moved to another training recording, so the distillation term keeps its form and size but carries
+# nothing about the student's own frames.
+METHODS["student_shuffled"] = {"stage": "student", "loss.gate": "none", "teacher.shuffle": "recording"}
 # Beyond the paper (`configs/demo.py:beyond`): teachers with physiological signals, a student of two
 # teachers, one-stage distillation. `_teachers` names the teacher run(s) a student distils from (default:
 # "teacher"); the one-stage student trains its own (audio + visual) teacher in the same run.
@@ -66,6 +70,10 @@ def method_config(
             node = node[name]
         node[leaf] = value
     config.seed = seed
+    if config.stage != "teacher" or "audio" not in config.model.teacher_modalities:
+        # Only an audio teacher has the audio trunk an experiment-wide pretrained one is meant for.
+        config.pretrained.audio_cnn = ""
+        config.model.freeze_audio_cnn = False
     if config.stage == "student" and config.teacher.mode != "joint":
         teachers = tuple(str(run_dir(workdir, t, seed)) for t in spec.get("_teachers", ("teacher",)))
         config.teacher.workdir = teachers[0] if len(teachers) == 1 else ""
@@ -148,6 +156,23 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: Path) -> ml_collect
     return config
 
 
+def with_pretrained_trunks(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
+    """With `experiment.pretrain.visual`: the trunks pretrained on the separate face set
+    (`pkd_jax.experiments.pretrain`), loaded and frozen, with cached features, by every method."""
+    pretrain = config.experiment.get("pretrain")
+    if pretrain is None or not pretrain.visual:
+        return config
+    from pkd_jax.experiments.pretrain import pretrain_trunks
+
+    files = pretrain_trunks(config, workdir)
+    config = ml_collections.ConfigDict(config.to_dict())
+    for group, path in files.items():
+        config.pretrained[group] = str(path)
+        config.model[f"freeze_{group}"] = True  # never updated: the paper's lr 1e-6 / 1e-5, to the limit
+    config.model.frozen_features = "cached"
+    return config
+
+
 def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Trains (or reuses) every method for every seed and writes the reports.
 
@@ -159,6 +184,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     enable_compilation_cache(workdir)
     start = time.perf_counter()
     config = prepare_data(config, workdir)
+    config = with_pretrained_trunks(config, workdir)
     seeds = tuple(config.experiment.seeds)
     methods = list(config.experiment.get("methods", tuple(METHODS)))
     if unknown := set(methods) - set(METHODS):
