@@ -15,8 +15,7 @@ from pkd_jax.losses import DISTILL_TERMS
 from pkd_jax.provenance import provenance_lines
 from pkd_jax.workdir.metric_writer import read_metrics
 
-# RECOLA dev, mean CCC (valence, arousal) as the paper reports them
-# (post-processed; docs/method.md, Paper results).
+# RECOLA dev, mean CCC (valence, arousal) as the paper reports them (post-processed; docs/method.md).
 PAPER_RECOLA = {
     "teacher": (0.472, 0.586),
     "teacher_black": (0.40, 0.53),
@@ -41,6 +40,7 @@ LABELS = {
     "student_pv": "Student of the physio + visual teacher (paper gate)",
     "student_two": "Student of two teachers, A+V and P+V (paper gates, average)",
     "student_onestage": "Student, one-stage with its A+V teacher (no gate)",
+    "student_shuffled": "Student (no gate) of the teacher shuffled across recordings",
 }
 
 
@@ -364,6 +364,7 @@ def _markdown_weak(results: dict[str, Any]) -> str:
         "",
         *_distill_table(results, which),
         *_beyond_table(results, which),
+        *_controls_table(results, which),
         f"## Table 5: missing faces, frame retention vs black frames (teacher; {which})",
         "",
         *_table(results, ["teacher", "teacher_black"]),
@@ -374,6 +375,16 @@ def _markdown_weak(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _controls_table(results: dict[str, Any], which: str) -> list[str]:
+    """The controls (`configs/demo.py:controls`), when the experiment ran the shuffled teacher's student."""
+    if "student_shuffled" not in results["summary"]:
+        return []
+    labelled = tuple(results.get("config", {}).get("data", {}).get("labelled_recordings") or ())
+    regime = f"labels on {', '.join(labelled)} only; students distil on all" if labelled else "all labelled"
+    methods = [m for m in ("visual", "student_nogate", "student_shuffled") if m in results["summary"]]
+    return [f"## Controls ({which}; {regime})", "", *_table(results, methods), ""]
 
 
 def _gate_files(run: Path) -> tuple[dict[str, Any], np.ndarray] | None:

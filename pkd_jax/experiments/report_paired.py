@@ -36,6 +36,7 @@ def comparisons(methods: Sequence[str]) -> list[tuple[str, str]]:
         ("student_two", "student"),
         ("student_two", "student_pv"),
         ("student_onestage", "student_nogate"),
+        ("student_nogate", "student_shuffled"),
     ]
     pairs += [(a, b) for a, b in extensions if a in methods and b in methods]
     return pairs
