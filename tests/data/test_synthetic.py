@@ -86,10 +86,18 @@ def test_media_decode_with_right_lengths(corpus: Path) -> None:
 
 
 def test_deterministic_and_independent_of_other_ids(corpus: Path, tmp_path: Path) -> None:
-    # Same seed and id, generated alone: byte-identical latent and audio.
+    # Same seed and id, generated alone: every file of the recording byte-identical (video, audio,
+    # ratings, latent, physiology), so a fresh clone regenerates the corpus behind the documented numbers.
     synthetic.generate_video(tmp_path, "train_2", N_FRAMES, SEED, CONFIG)
-    for rel in ("latent/train_2.csv", "recordings_audio/train_2.wav"):
-        assert (tmp_path / rel).read_bytes() == (corpus / rel).read_bytes()
+    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("train_2.*"))
+    assert {p.parts[0] for p in files} >= {
+        "recordings_video",
+        "recordings_audio",
+        "latent",
+        "ratings_gold_standard",
+    }
+    for rel in files:
+        assert (tmp_path / rel).read_bytes() == (corpus / rel).read_bytes(), rel
     synthetic.generate_video(tmp_path / "other", "train_2", N_FRAMES, SEED + 1, CONFIG)
     other = (tmp_path / "other/latent/train_2.csv").read_bytes()
     assert other != (corpus / "latent/train_2.csv").read_bytes()
