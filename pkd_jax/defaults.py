@@ -289,9 +289,8 @@ def experiment_fields() -> ml_collections.ConfigDict:
     e.corpus_layout = "recola"  # synthetic corpus only: "recola" or "affwild2" layout
     e.corpus_physio = True  # synthetic corpus only (RECOLA layout): ECG and EDA recordings too
     e.population = 1  # > 1: each method's seeds train together, in populations of up to this many; 0: auto
-    # A visual trunk pretrained on a separate synthetic face set, then frozen for every method
-    # (`pkd_jax.experiments.pretrain`; the synthetic corpus's stand-in for the paper's FER2013 VGG19).
-    e.pretrain = p = ml_collections.ConfigDict()
+    # (`pkd_jax.experiments.pretrain`: the synthetic corpus's stand-in for the paper's FER2013 VGG19.)
+    e.pretrain = p = ml_collections.ConfigDict()  # trunks pretrained on a separate synthetic face set, frozen
     p.visual = False  # pretrain the trunk on the face set and freeze it (cached features) in every method
     p.audio = False  # with visual: also the audio trunk (a teacher's, next to the frozen visual trunk)
     p.recordings = 6  # face-set recordings it trains on (another corpus seed: identities seen nowhere else)
