@@ -1,25 +1,34 @@
-"""The paper on a laptop: tiny networks on the bundled synthetic corpus, a few minutes on a 2-core CPU.
+"""The paper on a laptop: tiny networks on the bundled synthetic corpus, trained to convergence, 20
+paired seeds, in under 15 minutes on a 2-core CPU.
 
     python -m pkd_jax.experiments.paper --config=configs/demo.py --workdir=runs/demo
 
-The same hyper-parameters serve every method (no per-method tuning); the gate's settings come from
-`pkd_jax/defaults.py`, chosen on dev by `configs/gate_sweep.py`. Five seeds of teacher, visual-only baseline
-and the two students keep `make demo` within 15 minutes on a 2-core CPU; on an accelerator each method's
-seeds train as one population, in one program (`experiment.population`, docs/training.md "Populations"). Arguments: `table5` (also the
-teacher with black frames for missing faces, Table 5), `smoke` (a seconds-long version for tests, with
-every method), `distill` (every distillation term of `pkd_jax.losses` with the paper gate, next to the
-cosine student, under the same seeds; with `smoke`, in seconds), `strong` (the strong setting of Table 6 instead: tiny R3D-18 + LSTM and ResNet-18 with
-joint cross-attention fusion, on a synthetic corpus in the Aff-Wild2 layout, scored by CCC over all dev
-frames concatenated), `frozen` (the fast option for loss research: every stage's visual trunk frozen,
-its features computed once per seed and reused by the baseline and every student, docs/training.md
-"Frozen trunks"; it combines with the others, e.g. `distill,frozen`), `beyond` (beyond the paper:
-teachers of physiological + visual and audio + visual + physiological signals, students of the physio
-teacher and of two teachers, and one-stage distillation against two-stage, under the same seeds;
-docs/results.md "Beyond the paper"):
+Like the paper's VGG19 (FER2013, fine-tuned at lr 1e-6) and ResNet-18 (ImageNet, lr 1e-5), the trunks
+are pretrained, here on a separate synthetic face set whose recordings and identities are in no split
+(`experiment.pretrain`, `pkd_jax.experiments.pretrain`), then frozen: their features are computed once
+and every method trains its recurrent layer, fusion and heads on them, with a warm-up and cosine
+learning-rate schedule to the step count chosen on dev (docs/results.md, "Convergence"). Each method's
+20 seeds train as one population, one program (docs/training.md "Populations"). The same
+hyper-parameters serve every method; the gate's settings come from `pkd_jax/defaults.py`. Scores are
+raw CCC of the last step on 9 held-out test recordings, with dev alongside.
 
+Arguments:
+- `controls`: the positive and negative controls (docs/results.md "Controls"): labels on three training
+  recordings only (`data.labelled_recordings`; teacher and baseline train on those), the students
+  distilling on all nine, and the ungated student of a teacher shuffled across recordings
+  (`teacher.shuffle`);
+- `table5`: also the teacher with black frames for missing faces (Table 5);
+- `distill`: every distillation term of `pkd_jax.losses` with the paper gate, next to the cosine student;
+- `beyond`: physiological teachers, two teachers, one-stage distillation (docs/results.md "Beyond the
+  paper");
+- `frozen`: the trunks frozen at their random initialisation instead of pretrained (loss research on
+  fixed random features, docs/training.md "Frozen trunks");
+- `strong`: the strong setting of Table 6 instead (tiny R3D-18 + LSTM and ResNet-18 with joint
+  cross-attention fusion, Aff-Wild2 layout, trainable trunks, one seed);
+- `smoke`: a seconds-long version for tests, with every method and no pretraining.
+
+    python -m pkd_jax.experiments.paper --config=configs/demo.py:controls --workdir=runs/demo_controls
     python -m pkd_jax.experiments.paper --config=configs/demo.py:strong --workdir=runs/demo_strong
-    python -m pkd_jax.experiments.paper --config=configs/demo.py:distill,frozen --workdir=runs/demo_frozen
-    python -m pkd_jax.experiments.paper --config=configs/demo.py:beyond --workdir=runs/demo_beyond
 """
 
 import ml_collections
@@ -27,6 +36,7 @@ import ml_collections
 from pkd_jax import defaults
 from pkd_jax.experiments.runner import DISTILL_METHODS
 
+NUM_STEPS = 600  # chosen on dev from a 1,500-step pilot's curves (docs/results.md, "Convergence")
 BEYOND_METHODS = (
     "teacher", "teacher_pv", "teacher_apv", "visual", "student", "student_pv", "student_two",
     "student_nogate", "student_onestage",
@@ -34,7 +44,7 @@ BEYOND_METHODS = (
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = defaults.parse_args(arg, ("smoke", "strong", "table5", "distill", "frozen", "beyond"))
+    args = defaults.parse_args(arg, ("smoke", "strong", "table5", "distill", "frozen", "beyond", "controls"))
     if "strong" in args:
         return _frozen(_strong("smoke" in args), "frozen" in args)
     c = defaults.get_config("teacher", "synthetic")
@@ -43,40 +53,51 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.clip_frames = 8  # frames per training clip
     c.data.batch_size = 8  # clips per step
     c.data.eval_chunk_frames = 250  # 10 s evaluation chunks
-    c.data.eval_videos_per_batch = 3  # all dev videos side by side
+    c.data.eval_videos_per_batch = 9  # every dev (and test) video side by side
     c.data.preprocess_workers = 2  # both cores
-    c.train.num_steps = 300  # optimizer steps per run
+    c.optim.schedule = "warmup_cosine"  # linear warm-up, then cosine decay to 0 at the last step
+    c.optim.warmup_steps = 50
+    c.train.num_steps = NUM_STEPS
     c.train.log_every = 25  # steps between metric logs
-    c.train.eval_every = 300  # one dev evaluation, at the end (no model selection on dev)
-    c.train.checkpoint_every = 300  # steps between checkpoints
+    c.train.eval_every = NUM_STEPS // 10  # ten dev evaluations: the learning curves
+    c.train.checkpoint_every = NUM_STEPS
+    c.train.keep_best = 0  # no model selection on dev: the last step is scored
     c.eval.save_predictions = True  # needed for the Figure-4 plot
 
     c.experiment = e = defaults.experiment_fields()
-    e.corpus_test = 3  # held-out test recordings: the headline scores, dev stays for reference
+    e.seeds = tuple(range(20))  # paired seeds: every method trains once per seed
+    # RECOLA's split sizes: 9 recordings each for train, dev (curves, the step count) and held-out test
+    # (the headline scores), one minute each.
+    e.corpus_train, e.corpus_dev, e.corpus_test = 9, 9, 9
+    e.corpus_physio = "beyond" in args  # only the physio teachers read it
     e.methods = ("teacher", "visual", "student", "student_nogate")  # Tables 1 and 4
-    # Auto: each method's seeds as one population on an accelerator; one after another on a CPU, where
-    # that is faster (docs/benchmarks.md, "Populations"). --config.experiment.population=5 forces them.
-    e.population = 0
-    if {"distill", "beyond", "frozen"} & set(args):
-        e.population = 1  # their documented numbers come from seeds trained one after another
+    e.population = 20  # each method's seeds in one program: on frozen trunks a CPU gains from it too
+    e.pretrain.visual = e.pretrain.audio = "frozen" not in args  # pretrained trunks, frozen
     if "table5" in args:
         e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")  # + Table 5
     if "distill" in args:  # every distillation term of pkd_jax.losses, paper gate, the same paired seeds
         e.methods = ("teacher", "visual", "student", *(f"student_{t}" for t in DISTILL_METHODS))
+    if "controls" in args:  # labels on a third of the training recordings; the shuffled teacher's student
+        c.data.labelled_recordings = ("train_1", "train_2", "train_3")
+        e.methods = ("teacher", "visual", "student", "student_nogate", "student_shuffled")
     if "smoke" in args:
         e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")
         if "distill" in args:
             e.methods = ("teacher", "visual", "student", *(f"student_{t}" for t in DISTILL_METHODS))
+        if "controls" in args:
+            e.methods = ("teacher", "visual", "student_nogate", "student_shuffled")
+            c.data.labelled_recordings = ("train_1",)
         e.seeds = (0,)
+        e.population = 1
+        e.pretrain.visual = e.pretrain.audio = False
         e.corpus_train, e.corpus_dev, e.corpus_seconds = 2, 1, 8.0
         e.corpus_test = 1
-        e.corpus_physio = (
-            "beyond" in args
-        )  # only the physio teachers read it; preprocessing is quicker without
+        c.optim.schedule, c.optim.warmup_steps = "step", 0
         c.train.num_steps = 4
         c.train.log_every = 2
         c.train.eval_every = 4
         c.train.checkpoint_every = 4
+        c.train.keep_best = 1
         c.data.eval_chunk_frames = 100
     if "beyond" in args:  # physio teachers, two teachers, one-stage (their references first)
         e.methods = BEYOND_METHODS

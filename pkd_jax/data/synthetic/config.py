@@ -53,8 +53,8 @@ class SyntheticConfig:
     # Expression warps, in face widths at |coefficient| = 1.
     mouth_valence_gain: float = 0.09
     brow_valence_gain: float = 0.03
-    eye_arousal_gain: float = 0.015
-    brow_arousal_gain: float = 0.02
+    eye_arousal_gain: float = 0.019  # calibrated (see the package docstring, "Calibration")
+    brow_arousal_gain: float = 0.024
     jaw_speech_gain: float = 0.03
     # Head motion.
     head_translation_sd: float = 0.01  # Frame fraction, at arousal -1.
