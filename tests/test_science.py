@@ -12,7 +12,9 @@ import pytest
 
 from pkd_jax.testing import science
 
-MARGIN = 0.2  # real - shuffled, mean centred cosine with the real teacher; seeds 0-4 give 0.36 to 0.45
+# real - shuffled, mean centred cosine with the real teacher. Seeds 0-4 (2026-12-07): 0.61 to 0.84 without
+# a defect; at most 0.10 misaligned, -0.55 sign flipped, 0.23 gate inverted.
+MARGIN = 0.4
 
 
 def test_a_student_learns_from_the_real_teacher_not_the_shuffled_one():

@@ -43,7 +43,9 @@ from pkd_jax.train.steps import make_train_step, teacher_key
 DEFECTS = ("misaligned", "sign_flipped", "gate_inverted")
 # Clips of 32 frames span ~10 time constants of the latent (TAU), so a wrong or misaligned teacher
 # rarely agrees with the labels on a clip by chance (CCC >= 1 - THETA), and the gate does not let it in.
-FEATURES, EMBED, CLIP, TAU, ALPHA, THETA = 8, 8, 32, 3.0, 0.5, 0.3
+# Six latent channels in 16 dimensions: an untrained student's embedding, some linear image of the
+# latent, then lines up with the teacher's only by a small chance (cosine ~ 0.1, not ~ 0.3 as with two).
+LATENT, FEATURES, EMBED, CLIP, TAU, ALPHA, THETA = 6, 16, 16, 32, 3.0, 0.5, 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,17 +76,17 @@ def make_world(
 ) -> World:
     """`recordings` training recordings (the last `wrong` with a wrong teacher) and `held_out` ones."""
     rng = np.random.default_rng(seed)
-    mix_view, mix_teacher = rng.standard_normal((2, FEATURES)), rng.standard_normal((2, EMBED))
+    mix_view, mix_teacher = rng.standard_normal((LATENT, FEATURES)), rng.standard_normal((LATENT, EMBED))
     out: dict[str, dict[str, np.ndarray]] = {k: {} for k in ("features", "labels", "emb", "pred")}
     ids = [f"train_{i}" for i in range(recordings)] + [f"dev_{i}" for i in range(held_out)]
     for k, vid in enumerate(ids):
-        z = _smooth(rng, frames, 2, tau=TAU)
-        out["features"][vid] = (z @ mix_view + 1.0 * rng.standard_normal((frames, FEATURES))).astype(
+        z = _smooth(rng, frames, LATENT, tau=TAU)
+        out["features"][vid] = (z @ mix_view + 0.5 * rng.standard_normal((frames, FEATURES))).astype(
             np.float32
         )
         out["labels"][vid] = z[:, :1].astype(np.float32)
         if recordings - wrong <= k < recordings:  # the teacher is wrong here, and its CCC says so
-            noise = _smooth(rng, frames, 2, tau=TAU)
+            noise = _smooth(rng, frames, LATENT, tau=TAU)
             out["emb"][vid] = (noise @ mix_teacher).astype(np.float32)
             out["pred"][vid] = noise[:, :1].astype(np.float32)
         else:
@@ -176,7 +178,7 @@ def teacher_outputs(world: World, *, shuffled: bool, defect: str | None) -> dict
 
 def student_network() -> Student:
     """The library's student at toy size: recurrent layer and head on cached trunk features."""
-    return Student(visual_features=FEATURES, rnn_hidden=16, head_features=(16, EMBED), embed_index=1,
+    return Student(visual_features=FEATURES, rnn_hidden=32, head_features=(32, EMBED), embed_index=1,
                    num_targets=1, activation="relu", cnn_dropout=0.0)  # fmt: skip
 
 
