@@ -27,9 +27,10 @@ TARGET_ORDER = ("valence", "arousal")
 
 
 def comparisons(methods: Sequence[str]) -> list[tuple[str, str]]:
-    """(method, reference) pairs among `methods`: student* - visual, then teacher - teacher_black."""
+    """(method, reference) pairs among `methods`: student* - visual, teacher - visual, teacher - teacher_black, ..."""
     pairs = [(m, "visual") for m in methods if m.startswith("student") and "visual" in methods]
     extensions = [
+        ("teacher", "visual"),  # what the privileged modality adds: the room a student has to gain
         ("teacher", "teacher_black"),
         ("teacher_pv", "teacher"),
         ("teacher_apv", "teacher"),
