@@ -30,6 +30,7 @@ from ml_collections import config_flags
 
 from pkd_jax.perf import population_bench
 from pkd_jax.perf.complexity import complexity_table
+from pkd_jax.perf.data_bench import data_benchmark, format_data_table
 from pkd_jax.perf.train_step import KINDS, benchmark, format_table
 from pkd_jax.provenance import provenance
 from pkd_jax.train.cpu_flags import apply_cpu_flags
@@ -82,10 +83,6 @@ def main(argv: list[str]) -> None:
     if f.what in ("pipeline", "preprocess"):
         names = ("corpus_root", "corpus_train", "corpus_dev", "corpus_seconds", "corpus_frame_size", "workers",
                  "batches")  # fmt: skip
-        # Imported here: the data stack (the synthetic corpus, scipy.signal) costs the train and population
-        # benches seconds of start-up in every process, and they never use it.
-        from pkd_jax.perf.data_bench import data_benchmark, format_data_table
-
         results = data_benchmark(f.config, f.what, **{n: f[n].value for n in names})
         table = format_data_table
     elif f.what == "population":
