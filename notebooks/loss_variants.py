@@ -56,6 +56,8 @@ if SIZE == "tiny":  # the training tests' shapes, so `make test` compiles each p
     base.unlock()
     base.data.face_size, base.data.clip_frames, base.data.batch_size = 32, 4, 4
     base.data.eval_chunk_frames, base.data.eval_videos_per_batch = 50, 2
+    # One preprocessing process: for a corpus of seconds, starting a second costs more than it saves
+    base.data.preprocess_workers = 1
     base.lock()
 config = runner.prepare_data(base, WORKDIR)
 print(f"size {SIZE}, frozen visual trunk {FROZEN}: {config.train.num_steps} steps per run; under {WORKDIR}")

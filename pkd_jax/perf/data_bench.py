@@ -16,7 +16,6 @@ import ml_collections
 import numpy as np
 
 from pkd_jax.config import build
-from pkd_jax.data import synthetic
 from pkd_jax.data.cache import Cache
 from pkd_jax.data.corpus_to_cache import preprocess_corpus
 from pkd_jax.data.pipeline import PipelineConfig, train_dataset
@@ -27,6 +26,10 @@ def synthetic_corpus(root: str | Path, *, train: int, dev: int, seconds: float, 
     """A synthetic RECOLA-layout corpus under `root`, generated on first use and reused after."""
     path = Path(root) / f"synthetic_{train}x{dev}_{seconds:g}s_{frame_size}px"
     if not (path / "synthetic.json").is_file():
+        # Imported here: the generator's scipy.signal adds seconds to the start of every `pkd_jax.bench`
+        # process, and the train and population benches, which import this module too, never generate.
+        from pkd_jax.data import synthetic
+
         config = synthetic.SyntheticConfig(frame_width=frame_size, frame_height=frame_size)
         synthetic.generate_corpus(path, train, dev, seconds, 0, config=config, progress=False)
     return path

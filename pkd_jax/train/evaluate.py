@@ -95,12 +95,21 @@ def predict_population(
         frame_arrays=features or None, with_frames="visual_features" not in features,
     )  # fmt: skip
     parts: list[dict[str, list[np.ndarray]]] = [{} for _ in range(max(members, 1))]
+    # The step returns its carry placed on the variables' mesh; a fresh zero carry, uncommitted, is another
+    # input sharding to jit, which compiled the whole step a second time for the chunks after the first
+    # (the teacher's population eval: a second 14 s compile). Placed like the variables, it is compiled once.
+    leaf = jax.tree.leaves(variables)[0]
+    placement = leaf.sharding if isinstance(leaf, jax.Array) else None
+    if not isinstance(placement, jax.sharding.NamedSharding):
+        placement = None  # not on a mesh: the step's outputs are not committed either
     carry = None
     for batch in batches:
         if batch["first_chunk"]:
             carry = model.zero_carry(videos_per_batch)
             if members:
                 carry = jax.tree.map(lambda x: jnp.broadcast_to(x, (members, *x.shape)), carry)
+            if placement is not None:
+                carry = jax.device_put(carry, placement)
         inputs = {k: batch[k] for k in ("frames", "audio", "physio", *FEATURE_KEYS) if k in batch}
         pred, _, carry = stream_step(variables, inputs, carry)
         pred = np.asarray(pred) if members else np.asarray(pred)[None]
