@@ -99,6 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.checkpoint_every = 4
         c.train.keep_best = 1
         c.data.eval_chunk_frames = 100
+        c.data.preprocess_workers = 1  # spawning a second process costs more than it saves on a tiny corpus
     if "beyond" in args:  # physio teachers, two teachers, one-stage (their references first)
         e.methods = BEYOND_METHODS
     c.lock()
