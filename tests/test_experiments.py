@@ -47,6 +47,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
     assert set(saved["paired"]["test"]) == {
         "student - visual",
         "student_nogate - visual",
+        "teacher - visual",
         "teacher - teacher_black",
     }
     table = (tmp_path / "results.md").read_text()
