@@ -351,21 +351,23 @@ def eval_batches(
     extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     physio: PipelineConfig | None = None,
     frame_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-    with_frames: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """Every frame of every video of `split` once, in order, as lanes of chunks.
 
     Yields batches with the keys of the module docstring plus `first_chunk` (bool: reset the carry).
     Empty lanes (fewer videos than `videos_per_batch` left) have `video_id` "" and a zero frame mask.
     `physio` (a config with `with_physio`) adds its physiological windows; `frame_arrays` per-frame
-    arrays such as frozen trunks' cached features (then `with_frames=False` leaves the pixels out).
+    arrays such as frozen trunks' cached features, which stand for their trunk's input: with
+    `visual_features` the batch has no pixels, with `audio_features` no audio windows.
     """
+    cached = frame_arrays or {}
     physio_fields = {
         k: getattr(physio, k) for k in ("with_physio", "physio_window_s", "physio_window_step")
     } if physio is not None else {}  # fmt: skip
     config = PipelineConfig(
         clip_frames=chunk_frames, batch_size=videos_per_batch, missing_face=missing_face,
-        with_audio=with_audio, audio_window_s=audio_window_s, with_frames=with_frames, **physio_fields,
+        with_audio=with_audio and "audio_features" not in cached, audio_window_s=audio_window_s,
+        with_frames="visual_features" not in cached, **physio_fields,
     )  # fmt: skip
     reader = FrameReader(cache, config, extra_arrays, frame_arrays)
     ids = cache.ids(split) if video_ids is None else list(video_ids)

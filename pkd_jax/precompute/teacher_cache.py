@@ -46,7 +46,6 @@ def compute_teacher_cache(
     `physio` gives the physiological windows' settings of a teacher that reads them; `trunk_features`
     its frozen trunks' cached features (`{"visual_features": {video: [T, D]}, ...}`), read instead of
     running those trunks."""
-    cached = dict(trunk_features or {})
 
     @jax.jit
     def features(v: Any, inputs: tuple[Any, ...], kw: dict[str, Any]) -> Any:
@@ -64,10 +63,8 @@ def compute_teacher_cache(
         parts: list[list[np.ndarray]] = [[] for _ in teacher.modality_order]
         for batch in eval_batches(
             cache, split, chunk_frames=chunk_frames, video_ids=[video_id], missing_face=missing_face,
-            audio_window_s=audio_window_s,
-            with_audio="audio" in teacher.modality_order and "audio_features" not in cached,
-            physio=physio if "physio" in teacher.modality_order else None,
-            frame_arrays=cached or None, with_frames="visual_features" not in cached,
+            audio_window_s=audio_window_s, with_audio="audio" in teacher.modality_order,
+            physio=physio if "physio" in teacher.modality_order else None, frame_arrays=trunk_features,
         ):  # fmt: skip
             keep = batch["frame_mask"][0] > 0
             inputs = (model_inputs(teacher, batch, dtype), feature_inputs(teacher, batch))

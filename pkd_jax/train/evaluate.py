@@ -87,12 +87,10 @@ def predict_population(
             population_stream_step(model, dtype) if members else jax.jit(make_stream_step(model, dtype))
         )
     reads = eval_modalities(model)
-    features = dict(feature_arrays or {})
     batches = eval_batches(
         cache, split, chunk_frames=chunk_frames, videos_per_batch=videos_per_batch,
-        with_audio="audio" in reads and "audio_features" not in features, missing_face=missing_face,
-        audio_window_s=audio_window_s, video_ids=video_ids, physio=physio if "physio" in reads else None,
-        frame_arrays=features or None, with_frames="visual_features" not in features,
+        with_audio="audio" in reads, missing_face=missing_face, audio_window_s=audio_window_s,
+        video_ids=video_ids, physio=physio if "physio" in reads else None, frame_arrays=feature_arrays,
     )  # fmt: skip
     parts: list[dict[str, list[np.ndarray]]] = [{} for _ in range(max(members, 1))]
     # The step returns its carry placed on the variables' mesh; a fresh zero carry, uncommitted, is another
