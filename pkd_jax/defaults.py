@@ -57,8 +57,9 @@ def get_config(stage: str, dataset: str = "recola") -> ml_collections.ConfigDict
     d.physio_window_s = 8.0  # physio teachers: seconds of physiological features per frame, centred on it
     d.physio_window_step = 5  # physio teachers: frames between a window's samples (5: 5 Hz)
     # Training recordings with gold-standard labels; () = all. Teachers and baselines train on these only;
-    # students see every recording, the others with the distillation term alone (docs/training.md "Controls")
+    # students add clips of the others for the distillation term alone (docs/training.md "Controls")
     d.labelled_recordings = ()  # training recording ids that have labels; () = every training recording
+    d.unlabelled_batch_size = 0  # a student's clips of unlabelled recordings per step, 0 = batch_size
 
     c.model = m = ml_collections.ConfigDict()  # network sizes (RECOLA, weak setting)
     m.vgg_width = 1.0  # VGG19-BN channel multiplier (1.0 = the paper's network)

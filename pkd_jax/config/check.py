@@ -58,6 +58,7 @@ _AT_LEAST: dict[str, tuple[float, str]] = {
     "train.keep_best": (0, "best checkpoints kept"),
     "train.population": (1, "seeds trained together"),
     "data.batch_size": (1, "clips per step"),
+    "data.unlabelled_batch_size": (0, "unlabelled clips per step (0: batch_size)"),
     "data.clip_frames": (1, "frames per clip"),
     "data.face_size": (1, "face crop side"),
     "data.preprocess_workers": (1, "preprocessing processes"),

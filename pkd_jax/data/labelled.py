@@ -4,11 +4,13 @@ Annotation is the expensive part of a RECOLA-like corpus, so a user may have lab
 recordings. `data.labelled_recordings = ()` (the default) means every training recording is labelled,
 and nothing here changes a run. Otherwise it names the labelled ones, and:
 
-  * stages without a teacher (teacher, visual baseline) draw their clips from those recordings only
-    (`stream_recordings`);
-  * a student draws clips from every training recording; each clip carries `batch["labelled"]`, 1 or 0
-    for its recording (`labelled_flags`), so the loss masks the CCC term on clips of unlabelled
-    recordings and keeps only the distillation term there (`pkd_jax.losses.labelled`).
+  * every stage draws its `data.batch_size` clips per step from those recordings only
+    (`stream_recordings`): a student's, for a given seed, are the baseline's own clips;
+  * a student adds `data.unlabelled_batch_size` clips of the other training recordings to every batch
+    (`unlabelled_recordings`), so its supervision is the baseline's, undiluted, and the unlabelled
+    recordings come on top. Each clip carries `batch["labelled"]`, 1 or 0 for its recording
+    (`labelled_flags`): the loss takes the CCC term over the labelled clips alone and the distillation
+    term over all of them (`pkd_jax.losses.labelled`).
 
 The cache holds labels for every recording (RECOLA's are all annotated); "unlabelled" is what the run is
 told, and no label of an unlabelled recording reaches the loss or the gate.
@@ -60,12 +62,20 @@ def labelled_recordings(config: ml_collections.ConfigDict, cache: Cache) -> tupl
 
 
 def stream_recordings(config: ml_collections.ConfigDict, cache: Cache) -> list[str]:
-    """The training recordings a stage's clip stream draws from: a student every one (the unlabelled
-    ones for distillation alone), a stage without a teacher the labelled ones."""
+    """The training recordings a stage's (labelled) clip stream draws from: the labelled ones, every
+    training recording when all are."""
     labelled = labelled_recordings(config, cache)
-    if labelled is None or config.stage == "student":
-        return cache.ids("train")
-    return list(labelled)
+    return cache.ids("train") if labelled is None else list(labelled)
+
+
+def unlabelled_recordings(config: ml_collections.ConfigDict, cache: Cache) -> tuple[list[str], int]:
+    """`(recordings, clips per step)` of a student's second stream, the training recordings without
+    labels (distillation alone); `([], 0)` for other stages or when every recording is labelled."""
+    labelled = labelled_recordings(config, cache)
+    if labelled is None or config.stage != "student":
+        return [], 0
+    others = [v for v in cache.ids("train") if v not in set(labelled)]
+    return others, (config.data.unlabelled_batch_size or config.data.batch_size) if others else 0
 
 
 def labelled_flags(cache: Cache, labelled: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -97,5 +107,9 @@ def describe(config: ml_collections.ConfigDict, cache: Cache) -> str | None:
         f"{sum(frames.values())} frames)"
     )
     if config.stage == "student":
-        return f"{head}; clips of the other {len(train) - len(labelled)} train on the distillation term alone"
+        _, extra = unlabelled_recordings(config, cache)
+        return (
+            f"{head}; each step adds {extra} clips of the other {len(train) - len(labelled)} to the "
+            f"{config.data.batch_size} labelled ones, for the distillation term alone"
+        )
     return f"{head}; the {config.stage} trains on those only, the other {len(train) - len(labelled)} are unlabelled"

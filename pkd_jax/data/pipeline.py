@@ -255,9 +255,9 @@ class _SampleClip(grain.transforms.Map):
     same whichever process shard draws it.
     """
 
-    def __init__(self, reader: FrameReader, video_ids: list[str], seed: int):
+    def __init__(self, reader: FrameReader, video_ids: list[str], seed: int, stream: tuple[int, ...] = ()):
         self.reader = reader
-        self.seed = seed
+        self.seed = [seed, *stream]  # a second stream (unlabelled clips) draws apart from the first
         self.video_ids = video_ids
         clip = reader.config.clip_frames
         lengths = np.array([reader.cache.video(v).num_frames for v in video_ids])
@@ -267,7 +267,7 @@ class _SampleClip(grain.transforms.Map):
         self.starts_cum = np.cumsum(lengths - clip + 1)
 
     def map(self, element: int) -> dict:
-        rng = np.random.default_rng([self.seed, element])
+        rng = np.random.default_rng([*self.seed, element])
         video, start = _draw_start(rng, self.starts_cum)
         index = np.arange(start, start + self.reader.config.clip_frames)
         return self.reader.read(self.video_ids[video], index, rng=rng)
@@ -279,31 +279,35 @@ class _SampleWindow(grain.transforms.Map):
     A video shorter than a window offers one start, 0, and its missing sub-sequences are masked.
     """
 
-    def __init__(self, reader: FrameReader, video_ids: list[str], seed: int):
+    def __init__(self, reader: FrameReader, video_ids: list[str], seed: int, stream: tuple[int, ...] = ()):
         self.reader = reader
-        self.seed = seed
+        self.seed = [seed, *stream]
         self.video_ids = video_ids
         span = reader.config.window_frames
         lengths = np.array([reader.cache.video(v).num_frames for v in video_ids])
         self.starts_cum = np.cumsum(np.maximum(lengths - span + 1, 1))
 
     def map(self, element: int) -> dict:
-        rng = np.random.default_rng([self.seed, element])
+        rng = np.random.default_rng([*self.seed, element])
         video, start = _draw_start(rng, self.starts_cum)
         return self.reader.read_window(self.video_ids[video], start, rng=rng)
 
 
 class _ProcessBlock(grain.transforms.Map):
-    """Element e of process `index`'s stream -> its clip in the global stream (see `train_dataset`)."""
+    """Element e of process `index`'s stream -> its clip, read by `samplers[0]`, or with a second stream
+    (`extra` clips after the `batch_size` first of every batch) by `samplers[1]`: clip k of each stream's
+    global sequence (see `train_dataset`)."""
 
-    def __init__(self, batch_size: int, index: int, count: int):
+    def __init__(self, samplers: list[Any], batch_size: int, extra: int, index: int, count: int):
         if not 0 <= index < count:
             raise ValueError(f"shard_index={index} is not in [0, shard_count={count})")
-        self.batch_size, self.index, self.count = batch_size, index, count
+        self.samplers, self.sizes, self.index, self.count = samplers, (batch_size, extra), index, count
 
-    def map(self, element: int) -> int:
-        step, row = divmod(element, self.batch_size)
-        return (step * self.count + self.index) * self.batch_size + row
+    def map(self, element: int) -> dict:
+        step, row = divmod(element, sum(self.sizes))
+        stream = int(row >= self.sizes[0])
+        row -= stream * self.sizes[0]
+        return self.samplers[stream].map((step * self.count + self.index) * self.sizes[stream] + row)
 
 
 def train_dataset(
@@ -316,11 +320,15 @@ def train_dataset(
     extra_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     frame_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     video_ids: list[str] | None = None,
+    unlabelled_ids: list[str] | None = None,
+    unlabelled_batch_size: int = 0,
 ) -> grain.MapDataset:
     """An endless, seeded stream of training batches for this process's shard.
 
-    Clips come from every `split` video, or from `video_ids` among them (the labelled recordings of a
-    stage without a teacher, `pkd_jax.data.labelled`).
+    Clips come from every `split` video, or from `video_ids` among them (the labelled recordings,
+    `pkd_jax.data.labelled`). A semi-supervised student adds `unlabelled_batch_size` clips of
+    `unlabelled_ids` after them in every batch, drawn by a stream of their own: its first
+    `batch_size` clips are then the very ones a baseline of the same seed draws from `video_ids`.
 
     `config.batch_size` is the per-process batch b; with n processes the global batch of step s is
     clips s*n*b .. (s+1)*n*b - 1 of the global stream, and process i reads the i-th block of b of them.
@@ -331,11 +339,14 @@ def train_dataset(
     if not video_ids:
         raise ValueError(f"{cache.root}: no usable {split} videos (failures: {cache.failures()})")
     reader = FrameReader(cache, config, extra_arrays, frame_arrays)
-    ds = grain.MapDataset.range(np.iinfo(np.int64).max // 2)
-    ds = ds.map(_ProcessBlock(config.batch_size, shard_index, shard_count))
     sample = _SampleWindow if config.subsequences else _SampleClip
-    ds = ds.map(sample(reader, video_ids, config.seed))
-    return ds.batch(config.batch_size, drop_remainder=True)
+    samplers = [sample(reader, video_ids, config.seed)]
+    extra = unlabelled_batch_size if unlabelled_ids else 0
+    if extra:
+        samplers.append(sample(reader, list(unlabelled_ids or ()), config.seed, stream=(1,)))
+    ds = grain.MapDataset.range(np.iinfo(np.int64).max // 2)
+    ds = ds.map(_ProcessBlock(samplers, config.batch_size, extra, shard_index, shard_count))
+    return ds.batch(config.batch_size + extra, drop_remainder=True)
 
 
 def eval_batches(

@@ -235,7 +235,8 @@ def combine_teachers(parts: Sequence[PartsFn], rule: str = "average") -> LossFn:
             batch_k = {**batch, "gate_gamma": gammas[k]} if gammas is not None else batch
             l_ccc, l_distill, w = part(view, batch_k)
             pieces = {
-                "total": w.ccc * l_ccc + w.distill * l_distill, "ccc_loss": l_ccc, "distill_loss": l_distill,
+                "total": w.ccc * l_ccc + w.distill * l_distill,
+                "supervised": w.ccc * l_ccc, "distilling": w.distill * l_distill, "ccc_loss": l_ccc, "distill_loss": l_distill,
                 "trusted": w.distilled, "gamma": w.gamma, "ccc_weight": w.ccc, "distill_weight": w.distill,
             }  # fmt: skip
             for name, value in pieces.items():
@@ -249,12 +250,15 @@ def combine_teachers(parts: Sequence[PartsFn], rule: str = "average") -> LossFn:
             use = jax.nn.one_hot(jnp.argmin(jax.lax.stop_gradient(gamma_k), axis=0), count_k, axis=0)
             distilled = jnp.sum(use * trusted_k, axis=0)
         used = lambda name: jnp.sum(use * jnp.stack(per[name]), axis=0)  # [B], by the teachers' shares
-        loss = mean(used("total"))
+        if flags is None:
+            loss = mean(used("total"))
+        else:  # the supervised term over the labelled clips, as a baseline has it; distillation over all
+            loss = judged_mean(used("supervised")) + mean(used("distilling"))
         gamma_used = used("gamma")
         q10, q50, q90 = _masked_quantiles(gamma_used, judged, (0.1, 0.5, 0.9))
         metrics = {
             "loss": loss,
-            "ccc_loss": mean(used("ccc_loss")),
+            "ccc_loss": judged_mean(used("ccc_loss")),
             "distill_loss": mean(used("distill_loss")),
             "distilled_fraction": mean(distilled),
             "teacher_gamma": judged_mean(gamma_used),

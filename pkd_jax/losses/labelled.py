@@ -7,9 +7,11 @@ the loss is the one before this feature existed. With it:
   * `label_mask` (`pkd_jax.losses.ccc`) drops the labels of unlabelled clips, so the CCC term is taken
     over the labelled clips only (0 for a batch without one) and no gradient reaches an unlabelled
     clip's predictions through it;
-  * the loss still averages over unlabelled clips with a real frame (`student_sequences`): their loss is
-    their distillation term alone (`without_supervision` zeroes their CCC weight, which a flattened
-    CCC term, one scalar for the batch, would otherwise give them);
+  * the supervised part of the loss is averaged over the labelled clips alone, at the weight a
+    baseline gives it, and the distillation part over every clip with a real frame
+    (`student_sequences`; `combine_teachers`): unlabelled clips add distillation without diluting the
+    supervision (`without_supervision` zeroes their CCC weight, which a flattened CCC term, one scalar
+    for the batch, would otherwise give them);
   * the gate: with no labels there is no evidence against the teacher, so its gamma there is 0
     (`unlabelled_gamma`), which every built-in gate reads as trusted: such clips are distilled, and
     `distilled_fraction` counts them. `teacher_gamma` and the gamma quantiles are reported over the

@@ -33,7 +33,13 @@ from absl import logging
 from pkd_jax import console, losses
 from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
-from pkd_jax.data.labelled import describe, labelled_flags, labelled_recordings, stream_recordings
+from pkd_jax.data.labelled import (
+    describe,
+    labelled_flags,
+    labelled_recordings,
+    stream_recordings,
+    unlabelled_recordings,
+)  # fmt: skip
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.models import Network
 from pkd_jax.precompute import frozen_bn, trunk_features
@@ -138,6 +144,7 @@ def setup(
     if labelled is not None:
         console.say(str(describe(config, cache)), to_console=chief)
     stream_ids = stream_recordings(config, cache)
+    unlabelled_ids, unlabelled_clips = unlabelled_recordings(config, cache)  # a student's second stream
     targets, dtype = build.target_indices(config), build.compute_dtype(config)
     teacher_mode = config.teacher.mode if config.stage == "student" else None
     teachers = Teachers()
@@ -174,6 +181,10 @@ def setup(
     dataset = train_dataset(
         cache, pipeline, shard_index=jax.process_index(), shard_count=jax.process_count(),
         extra_arrays=extra_arrays or None, frame_arrays=frame_arrays or None, video_ids=stream_ids,
+        unlabelled_ids=unlabelled_ids,
+        unlabelled_batch_size=sharding.per_process_batch_size(
+            unlabelled_clips, mesh, "config.data.unlabelled_batch_size"
+        ) if unlabelled_clips else 0,
     )  # fmt: skip
     tx = make_optimizer(
         config.optim, variables["params"], steps_per_epoch=steps_per_epoch(config, cache, stream_ids),

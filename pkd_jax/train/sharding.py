@@ -113,12 +113,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def per_process_batch_size(global_batch: int, mesh: Mesh) -> int:
-    """This process's share of the global batch; it must split evenly over devices."""
+def per_process_batch_size(global_batch: int, mesh: Mesh, field: str = "config.data.batch_size") -> int:
+    """This process's share of the global batch (set by `field`); it must split evenly over devices."""
     devices = mesh.devices.size
     if global_batch % devices:
         raise ValueError(
-            f"config.data.batch_size={global_batch} does not split over {devices} devices; "
+            f"{field}={global_batch} does not split over {devices} devices; "
             "use a multiple of the device count"
         )
     return global_batch // jax.process_count()

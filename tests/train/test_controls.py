@@ -11,7 +11,12 @@ from configs import recola_student, recola_visual
 from pkd_jax.config import build
 from pkd_jax.config.check import check_values, validate_teachers
 from pkd_jax.data.cache import Cache
-from pkd_jax.data.labelled import labelled_flags, labelled_recordings, stream_recordings
+from pkd_jax.data.labelled import (
+    labelled_flags,
+    labelled_recordings,
+    stream_recordings,
+    unlabelled_recordings,
+)
 from pkd_jax.data.pipeline import train_dataset
 from pkd_jax.precompute import gate_track
 from pkd_jax.precompute.teacher_shuffle import derangement
@@ -50,17 +55,34 @@ def test_a_stage_without_a_teacher_draws_clips_from_the_labelled_recordings_only
     assert stream_recordings(everything, cache) == cache.ids("train")
 
 
-def test_a_student_draws_from_every_recording_and_flags_each_clip(small_cache):
+def test_a_student_gets_the_baselines_clips_plus_unlabelled_ones_and_flags_each_clip(small_cache):
     cache = small_cache
     config = config_of(recola_student, cache, labelled_recordings=("train_3", "train_1"))
     labelled = labelled_recordings(config, cache)
     assert labelled == LABELLED  # the cache's order
-    batches = clips(config, cache, extra_arrays=labelled_flags(cache, labelled), batches=8)
-    seen = {str(v) for batch in batches for v in batch["video_id"]}
-    assert seen == set(cache.ids("train"))
-    for batch in batches:
-        expected = [float(str(v) in LABELLED) for v in batch["video_id"]]
-        np.testing.assert_array_equal(batch["labelled"], expected)
+    assert unlabelled_recordings(config, cache) == (["train_2", "train_4"], config.data.batch_size)
+    config.data.unlabelled_batch_size = 3
+    others, extra = unlabelled_recordings(config, cache)
+    pipeline = build.pipeline_config(config, batch_size=4, with_audio=False, train=True)
+    dataset = train_dataset(
+        cache, pipeline, video_ids=stream_recordings(config, cache), unlabelled_ids=others,
+        unlabelled_batch_size=extra, extra_arrays=labelled_flags(cache, labelled),
+    )  # fmt: skip
+    baseline = clips(config_of(recola_visual, cache, labelled_recordings=LABELLED), cache, batches=8)
+    for step, expected in enumerate(baseline):
+        batch = dataset[step]
+        assert len(batch["video_id"]) == 4 + 3
+        # The first four are the baseline's own clips of this seed and step, frame for frame.
+        np.testing.assert_array_equal(batch["video_id"][:4], expected["video_id"])
+        np.testing.assert_array_equal(batch["frame_index"][:4], expected["frame_index"])
+        assert {str(v) for v in batch["video_id"][4:]} <= {"train_2", "train_4"}
+        np.testing.assert_array_equal(batch["labelled"], [1.0] * 4 + [0.0] * 3)
+    seen = {str(v) for step in range(8) for v in dataset[step]["video_id"][4:]}
+    assert seen == {"train_2", "train_4"}
+    assert unlabelled_recordings(config_of(recola_visual, cache, labelled_recordings=LABELLED), cache) == (
+        [],
+        0,
+    )
 
 
 def test_labelled_recordings_errors_name_the_field_and_the_ids(small_cache):
