@@ -15,8 +15,9 @@ raw CCC of the last step on 9 held-out test recordings, with dev alongside.
 Arguments:
 - `controls`: the positive and negative controls (docs/results.md "Controls"): labels on three training
   recordings only (`data.labelled_recordings`; teacher and baseline train on those), the students
-  distilling on all nine, and the ungated student of a teacher shuffled across recordings
-  (`teacher.shuffle`);
+  distilling on all nine, the ungated student of a teacher shuffled across recordings
+  (`teacher.shuffle`), and the pipeline's own positive control: students of a teacher that saw every
+  recording's labels (`ALL_LABELS`);
 - `table5`: also the teacher with black frames for missing faces (Table 5);
 - `distill`: every distillation term of `pkd_jax.losses` with the paper gate, next to the cosine student;
 - `beyond`: physiological teachers, two teachers, one-stage distillation (docs/results.md "Beyond the
@@ -37,6 +38,8 @@ from pkd_jax import defaults
 from pkd_jax.experiments.runner import DISTILL_METHODS
 
 NUM_STEPS = 600  # chosen on dev from a 1,500-step pilot's curves (docs/results.md, "Convergence")
+# The pipeline's positive control: a teacher with every recording's labels and its students.
+ALL_LABELS = ("teacher_all_labels", "student_all_labels_teacher", "student_mse_all_labels_teacher")
 BEYOND_METHODS = (
     "teacher", "teacher_pv", "teacher_apv", "visual", "student", "student_pv", "student_two",
     "student_nogate", "student_onestage",
@@ -79,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         e.methods = ("teacher", "visual", "student", *(f"student_{t}" for t in DISTILL_METHODS))
     if "controls" in args:  # labels on a third of the training recordings; the shuffled teacher's student
         c.data.labelled_recordings = ("train_1", "train_2", "train_3")
-        e.methods = ("teacher", "visual", "student", "student_nogate", "student_shuffled")
+        e.methods = ("teacher", "visual", "student", "student_nogate", "student_shuffled", *ALL_LABELS)
     if "smoke" in args:
         e.methods = ("teacher", "teacher_black", "visual", "student", "student_nogate")
         if "distill" in args:

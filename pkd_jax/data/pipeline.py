@@ -2,9 +2,8 @@
 
 Training (`train_dataset`): a grain dataset of clips of `clip_frames` consecutive frames. Clip k of the
 stream draws its position uniformly over every valid clip start of every training video, from a
-random generator seeded by (seed, k) (augmentation too), so the stream is deterministic for a seed,
-shards by process (each takes its block of every global batch), and its iterator state (`get_state` /
-`set_state`) checkpoints with the model.
+random generator seeded by (seed, k) (augmentation too): deterministic for a seed, sharded by process
+(each takes its block of every global batch), its iterator state checkpointed with the model.
 
 Evaluation (`eval_batches`): every frame of every video exactly once, in order, in chunks of
 `chunk_frames`; up to `videos_per_batch` videos run side by side as lanes, the ragged ends padded and

@@ -11,37 +11,10 @@ from typing import Any
 import numpy as np
 
 from pkd_jax.experiments import report_paired
+from pkd_jax.experiments.report_labels import BEYOND, CONTROLS, LABELS, PAPER_RECOLA
 from pkd_jax.losses import DISTILL_TERMS
 from pkd_jax.provenance import provenance_lines
 from pkd_jax.workdir.metric_writer import read_metrics
-
-# RECOLA dev, mean CCC (valence, arousal) as the paper reports them (post-processed; docs/method.md).
-PAPER_RECOLA = {
-    "teacher": (0.472, 0.586),
-    "teacher_black": (0.40, 0.53),
-    "visual": (0.342, 0.457),
-    "student": (0.428, 0.531),
-    "student_nogate": (0.39, 0.50),
-}
-# Aff-Wild2 (strong setting, Table 6): no paper numbers are stored here; the table shows this run's only.
-LABELS = {
-    "teacher": "Teacher (audio + visual), frame retention",
-    "teacher_black": "Teacher (audio + visual), black frames",
-    "visual": "Visual-only baseline",
-    "student": "Student (PKD, paper gate)",
-    "student_nogate": "Student (PKD, no gate)",
-    "student_mse": "Student (paper gate, MSE feature regression)",
-    "student_similarity": "Student (paper gate, similarity-preserving)",
-    "student_rkd": "Student (paper gate, relational KD)",
-    "student_pkdot": "Student (paper gate, PKDOT optimal transport)",
-    "student_response": "Student (paper gate, response CCC)",
-    "teacher_pv": "Teacher (physio + visual)",
-    "teacher_apv": "Teacher (audio + visual + physio)",
-    "student_pv": "Student of the physio + visual teacher (paper gate)",
-    "student_two": "Student of two teachers, A+V and P+V (paper gates, average)",
-    "student_onestage": "Student, one-stage with its A+V teacher (no gate)",
-    "student_shuffled": "Student (no gate) of the teacher shuffled across recordings",
-}
 
 
 def distilled_shares(run: Path) -> dict[str, float]:
@@ -106,10 +79,6 @@ def _distill_table(results: dict[str, Any], which: str) -> list[str]:
         "Share of training sequences distilled: " + _distilled_shares(summary, ["student", *terms]),
         "",
     ]
-
-
-BEYOND = ("teacher", "teacher_pv", "teacher_apv", "visual", "student", "student_pv", "student_two",
-          "student_nogate", "student_onestage")  # fmt: skip
 
 
 def _beyond_table(results: dict[str, Any], which: str) -> list[str]:
@@ -383,8 +352,12 @@ def _controls_table(results: dict[str, Any], which: str) -> list[str]:
         return []
     labelled = tuple(results.get("config", {}).get("data", {}).get("labelled_recordings") or ())
     regime = f"labels on {', '.join(labelled)} only; students distil on all" if labelled else "all labelled"
-    methods = [m for m in ("visual", "student_nogate", "student_shuffled") if m in results["summary"]]
-    return [f"## Controls ({which}; {regime})", "", *_table(results, methods), ""]
+    return [
+        f"## Controls ({which}; {regime})",
+        "",
+        *_table(results, [m for m in CONTROLS if m in results["summary"]]),
+        "",
+    ]
 
 
 def _gate_files(run: Path) -> tuple[dict[str, Any], np.ndarray] | None:

@@ -40,6 +40,18 @@ METHODS.update(
 # outputs moved to another training recording, so the distillation term keeps its form and size but carries
 # nothing about the student's own frames.
 METHODS["student_shuffled"] = {"stage": "student", "loss.gate": "none", "teacher.shuffle": "recording"}
+# The pipeline's positive control: a teacher that saw the labels of every training recording, so that its
+# outputs on the recordings the student has no labels for are nearly the labels; a student that cannot
+# gain from it has a broken distillation path.
+METHODS["teacher_all_labels"] = {"stage": "teacher", "data.labelled_recordings": ()}
+METHODS["student_all_labels_teacher"] = {
+    "stage": "student", "loss.gate": "none", "_teachers": ("teacher_all_labels",),
+}  # fmt: skip
+# Its predictions as targets (squared error; per-clip CCC would see only an 8-frame clip's own variation).
+METHODS["student_mse_all_labels_teacher"] = {
+    "stage": "student", "loss.gate": "none", "loss.distill": "response_mse", "loss.alpha": 0.5,
+    "_teachers": ("teacher_all_labels",),
+}  # fmt: skip
 # Beyond the paper (`configs/demo.py:beyond`): teachers with physiological signals, a student of two
 # teachers, one-stage distillation. `_teachers` names the teacher run(s) a student distils from (default:
 # "teacher"); the one-stage student trains its own (audio + visual) teacher in the same run.
