@@ -20,8 +20,8 @@ Arguments:
   recording's labels (`ALL_LABELS`);
 - `table5`: also the teacher with black frames for missing faces (Table 5);
 - `distill`: every distillation term of `pkd_jax.losses` with the paper gate, next to the cosine student;
-- `beyond`: physiological teachers, two teachers, one-stage distillation (docs/results.md "Beyond the
-  paper");
+- `beyond`: physiological teachers, two teachers, and one-stage distillation where trunks train
+  (`smoke`; not with the pretrained frozen trunks) (docs/results.md "Beyond the paper");
 - `frozen`: the trunks frozen at their random initialisation instead of pretrained (loss research on
   fixed random features, docs/training.md "Frozen trunks");
 - `strong`: the strong setting of Table 6 instead (tiny R3D-18 + LSTM and ResNet-18 with joint
@@ -104,7 +104,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.eval_chunk_frames = 100
         c.data.preprocess_workers = 1  # spawning a second process costs more than it saves on a tiny corpus
     if "beyond" in args:  # physio teachers, two teachers, one-stage (their references first)
-        e.methods = BEYOND_METHODS
+        # One-stage distillation trains its own teacher in the run, so loading pretrained trunks into it
+        # (and caching their features) is not built: it runs where trunks train (`smoke`), not here.
+        e.methods = tuple(m for m in BEYOND_METHODS if m != "student_onestage" or not e.pretrain.visual)
     c.lock()
     return _frozen(c, "frozen" in args)
 
