@@ -52,6 +52,8 @@ def trunk_config(
     config.data.root = str(directory / "corpus")
     config.data.cache = str(directory / "cache")
     config.data.clip_frames = 1  # one frame per example, like a face-expression image set
+    # The corpus's labelled subset names corpus recordings; every face-set recording is labelled.
+    config.data.labelled_recordings = ()
     config.data.batch_size = p.batch_size
     config.model.freeze_visual_cnn = group == "audio_cnn"
     config.model.freeze_audio_cnn = False

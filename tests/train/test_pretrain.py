@@ -16,12 +16,13 @@ from pkd_jax.experiments import pretrain, runner
 def test_the_face_set_labels_the_expression_in_the_frame_and_trains_single_frames(tmp_path):
     generator = pretrain.face_set_config(synthetic.SyntheticConfig())
     assert (generator.annotator_lag_s, generator.annotator_noise_sd, generator.physio) == (0.0, 0.0, False)
-    config = demo.get_config()
+    config = demo.get_config("controls")  # labels on 3 of the corpus's training recordings
     visual = pretrain.trunk_config(config, tmp_path, "visual_cnn")
     audio = pretrain.trunk_config(config, tmp_path, "audio_cnn", tmp_path / "visual_cnn.npz")
     assert (visual.stage, audio.stage) == ("visual", "teacher")
     for c in (visual, audio):
         assert c.data.clip_frames == 1 and c.seed == config.experiment.pretrain.seed
+        assert c.data.labelled_recordings == ()  # the face set is all labelled, whatever the corpus is
         assert c.data.root == str(tmp_path / "corpus") and "experiment" not in c
         assert c.optim.schedule == "warmup_cosine" and c.train.num_steps == config.experiment.pretrain.steps
     # The audio trunk learns next to the pretrained visual trunk, frozen; the visual trunk itself trains.
