@@ -39,7 +39,10 @@ from pkd_jax.experiments.runner import DISTILL_METHODS
 
 NUM_STEPS = 600  # chosen on dev from a 1,500-step pilot's curves (docs/results.md, "Convergence")
 # The pipeline's positive control: a teacher with every recording's labels and its students.
-ALL_LABELS = ("teacher_all_labels", "student_all_labels_teacher", "student_mse_all_labels_teacher")
+ALL_LABELS = (
+    "teacher_all_labels", "student_all_labels_teacher", "student_mse_all_labels_teacher",
+    "student_mse_all_labels_shuffled",
+)  # fmt: skip
 BEYOND_METHODS = (
     "teacher", "teacher_pv", "teacher_apv", "visual", "student", "student_pv", "student_two",
     "student_nogate", "student_onestage",

@@ -30,8 +30,9 @@ LABELS = {
     "teacher_all_labels": "Teacher (audio + visual) trained on every recording's labels",
     "student_all_labels_teacher": "Student (no gate) of the teacher trained on every recording's labels",
     "student_mse_all_labels_teacher": "Student (no gate, response MSE, alpha 0.5) of that teacher",
+    "student_mse_all_labels_shuffled": "The same student of that teacher shuffled across recordings",
 }
 CONTROLS = ("visual", "student_nogate", "student_shuffled", "teacher_all_labels", "student_all_labels_teacher",
-            "student_mse_all_labels_teacher")  # fmt: skip
+            "student_mse_all_labels_teacher", "student_mse_all_labels_shuffled")  # fmt: skip
 BEYOND = ("teacher", "teacher_pv", "teacher_apv", "visual", "student", "student_pv", "student_two",
           "student_nogate", "student_onestage")  # fmt: skip

@@ -38,6 +38,7 @@ def comparisons(methods: Sequence[str]) -> list[tuple[str, str]]:
         ("student_two", "student_pv"),
         ("student_onestage", "student_nogate"),
         ("student_nogate", "student_shuffled"),
+        ("student_mse_all_labels_teacher", "student_mse_all_labels_shuffled"),
     ]
     pairs += [(a, b) for a, b in extensions if a in methods and b in methods]
     return pairs

@@ -52,6 +52,10 @@ METHODS["student_mse_all_labels_teacher"] = {
     "stage": "student", "loss.gate": "none", "loss.distill": "response_mse", "loss.alpha": 0.5,
     "_teachers": ("teacher_all_labels",),
 }  # fmt: skip
+# ... and its negative control: the same student of that teacher's outputs moved to another recording.
+METHODS["student_mse_all_labels_shuffled"] = METHODS["student_mse_all_labels_teacher"] | {
+    "teacher.shuffle": "recording"
+}
 # Beyond the paper (`configs/demo.py:beyond`): teachers with physiological signals, a student of two
 # teachers, one-stage distillation. `_teachers` names the teacher run(s) a student distils from (default:
 # "teacher"); the one-stage student trains its own (audio + visual) teacher in the same run.
