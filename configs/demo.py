@@ -35,18 +35,10 @@ Arguments:
 import ml_collections
 
 from pkd_jax import defaults
+from pkd_jax.experiments.report_labels import ALL_LABELS, BEYOND
 from pkd_jax.experiments.runner import DISTILL_METHODS
 
 NUM_STEPS = 600  # chosen on dev from a 1,500-step pilot's curves (docs/results.md, "Convergence")
-# The pipeline's positive control: a teacher with every recording's labels and its students.
-ALL_LABELS = (
-    "teacher_all_labels", "student_all_labels_teacher", "student_mse_all_labels_teacher",
-    "student_mse_all_labels_shuffled",
-)  # fmt: skip
-BEYOND_METHODS = (
-    "teacher", "teacher_pv", "teacher_apv", "visual", "student", "student_pv", "student_two",
-    "student_nogate", "student_onestage",
-)  # fmt: skip
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -109,7 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if "beyond" in args:  # physio teachers, two teachers, one-stage (their references first)
         # One-stage distillation trains its own teacher in the run, so loading pretrained trunks into it
         # (and caching their features) is not built: it runs where trunks train (`smoke`), not here.
-        e.methods = tuple(m for m in BEYOND_METHODS if m != "student_onestage" or not e.pretrain.visual)
+        e.methods = tuple(m for m in BEYOND if m != "student_onestage" or not e.pretrain.visual)
     c.lock()
     return _frozen(c, "frozen" in args)
 

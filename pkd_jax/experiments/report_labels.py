@@ -32,7 +32,13 @@ LABELS = {
     "student_mse_all_labels_teacher": "Student (no gate, response MSE, alpha 0.5) of that teacher",
     "student_mse_all_labels_shuffled": "The same student of that teacher shuffled across recordings",
 }
-CONTROLS = ("visual", "student_nogate", "student_shuffled", "teacher_all_labels", "student_all_labels_teacher",
-            "student_mse_all_labels_teacher", "student_mse_all_labels_shuffled")  # fmt: skip
+# The pipeline's positive control (`configs/demo.py:controls`): a teacher with every recording's labels
+# and its students.
+ALL_LABELS = (
+    "teacher_all_labels", "student_all_labels_teacher", "student_mse_all_labels_teacher",
+    "student_mse_all_labels_shuffled",
+)  # fmt: skip
+CONTROLS = ("visual", "student_nogate", "student_shuffled", *ALL_LABELS)
+# `configs/demo.py:beyond`'s methods, their references first.
 BEYOND = ("teacher", "teacher_pv", "teacher_apv", "visual", "student", "student_pv", "student_two",
           "student_nogate", "student_onestage")  # fmt: skip

@@ -235,8 +235,11 @@ def combine_teachers(parts: Sequence[PartsFn], rule: str = "average") -> LossFn:
             batch_k = {**batch, "gate_gamma": gammas[k]} if gammas is not None else batch
             l_ccc, l_distill, w = part(view, batch_k)
             pieces = {
+                # "total" is the two parts' sum, kept whole so that a run without unlabelled clips sums
+                # its loss exactly as before (several teachers would round otherwise).
                 "total": w.ccc * l_ccc + w.distill * l_distill,
-                "supervised": w.ccc * l_ccc, "distilling": w.distill * l_distill, "ccc_loss": l_ccc, "distill_loss": l_distill,
+                "supervised": w.ccc * l_ccc, "distilling": w.distill * l_distill,
+                "ccc_loss": l_ccc, "distill_loss": l_distill,
                 "trusted": w.distilled, "gamma": w.gamma, "ccc_weight": w.ccc, "distill_weight": w.distill,
             }  # fmt: skip
             for name, value in pieces.items():

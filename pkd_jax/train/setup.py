@@ -178,13 +178,13 @@ def setup(
     extra_arrays = dict(teachers.extra_arrays)
     if labelled is not None and config.stage == "student":  # each clip's flag: supervised or not
         extra_arrays |= labelled_flags(cache, labelled)
+    unlabelled_per_process = sharding.per_process_batch_size(
+        unlabelled_clips, mesh, "config.data.unlabelled_batch_size"
+    )
     dataset = train_dataset(
         cache, pipeline, shard_index=jax.process_index(), shard_count=jax.process_count(),
         extra_arrays=extra_arrays or None, frame_arrays=frame_arrays or None, video_ids=stream_ids,
-        unlabelled_ids=unlabelled_ids,
-        unlabelled_batch_size=sharding.per_process_batch_size(
-            unlabelled_clips, mesh, "config.data.unlabelled_batch_size"
-        ) if unlabelled_clips else 0,
+        unlabelled_ids=unlabelled_ids, unlabelled_batch_size=unlabelled_per_process,
     )  # fmt: skip
     tx = make_optimizer(
         config.optim, variables["params"], steps_per_epoch=steps_per_epoch(config, cache, stream_ids),
