@@ -20,7 +20,7 @@
 # below, all distilled from the same teacher and compared with the same visual-only baseline: their dev
 # CCC and the share of training sequences their gate distilled.
 #
-# `PKD_NOTEBOOK_SIZE=tiny` (the default, what `make test` runs: a corpus of seconds and 4 steps per run)
+# `PKD_NOTEBOOK_SIZE=tiny` (the default; `make test` runs it with frozen trunks: seconds of corpus, 4 steps a run)
 # or `demo` (the demo's corpus and 300 steps; with `PKD_NOTEBOOK_WORKDIR=runs/demo` it reuses the teacher
 # and baseline that `make demo` trained). Runs go to `PKD_NOTEBOOK_WORKDIR` (default `runs/notebooks`).
 # `PKD_NOTEBOOK_FROZEN=1` is the fast option for a loss sweep: every run's visual trunk is frozen and its

@@ -25,6 +25,9 @@ def test_cpu_check_writes_one_report_of_every_part(tmp_path):
         "GPU_CHECK_SCRATCH": str(tmp_path / "scratch"),
         # The test suite's compilation cache (tests/conftest.py): later runs of the suite compile nothing.
         "GPU_CHECK_CACHE": str(REPO / ".pytest_cache" / "jax_compilation"),
+        # One quick test of the --cpu default pair: the part's run and its report are what is tested here,
+        # the suite runs the other itself.
+        "GPU_CHECK_TESTS": "tests/test_conv.py::test_max_pool_2x2_matches_reduce_window",
     }
     out = tmp_path / "out"
     done = subprocess.run(
