@@ -30,6 +30,7 @@ import numpy as np
 from pkd_jax import metrics
 from pkd_jax.config import build
 from pkd_jax.data.cache import Cache
+from pkd_jax.data.physio_windows import PhysioWindows
 from pkd_jax.experiments.stats import describe, paired_difference
 from pkd_jax.workdir.trained import load_trained
 
@@ -42,6 +43,10 @@ PAIRS = (
     ("visual", "teacher_all_labels"),
     ("student_all_labels_teacher", "teacher_all_labels"),
     ("student_mse_all_labels_teacher", "teacher_all_labels"),
+    ("visual", "teacher_pv"),
+    ("student_pv", "teacher_pv"),
+    ("student_two", "teacher"),
+    ("student_two", "teacher_pv"),
 )
 
 
@@ -77,11 +82,22 @@ def embeddings(run_dir: Path, cache: Cache, video_ids: Sequence[str]) -> Embeddi
     arrays, _ = frozen_feature_arrays(
         trained.config, trained.model, trained.variables, cache, splits=("train", "dev")
     )
-    extra = (None,) if trained.config.stage == "teacher" else ()  # the teacher's audio slot
-    forward = jax.jit(lambda v, **kw: trained.model.apply(v, None, *extra, train=False, **kw))
+    teacher = trained.config.stage == "teacher"
+    physio = None
+    if teacher and "physio" in trained.model.modality_order:  # windows around every frame, as in evaluation
+        physio = PhysioWindows(cache, build.physio_pipeline(trained.config).physio_offsets)
+
+    def run(variables: Any, windows: Any, features: dict[str, Any]) -> Any:
+        inputs = (None, None, windows) if teacher else (None,)  # frames (and audio) come as features
+        return trained.model.apply(variables, *inputs, train=False, **features)
+
+    forward = jax.jit(run)
     out = {}
     for vid in video_ids:
-        pred, emb = forward(trained.variables, **{k: np.asarray(a[vid])[None] for k, a in arrays.items()})
+        features = {k: np.asarray(a[vid])[None] for k, a in arrays.items()}
+        frames = len(next(iter(features.values()))[0])
+        windows = None if physio is None else physio(cache.video(vid), np.arange(frames))[None]
+        pred, emb = forward(trained.variables, windows, features)
         out[vid] = (np.asarray(pred[0]), np.asarray(emb[0]))
     return out
 
