@@ -20,9 +20,10 @@
 # below, all distilled from the same teacher and compared with the same visual-only baseline: their dev
 # CCC and the share of training sequences their gate distilled.
 #
-# `PKD_NOTEBOOK_SIZE=tiny` (the default; `make test` runs it with frozen trunks: seconds of corpus, 4 steps a run)
-# or `demo` (the demo's corpus and 300 steps; with `PKD_NOTEBOOK_WORKDIR=runs/demo` it reuses the teacher
-# and baseline that `make demo` trained). Runs go to `PKD_NOTEBOOK_WORKDIR` (default `runs/notebooks`).
+# `PKD_NOTEBOOK_SIZE=tiny` (the default, which `make test` runs with frozen trunks: seconds of corpus, 4
+# steps a run) or `demo` (the demo's corpus, pretrained frozen trunks and 600 steps; with
+# `PKD_NOTEBOOK_WORKDIR=runs/demo` it reuses the teacher and baseline that `make demo` trained).
+# Runs go to `PKD_NOTEBOOK_WORKDIR` (default `runs/notebooks`).
 # `PKD_NOTEBOOK_FROZEN=1` is the fast option for a loss sweep: every run's visual trunk is frozen and its
 # features are computed once and shared (docs/training.md "Frozen trunks": no trunk fine-tuning, BatchNorm
 # in inference mode); give it its own `PKD_NOTEBOOK_WORKDIR`, since a workdir keeps the config it began with.
@@ -59,7 +60,7 @@ if SIZE == "tiny":  # the training tests' shapes, so `make test` compiles each p
     # One preprocessing process: for a corpus of seconds, starting a second costs more than it saves
     base.data.preprocess_workers = 1
     base.lock()
-config = runner.prepare_data(base, WORKDIR)
+config = runner.with_pretrained_trunks(runner.prepare_data(base, WORKDIR), WORKDIR)  # as the paper runner
 print(f"size {SIZE}, frozen visual trunk {FROZEN}: {config.train.num_steps} steps per run; under {WORKDIR}")
 
 # %% [markdown]
