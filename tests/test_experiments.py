@@ -13,7 +13,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_paper_runner_end_to_end_and_reuse(tmp_path):
-    config = demo.get_config("smoke")
+    # Frozen visual trunks with cached features, as the demo's (random here: the smoke run does not
+    # pretrain), a fifth cheaper than trunks that train; those train through `main` in tests/train.
+    config = demo.get_config("smoke,frozen")
     config.unlock()
     # The shapes of the training tests, so their compiled programs are reused from the test cache.
     config.data.face_size, config.data.clip_frames, config.data.batch_size = 32, 4, 4
@@ -84,6 +86,7 @@ def test_paper_runner_end_to_end_and_reuse(tmp_path):
 
     sweep = sweep_config.get_config("smoke")
     sweep.unlock()
+    sweep.model.freeze_visual_cnn, sweep.model.frozen_features = True, "cached"  # the runs above
     sweep.data.face_size, sweep.data.clip_frames, sweep.data.batch_size = 32, 4, 4
     sweep.data.eval_chunk_frames, sweep.data.eval_videos_per_batch = 50, 2
     sweep.data.preprocess_workers = 1
