@@ -49,7 +49,8 @@ from pkd_jax.perf.train_step import FROZEN_KINDS, KINDS, _stage_config, base_kin
 from pkd_jax.train.state import TrainState, create_state, make_optimizer
 from pkd_jax.train.steps import make_train_step, over_members
 
-DEFAULT_KIND = "student_cached"  # the demo's student, its teacher's outputs cached
+# A student on trainable trunks, its teacher's outputs cached (the demo trains `student_frozen`).
+DEFAULT_KIND = "student_cached"
 TORCH_KINDS = ("teacher", "visual", "student_online", "student_cached")  # what `TorchStep` trains
 Batch = dict[str, np.ndarray]
 INPUTS = ("frames", "audio", "physio")  # the batch keys the network reads
