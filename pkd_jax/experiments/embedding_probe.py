@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from pkd_jax import metrics
@@ -102,40 +103,47 @@ def embeddings(run_dir: Path, cache: Cache, video_ids: Sequence[str]) -> Embeddi
     return out
 
 
-def _dev_ccc(cache: Cache, columns: list[int], pred_of: Any) -> list[float]:
+def _dev_ccc(cache: Cache, columns: Sequence[int], pred_of: Any) -> list[float]:
     scores = []
     for vid in cache.ids("dev"):
         video = cache.video(vid)
-        labels, mask = np.asarray(video.labels)[:, columns], np.asarray(video.label_mask) > 0
+        labels, mask = np.asarray(video.labels)[:, list(columns)], np.asarray(video.label_mask) > 0
         pred = pred_of(vid)
         scores.append([metrics.ccc_np(pred[:, k], labels[:, k], mask) for k in range(len(columns))])
     return np.mean(scores, 0).tolist()
 
 
-def probe_seed(workdir: Path, seed: int, labelled: Sequence[str]) -> dict[str, Any]:
-    """Every probe of one seed (see the module docstring)."""
+def probe_seed(workdir: Path, seed: int, labelled: Sequence[str], columns: Sequence[int]) -> dict[str, Any]:
+    """Every probe of one seed (see the module docstring); `columns` are the targets' label columns."""
     cache = Cache(workdir / "cache")
     train, dev = cache.ids("train"), cache.ids("dev")
     present = sorted({m for pair in PAIRS for m in pair if (workdir / "runs" / m / f"seed_{seed}").is_dir()})
     emb = {m: embeddings(workdir / "runs" / m / f"seed_{seed}", cache, train + dev) for m in present}
-    config = load_trained(workdir=workdir / "runs" / present[0] / f"seed_{seed}").config
-    columns = list(build.target_indices(config))
-    gold = {v: np.asarray(cache.video(v).labels)[:, columns] for v in train}
-    stack = lambda m, ids: np.concatenate([emb[m][v][1] for v in ids])
+    gold = {v: np.asarray(cache.video(v).labels)[:, list(columns)] for v in train}
+    fit_ids = {"probe_labelled": list(labelled) or train, "probe_all": train}
+    # Each network's embedding stacked over the frames of every split a probe fits or scores on.
+    stacked = {
+        m: {
+            split: np.concatenate([emb[m][v][1] for v in ids])
+            for split, ids in (("train", train), ("dev", dev))
+        }
+        for m in present
+    }
     out: dict[str, Any] = {"methods": {}, "pairs": {}}
     for m in present:
         row = {"own": _dev_ccc(cache, columns, lambda v, m=m: emb[m][v][0])}
-        for name, ids in (("probe_labelled", list(labelled) or train), ("probe_all", train)):
-            w = ridge(stack(m, ids), np.concatenate([gold[v] for v in ids]))
+        for name, ids in fit_ids.items():
+            x = np.concatenate([emb[m][v][1] for v in ids])
+            w = ridge(x, np.concatenate([gold[v] for v in ids]))
             row[name] = _dev_ccc(cache, columns, lambda v, m=m, w=w: apply_ridge(w, emb[m][v][1]))
         out["methods"][m] = row
     for net, teacher in PAIRS:
         if net in emb and teacher in emb:
-            w = ridge(stack(net, train), stack(teacher, train))
+            a, b = stacked[net], stacked[teacher]
             out["pairs"][f"{net} -> {teacher}"] = {
-                "teacher_r2": r_squared(apply_ridge(w, stack(net, dev)), stack(teacher, dev)),
-                "cosine": mean_cosine(stack(net, dev), stack(teacher, dev)),
-                "cosine_teacher_mean": mean_cosine(stack(teacher, dev), stack(teacher, train).mean(0)),
+                "teacher_r2": r_squared(apply_ridge(ridge(a["train"], b["train"]), a["dev"]), b["dev"]),
+                "cosine": mean_cosine(a["dev"], b["dev"]),
+                "cosine_teacher_mean": mean_cosine(b["dev"], b["train"].mean(0)),
             }
     return out
 
@@ -143,33 +151,26 @@ def probe_seed(workdir: Path, seed: int, labelled: Sequence[str]) -> dict[str, A
 def summarize(per_seed: list[dict[str, Any]], targets: Sequence[str]) -> str:
     """Markdown tables of mean ± std over seeds."""
 
-    def cell(values: list[Any]) -> str:
-        return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+    def rows(section: str, keys: Sequence[str], index: Sequence[int | None]) -> list[str]:
+        """A row per method (or pair) of `section`: mean ± std over seeds of each key (and target index)."""
+        out = []
+        for name in per_seed[0][section]:
+            values = [s[section][name] for s in per_seed]
+            cols = [[v[k] if i is None else v[k][i] for v in values] for k in keys for i in index]
+            out.append(
+                f"| {name} | " + " | ".join(f"{np.mean(c):.3f} ± {np.std(c):.3f}" for c in cols) + " |"
+            )
+        return out
 
+    probes = ("own", "probe (labelled)", "probe (all)")
     lines = [
-        "| method | "
-        + " | ".join(f"{c} {t}" for c in ("own", "probe (labelled)", "probe (all)") for t in targets)
-        + " |",
-        "|---" * (1 + 3 * len(targets)) + "|",
-    ]
-    for m in per_seed[0]["methods"]:
-        cols = [
-            [s["methods"][m][c][k] for s in per_seed]
-            for c in ("own", "probe_labelled", "probe_all")
-            for k in range(len(targets))
-        ]
-        lines.append(f"| {m} | " + " | ".join(cell(c) for c in cols) + " |")
-    lines += [
+        "| method | " + " | ".join(f"{c} {t}" for c in probes for t in targets) + " |",
+        "|---" * (1 + len(probes) * len(targets)) + "|",
+        *rows("methods", ("own", "probe_labelled", "probe_all"), range(len(targets))),
         "",
         "| network -> teacher | teacher R^2 | cosine | teacher's cosine to its mean |",
         "|---|---|---|---|",
-    ]
-    for pair in per_seed[0]["pairs"]:
-        cols = [
-            [s["pairs"][pair][c] for s in per_seed] for c in ("teacher_r2", "cosine", "cosine_teacher_mean")
-        ]
-        lines.append(f"| {pair} | " + " | ".join(cell(c) for c in cols) + " |")
-    lines += [
+        *rows("pairs", ("teacher_r2", "cosine", "cosine_teacher_mean"), (None,)),
         "",
         "Teacher R^2, each student minus the baseline of the same seed and teacher (paired t-interval):",
         "",
@@ -192,8 +193,9 @@ def run_probes(workdir: str | Path, seeds: int) -> dict[str, Any]:
         raise FileNotFoundError(f"{results_path} does not exist: run the paper runner in {workdir} first")
     config = json.loads(results_path.read_text())["config"]
     labelled = tuple(config["data"].get("labelled_recordings", ()))
-    targets = tuple(config.get("targets", ("valence", "arousal")))
-    per_seed = [probe_seed(workdir, s, labelled) for s in range(seeds)]
+    targets = build.target_names(ml_collections.ConfigDict(config))
+    columns = build.target_indices(ml_collections.ConfigDict(config))
+    per_seed = [probe_seed(workdir, s, labelled, columns) for s in range(seeds)]
     out = {"seeds": list(range(seeds)), "labelled_recordings": list(labelled), "per_seed": per_seed}
     (workdir / "probe.json").write_text(json.dumps(out, indent=1))
     (workdir / "probe.md").write_text(summarize(per_seed, targets))
