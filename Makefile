@@ -19,10 +19,12 @@ $(UV):
 		|| { rm -rf $(VENV); py=$$(tools/find_python.sh) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV); }
 	$(VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
 
-# Quiet: the list of installed packages is uv.lock; a failure still prints uv's error.
+# Quiet: the list of installed packages is uv.lock; a failure still prints uv's error. Bytecode is
+# compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on the development machines), every Python
+# process would otherwise compile jax, flax, orbax... from source again, seconds per process.
 $(STAMP): $(UV) pyproject.toml uv.lock
 	@echo "installing the locked environment (uv.lock) into $(VENV)"
-	@$(UV) sync --quiet --locked --inexact --extra dev --python $(VENV)/bin/python
+	@$(UV) sync --quiet --locked --inexact --extra dev --compile-bytecode --python $(VENV)/bin/python
 	@touch $(STAMP)
 
 # Two worker processes, one test file each at a time (a file's fixtures are built once): XLA compiles on
