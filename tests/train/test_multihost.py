@@ -1,4 +1,5 @@
-"""Multi-process training on one machine: 2 CPU processes x 2 devices against 1 process x 4 devices.
+"""Multi-process training on one machine: 2 CPU processes x 2 devices against 1 process x 4 devices
+and against 1 device.
 
 Each run is `pkd_jax.main` in a subprocess of its own (XLA's device count and the distributed runtime
 are fixed per process). `worker` records every device's copy of the parameters and BatchNorm
@@ -19,6 +20,7 @@ import pytest
 
 from pkd_jax.workdir.metric_writer import read_metrics
 from tests.fake_cache import write_fake_cache
+from tests.train.test_train import main_in_process
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 3
@@ -144,7 +146,7 @@ def runs(tmp_path_factory):
 
 
 def test_two_processes_hold_identical_state_matching_one_process(runs):
-    root, _ = runs
+    root, cache = runs
     p0, p1 = load(root / f"state_{STEPS}_p0.npz"), load(root / f"state_{STEPS}_p1.npz")
     assert {k.rsplit("@", 1)[1] for k in p0} == {"0", "1"}
     assert {k.rsplit("@", 1)[1] for k in p1} == {"2048", "2049"}  # the second process's devices
@@ -164,6 +166,11 @@ def test_two_processes_hold_identical_state_matching_one_process(runs):
     two_train, one_train = read_metrics(root / "two", "train"), read_metrics(root / "one", "train")
     for a, b in zip(two_train, one_train[:STEPS], strict=True):
         assert a["step"] == b["step"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    # And one device (this test process's): the same steps, summed in another order.
+    main_in_process(main_flags(root / "single", cache, STEPS))
+    for a, b in zip(read_metrics(root / "single", "train"), one_train[:STEPS], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
 
