@@ -77,6 +77,11 @@ def test_cpu_check_writes_one_report_of_every_part(tmp_path):
     population = report["population"]
     assert [r["members"] for r in population] == [2] and parts["population"]["status"] == "ok"
     assert all(r["population"]["seeds_per_hour"] > 0 and r["torch"] is None for r in population)
+    for r in population:  # the bench command's population rows (its PyTorch arm: tests/test_bench.py)
+        assert r["population"]["compile_s"] > 0 and r["sequential"]["first_seed"]["compile_s"] > 0
+        assert r["sequential"]["later_seed"]["compile_s"] == 0  # later seeds reuse the compiled step
+        ratio = r["population"]["seeds_per_hour"] / r["sequential"]["seeds_per_hour"]
+        assert r["population_over_sequential"] == ratio
     assert (out / "logs" / "tests.xml").exists() and not list(out.rglob("*.xplane.pb"))  # traces stay out
 
 
