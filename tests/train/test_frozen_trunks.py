@@ -88,15 +88,21 @@ def test_batch_features_are_the_trunk_on_the_batch_inputs(tmp_path):
     assert set(digests) == {"visual_cnn", "audio_cnn"}
     batch = train_dataset(cache, pipeline, frame_arrays=arrays)[1]  # frames and audio and their features
     frames, audio, _ = model_inputs(model, batch, np.float32)
-    visual = jax.jit(lambda v, x: model.apply(v, x, method="trunk_visual"))(variables, frames)
-    sound = jax.jit(lambda v, x: model.apply(v, x, method="trunk_audio"))(variables, audio)
+
+    def online_and_from_features(v, frames, audio, visual_features, audio_features):  # one program
+        return (
+            model.apply(v, frames, method="trunk_visual"),
+            model.apply(v, audio, method="trunk_audio"),
+            model.apply(v, frames, audio),
+            model.apply(v, None, None, visual_features=visual_features, audio_features=audio_features),
+        )
+
+    visual, sound, full, from_features = jax.jit(online_and_from_features)(
+        variables, frames, audio, batch["visual_features"], batch["audio_features"]
+    )
     np.testing.assert_allclose(batch["visual_features"], visual, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(batch["audio_features"], sound, rtol=1e-4, atol=1e-5)
     # The whole model on the features equals the model on the inputs.
-    full = jax.jit(lambda v, f, a: model.apply(v, f, a))(variables, frames, audio)
-    from_features = jax.jit(
-        lambda v, vf, af: model.apply(v, None, None, visual_features=vf, audio_features=af)
-    )(variables, batch["visual_features"], batch["audio_features"])
     for a, b in zip(full, from_features, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
