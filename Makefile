@@ -21,8 +21,9 @@ $(UV):
 
 # Quiet: the list of installed packages is uv.lock; a failure still prints uv's error. Bytecode is
 # compiled at install: where PYTHONDONTWRITEBYTECODE is set (as on the development machines), every Python
-# process would otherwise compile jax, flax, orbax... from source again, seconds per process.
-$(STAMP): $(UV) pyproject.toml uv.lock
+# process would otherwise compile jax, flax, orbax... from source again, seconds per process. The recipe
+# is in this file, so an existing .venv is synced again (with bytecode) when it changes.
+$(STAMP): $(UV) pyproject.toml uv.lock Makefile
 	@echo "installing the locked environment (uv.lock) into $(VENV)"
 	@$(UV) sync --quiet --locked --inexact --extra dev --compile-bytecode --python $(VENV)/bin/python
 	@touch $(STAMP)
