@@ -60,7 +60,7 @@ if SIZE == "tiny":  # the training tests' shapes, so `make test` compiles each p
     # One preprocessing process: for a corpus of seconds, starting a second costs more than it saves
     base.data.preprocess_workers = 1
     base.lock()
-config = runner.with_pretrained_trunks(runner.prepare_data(base, WORKDIR), WORKDIR)  # as the paper runner
+config = runner.prepare_experiment(base, WORKDIR)  # corpus and trunks, as the paper runner prepares them
 print(f"size {SIZE}, frozen visual trunk {FROZEN}: {config.train.num_steps} steps per run; under {WORKDIR}")
 
 # %% [markdown]

@@ -189,6 +189,12 @@ def with_pretrained_trunks(config: ml_collections.ConfigDict, workdir: Path) -> 
     return config
 
 
+def prepare_experiment(config: ml_collections.ConfigDict, workdir: Path) -> ml_collections.ConfigDict:
+    """The config every run of an experiment in `workdir` shares: its corpus prepared (`prepare_data`) and
+    its trunks pretrained when the config says so (`with_pretrained_trunks`)."""
+    return with_pretrained_trunks(prepare_data(config, workdir), workdir)
+
+
 def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Trains (or reuses) every method for every seed and writes the reports.
 
@@ -199,8 +205,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str,
     workdir.mkdir(parents=True, exist_ok=True)
     enable_compilation_cache(workdir)
     start = time.perf_counter()
-    config = prepare_data(config, workdir)
-    config = with_pretrained_trunks(config, workdir)
+    config = prepare_experiment(config, workdir)
     seeds = tuple(config.experiment.seeds)
     methods = list(config.experiment.get("methods", tuple(METHODS)))
     if unknown := set(methods) - set(METHODS):

@@ -130,9 +130,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[st
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     runner.enable_compilation_cache(workdir)
-    config = runner.prepare_data(config, workdir)
-    # The runner's trunks (pretrained and frozen when the config says so), so its runs are reused as they are.
-    config = runner.with_pretrained_trunks(config, workdir)
+    config = runner.prepare_experiment(config, workdir)  # as the runner's, so its runs are reused as they are
     sweep = config.experiment.sweep
     seeds = tuple(config.experiment.seeds)
     scores: dict[str, dict[int, dict[str, Any]]] = {}
