@@ -133,7 +133,7 @@ def probe_seed(workdir: Path, seed: int, labelled: Sequence[str], columns: Seque
     for m in present:
         row = {"own": _dev_ccc(cache, columns, lambda v, m=m: emb[m][v][0])}
         for name, ids in fit_ids.items():
-            x = np.concatenate([emb[m][v][1] for v in ids])
+            x = stacked[m]["train"] if ids == train else np.concatenate([emb[m][v][1] for v in ids])
             w = ridge(x, np.concatenate([gold[v] for v in ids]))
             row[name] = _dev_ccc(cache, columns, lambda v, m=m, w=w: apply_ridge(w, emb[m][v][1]))
         out["methods"][m] = row
@@ -193,8 +193,8 @@ def run_probes(workdir: str | Path, seeds: int) -> dict[str, Any]:
         raise FileNotFoundError(f"{results_path} does not exist: run the paper runner in {workdir} first")
     config = json.loads(results_path.read_text())["config"]
     labelled = tuple(config["data"].get("labelled_recordings", ()))
-    targets = build.target_names(ml_collections.ConfigDict(config))
-    columns = build.target_indices(ml_collections.ConfigDict(config))
+    recorded = ml_collections.ConfigDict(config)
+    targets, columns = build.target_names(recorded), build.target_indices(recorded)
     per_seed = [probe_seed(workdir, s, labelled, columns) for s in range(seeds)]
     out = {"seeds": list(range(seeds)), "labelled_recordings": list(labelled), "per_seed": per_seed}
     (workdir / "probe.json").write_text(json.dumps(out, indent=1))
